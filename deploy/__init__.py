@@ -1,0 +1,3 @@
+"""The Ray Serve application, its Serve config and the cluster manifests."""
+
+__all__: list[str] = []

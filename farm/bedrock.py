@@ -1,0 +1,230 @@
+"""Bedrock Converse over aiobotocore: one session, real SigV4, quotas, retries within a deadline.
+
+The endpoint follows botocore's own resolution, so `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (or
+`bedrock.endpoint_url` in config) points the whole farm at the emulator with nothing else
+changed. botocore's own retries are switched off: retrying here lets every attempt pass
+through the quota and the deadline, and lets a 429 slow the admitted rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.config import BedrockConfig
+from farm.errors import JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
+from farm.ratelimit import QuotaBackend, Reservation
+
+__all__ = ["ClientStats", "ConverseClient", "ConverseReply", "ConverseRequest", "RETRYABLE_CODES", "estimate_tokens"]
+
+THROTTLE_CODES = frozenset({"ThrottlingException", "ModelNotReadyException", "TooManyRequestsException"})
+RETRYABLE_CODES = THROTTLE_CODES | frozenset(
+    {"ModelTimeoutException", "ModelErrorException", "InternalServerException", "ServiceUnavailableException"}
+)
+RETRYABLE_STATUS = frozenset({408, 424, 429, 500, 502, 503, 504})
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper-leaning estimate (≈4 characters a token); `usage` corrects it afterwards."""
+    return len(text) // 4 + 1
+
+
+@dataclass(frozen=True)
+class ConverseRequest:
+    model: str
+    user_text: str
+    system_text: str = ""
+    max_tokens: int = 512
+    temperature: float = 0.0
+    tool_name: str | None = None
+    tool_description: str = ""
+    tool_schema: Mapping[str, Any] | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "modelId": self.model,
+            "messages": [{"role": "user", "content": [{"text": self.user_text}]}],
+            "inferenceConfig": {"maxTokens": self.max_tokens, "temperature": self.temperature},
+        }
+        if self.system_text:
+            body["system"] = [{"text": self.system_text}]
+        if self.tool_name is not None:
+            body["toolConfig"] = {
+                "tools": [
+                    {
+                        "toolSpec": {
+                            "name": self.tool_name,
+                            "description": self.tool_description or self.tool_name,
+                            "inputSchema": {"json": dict(self.tool_schema or {"type": "object"})},
+                        }
+                    }
+                ],
+                "toolChoice": {"tool": {"name": self.tool_name}},
+            }
+        return body
+
+    def token_estimate(self) -> int:
+        schema_chars = len(str(self.tool_schema)) if self.tool_schema else 0
+        return estimate_tokens(self.user_text) + estimate_tokens(self.system_text) + schema_chars // 4 + self.max_tokens
+
+
+@dataclass(frozen=True)
+class ConverseReply:
+    text: str
+    tool_input: dict[str, Any] | None
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    attempts: int
+
+
+@dataclass
+class ClientStats:
+    """Counters for one client; `errors` is keyed by error code."""
+
+    calls: int = 0
+    attempts: int = 0
+    succeeded: int = 0
+    throttled: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class ConverseClient:
+    """An async Converse client shared by every judge of one process."""
+
+    def __init__(self, config: BedrockConfig, quotas: QuotaBackend):
+        self.config = config
+        self.quotas = quotas
+        self.stats = ClientStats()
+        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
+
+                botocore_config = AioConfig(
+                    max_pool_connections=self.config.max_concurrency,
+                    connect_timeout=self.config.connect_timeout_s,
+                    read_timeout=self.config.read_timeout_s,
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                )
+                stack = contextlib.AsyncExitStack()
+                kwargs: dict[str, Any] = {"region_name": self.config.region, "config": botocore_config}
+                if self.config.endpoint_url:
+                    kwargs["endpoint_url"] = self.config.endpoint_url
+                self._client = await stack.enter_async_context(get_session().create_client("bedrock-runtime", **kwargs))
+                self._stack = stack
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = None
+        self._client = None
+
+    async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
+        """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic)."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
+
+        region = region or self.config.region
+        client = await self._get_client()
+        quotas, model = self.quotas, request.model
+        api_request = request.to_api()
+        retry = self.config.retry
+        self.stats.calls += 1
+        last_error = ""
+        last_throttled = False
+        for attempt in range(1, retry.max_attempts + 1):
+            reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                quotas.cancel(model, region, reservation, refund_request=True)
+                break
+            started = time.monotonic()
+            self.stats.attempts += 1
+            try:
+                async with self._semaphore:
+                    response = await asyncio.wait_for(client.converse(**api_request), remaining)
+            except TimeoutError:
+                quotas.cancel(model, region, reservation, refund_request=False)
+                self.stats.errors["DeadlineExceeded"] += 1
+                raise JudgeTimeoutError(
+                    f"{request.model}: no answer within the deadline (attempt {attempt}; last error: {last_error or 'none'})"
+                ) from None
+            except ClientError as exc:
+                quotas.cancel(model, region, reservation, refund_request=False)
+                error = exc.response.get("Error", {})
+                code = str(error.get("Code", "Unknown"))
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                message = str(error.get("Message", ""))
+                self.stats.errors[code] += 1
+                last_throttled = code in THROTTLE_CODES or status == 429
+                if last_throttled:
+                    self.stats.throttled += 1
+                    quotas.throttled(model, region)
+                if code not in RETRYABLE_CODES and status not in RETRYABLE_STATUS:
+                    raise PermanentJudgeError(f"{request.model}: {code} ({status}): {message}") from None
+                last_error = f"{code} ({status}): {message}"
+            except (NoCredentialsError, ParamValidationError) as exc:
+                quotas.cancel(model, region, reservation, refund_request=True)
+                self.stats.errors[type(exc).__name__] += 1
+                raise PermanentJudgeError(f"{request.model}: {exc}") from None
+            except BotoCoreError as exc:
+                quotas.cancel(model, region, reservation, refund_request=False)
+                self.stats.errors[type(exc).__name__] += 1
+                last_error = f"{type(exc).__name__}: {exc}"
+                last_throttled = False
+            else:
+                return self._reply(response, region, reservation, started, attempt, model)
+            delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (attempt - 1)))
+            if attempt == retry.max_attempts:
+                break
+            if time.monotonic() + delay >= deadline:
+                raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error}")
+            await asyncio.sleep(delay)
+        error_class = ThrottledError if last_throttled else TransientJudgeError
+        raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error}")
+
+    def _reply(
+        self, response: Mapping[str, Any], region: str, reservation: Reservation, started: float, attempt: int, model: str
+    ) -> ConverseReply:
+        usage = response.get("usage", {})
+        input_tokens = int(usage.get("inputTokens", 0))
+        output_tokens = int(usage.get("outputTokens", 0))
+        self.quotas.settle(model, region, reservation, input_tokens + output_tokens)
+        self.stats.succeeded += 1
+        self.stats.input_tokens += input_tokens
+        self.stats.output_tokens += output_tokens
+        texts: list[str] = []
+        tool_input: dict[str, Any] | None = None
+        for block in response.get("output", {}).get("message", {}).get("content", []):
+            if "text" in block:
+                texts.append(block["text"])
+            elif "toolUse" in block and tool_input is None:
+                candidate = block["toolUse"].get("input")
+                tool_input = candidate if isinstance(candidate, dict) else None
+        return ConverseReply(
+            text="".join(texts),
+            tool_input=tool_input,
+            stop_reason=str(response.get("stopReason", "")),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=(time.monotonic() - started) * 1000.0,
+            attempts=attempt,
+        )

@@ -1,0 +1,344 @@
+"""Typed configuration: one YAML file, validated at load, errors that name the bad key.
+
+Every section forbids unknown keys, so a misspelling is an error, not a silently ignored
+setting. Environment variables with the prefix `FARM_` override keys, `__` separating levels:
+`FARM_BEDROCK__REGION=us-west-2`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from farm.errors import ConfigError
+
+__all__ = [
+    "AggregationConfig",
+    "BedrockConfig",
+    "CacheConfig",
+    "Criterion",
+    "EmulatorConfig",
+    "ExactMatchJudgeConfig",
+    "FarmConfig",
+    "FinalAnswerJudgeConfig",
+    "JsonSchemaJudgeConfig",
+    "JudgeConfig",
+    "LengthJudgeConfig",
+    "PreferenceJudgeConfig",
+    "QuotaConfig",
+    "RegexJudgeConfig",
+    "RetryConfig",
+    "RubricJudgeConfig",
+    "load_config",
+    "parse_config",
+]
+
+ENV_PREFIX = "FARM_"
+_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Criterion(_Section):
+    """One rubric criterion; `likert5` answers 1–5, `boolean` answers yes/no."""
+
+    name: str = Field(pattern=_NAME)
+    description: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    scale: Literal["likert5", "boolean"] = "likert5"
+
+
+class _JudgeBase(_Section):
+    name: str = Field(pattern=_NAME)
+    weight: float = Field(default=1.0, ge=0)
+    deadline_s: float = Field(default=60.0, gt=0)
+    gate: bool = False
+    """A gate runs first; a rollout it scores 0 skips the other judges and gets reward 0."""
+
+
+class _BedrockJudgeBase(_JudgeBase):
+    model: str = Field(min_length=1)
+    region: str | None = None
+    max_tokens: int = Field(default=512, ge=16, le=10_000)
+    max_response_chars: int = Field(default=24_000, ge=100)
+    """Longer responses are cut (head and tail kept) and flagged `truncated`."""
+    structured_output: Literal["tool", "text"] = "tool"
+    """`tool`: forced Converse toolChoice with a JSON schema; `text`: JSON in plain text."""
+    parse_retries: int = Field(default=1, ge=0, le=5)
+
+
+class RubricJudgeConfig(_BedrockJudgeBase):
+    kind: Literal["rubric"]
+    criteria: list[Criterion] = Field(min_length=1)
+    task: str = "Grade the response to the task against each criterion."
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique_criteria(cls, criteria: list[Criterion]) -> list[Criterion]:
+        _require_unique([c.name for c in criteria], "criterion")
+        return criteria
+
+
+class PreferenceJudgeConfig(_BedrockJudgeBase):
+    kind: Literal["preference"]
+    mode: Literal["auto", "group", "reference"] = "auto"
+    """`group`: compare rollouts of one group pairwise; `reference`: each against its reference;
+    `auto`: group when the group has two or more rollouts, else reference."""
+    group_reward: Literal["win_rate", "bradley_terry"] = "bradley_terry"
+    max_tokens: int = Field(default=384, ge=16, le=10_000)
+    criteria: str = "helpfulness, correctness and harmlessness"
+
+
+class FinalAnswerJudgeConfig(_JudgeBase):
+    kind: Literal["final_answer"]
+    tolerance: float = Field(default=1e-6, ge=0)
+    fallback_last_number: bool = True
+    """With no marked answer (`#### x`, `A: x`, `\\boxed{x}`, `answer is x`), use the last number."""
+
+
+class ExactMatchJudgeConfig(_JudgeBase):
+    kind: Literal["exact_match"]
+    case_sensitive: bool = False
+
+
+class RegexJudgeConfig(_JudgeBase):
+    kind: Literal["regex"]
+    pattern: str
+    match: Literal["search", "fullmatch"] = "search"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class JsonSchemaJudgeConfig(_JudgeBase):
+    kind: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return schema
+
+
+class LengthJudgeConfig(_JudgeBase):
+    kind: Literal["length"]
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LengthJudgeConfig:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        return self
+
+
+JudgeConfig = Annotated[
+    RubricJudgeConfig
+    | PreferenceJudgeConfig
+    | FinalAnswerJudgeConfig
+    | ExactMatchJudgeConfig
+    | RegexJudgeConfig
+    | JsonSchemaJudgeConfig
+    | LengthJudgeConfig,
+    Field(discriminator="kind"),
+]
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    base_delay_s: float = Field(default=0.2, gt=0)
+    max_delay_s: float = Field(default=8.0, gt=0)
+
+
+class QuotaConfig(_Section):
+    """A Bedrock quota for one model in one region, as the AWS console shows it."""
+
+    rpm: int = Field(gt=0)
+    tpm: int = Field(gt=0)
+    burst_s: float = Field(default=1.0, gt=0, le=60)
+    """Seconds of quota that may be spent at once after an idle spell."""
+
+
+class BedrockConfig(_Section):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    """Overrides the endpoint; `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` does the same without config."""
+    max_concurrency: int = Field(default=64, ge=1, le=4096)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    retry: RetryConfig = RetryConfig()
+    quotas: dict[str, QuotaConfig] = Field(default_factory=dict)
+    """Keyed by model id (or `model@region`)."""
+    default_quota: QuotaConfig = QuotaConfig(rpm=100, tpm=100_000)
+
+
+class AggregationConfig(_Section):
+    method: Literal["weighted_mean", "median", "trimmed_mean", "majority"] = "weighted_mean"
+    trim_fraction: float = Field(default=0.2, ge=0, lt=0.5)
+    pass_threshold: float = Field(default=0.5, ge=0, le=1)
+    """For `majority`: a judge votes pass when its score reaches this."""
+    quorum: int = Field(default=1, ge=1)
+    disagreement_threshold: float = Field(default=0.3, ge=0, le=1)
+    empty_response: Literal["zero", "null"] = "zero"
+    """What an empty response earns: 0 with the `empty_response` flag, or null (abstain)."""
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    max_entries: int = Field(default=100_000, ge=0)
+
+
+class EmulatorConfig(_Section):
+    """Settings for the embedded emulator, used only when no AWS credentials are found."""
+
+    latency_ms: float = Field(default=150.0, ge=0)
+    rpm: int = Field(default=6_000, gt=0)
+    tpm: int = Field(default=10_000_000, gt=0)
+
+
+class FarmConfig(_Section):
+    judges: list[JudgeConfig] = Field(min_length=1)
+    bedrock: BedrockConfig = BedrockConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    cache: CacheConfig = CacheConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    batch_size: int = Field(default=64, ge=1)
+    """Rollouts per scoring batch in `farm score` (groups are never split)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FarmConfig:
+        _require_unique([j.name for j in self.judges], "judge")
+        voting = [j for j in self.judges if not j.gate]
+        if self.aggregation.quorum > max(1, len(voting)):
+            raise ValueError(f"aggregation.quorum is {self.aggregation.quorum} but only {len(voting)} non-gate judges are configured")
+        return self
+
+    def quota_for(self, model: str, region: str) -> QuotaConfig:
+        quotas = self.bedrock.quotas
+        return quotas.get(f"{model}@{region}") or quotas.get(model) or self.bedrock.default_quota
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}")
+        seen.add(name)
+
+
+def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> FarmConfig:
+    """Load a config file, or the packaged default when `path` is None, then apply env overrides."""
+    if path is None:
+        source = "the packaged default config"
+        text = resources.files("farm.defaults").joinpath("default.yaml").read_text(encoding="utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    _apply_env(data, os.environ if environ is None else environ)
+    return parse_config(data, source=source)
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "config") -> FarmConfig:
+    try:
+        return FarmConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: Any) -> str:
+    loc = _loc_text(error["loc"])
+    if error["type"] == "extra_forbidden":
+        key = str(error["loc"][-1])
+        parent = _loc_text(error["loc"][:-1]) or "the top level"
+        hint = _did_you_mean(key, error["loc"][:-1])
+        return f"  - unknown key `{key}` in {parent}{hint}"
+    if error["type"] == "union_tag_invalid":
+        return f"  - {loc}.kind: {error['msg']}"
+    return f"  - {loc or 'top level'}: {error['msg']}"
+
+
+def _did_you_mean(key: str, parent_loc: tuple[Any, ...]) -> str:
+    candidates = _known_keys(parent_loc)
+    close = difflib.get_close_matches(key, candidates, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
+    names: set[str] = set()
+    for model in (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion):
+        names.update(model.model_fields)
+    for model in (
+        RubricJudgeConfig,
+        PreferenceJudgeConfig,
+        FinalAnswerJudgeConfig,
+        ExactMatchJudgeConfig,
+        RegexJudgeConfig,
+        LengthJudgeConfig,
+    ):
+        names.update(model.model_fields)
+    names.add("schema")
+    return sorted(names)
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"rubric", "preference", "final_answer", "exact_match", "regex", "json_schema", "length"}:
+            continue  # pydantic inserts the union tag into the location; users never wrote it
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path or path[0] not in FarmConfig.model_fields:
+            continue
+        node = data
+        for key in path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw

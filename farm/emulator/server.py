@@ -1,0 +1,438 @@
+"""The Bedrock emulator: a real HTTP server that speaks the Converse wire protocol.
+
+Unchanged boto3/aiobotocore clients talk to it: rest-json bodies, the AWS error JSON with the
+`x-amzn-ErrorType` header, `usage`, `metrics.latencyMs`, `stopReason` and tool-use blocks.
+It enforces per-model RPM/TPM quotas, simulates latency, injects faults, and answers judge
+prompts with the simulated judge. Admin endpoints under `/_emulator/` let tests change
+settings at runtime and read what the "service" saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from farm.emulator.settings import NOVA_MODELS, EmulatorSettings, FaultRates
+from farm.emulator.simjudge import answer_request
+from farm.ratelimit import TokenBucket
+
+__all__ = ["EmulatorServer", "EmulatorThread", "ModelStats"]
+
+_ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
+_FAULT_ERRORS = {
+    "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "not_ready": (429, "ModelNotReadyException", "Model is not ready to serve inference requests."),
+    "model_timeout": (408, "ModelTimeoutException", "Model has timed out in processing the request."),
+    "model_error": (424, "ModelErrorException", "The model returned an error."),
+    "internal": (500, "InternalServerException", "The server encountered an internal error."),
+    "unavailable": (503, "ServiceUnavailableException", "The service is unavailable. Try again later."),
+}
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ModelStats:
+    received: int = 0
+    admitted: int = 0
+    throttled: int = 0
+    """429s from the quota (not injected)."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """Every error answered, by code, injected or not."""
+    faults: Counter[str] = field(default_factory=Counter)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    admitted_at: list[float] = field(default_factory=list)
+    """Monotonic seconds since the emulator started, one per admitted request."""
+
+    def peak_in_window(self, window_s: float) -> int:
+        times, best, start = self.admitted_at, 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= window_s:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    def as_dict(self, with_times: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "received": self.received,
+            "admitted": self.admitted,
+            "throttled": self.throttled,
+            "errors": dict(self.errors),
+            "faults": dict(self.faults),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "peak_admitted_60s": self.peak_in_window(60.0),
+            "peak_admitted_1s": self.peak_in_window(1.0),
+        }
+        if with_times:
+            out["admitted_at"] = self.admitted_at
+        return out
+
+
+class _Quota:
+    def __init__(self, rpm: int, tpm: int, burst_s: float):
+        self.requests = TokenBucket(rpm / 60.0, max(1.0, rpm / 60.0 * burst_s))
+        self.tokens = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0 * burst_s))
+        self.key = (rpm, tpm, burst_s)
+
+    def admit(self, tokens: int) -> bool:
+        tokens = min(tokens, int(self.tokens.capacity))
+        if self.requests.level < 1.0 or self.tokens.level < tokens:
+            return False
+        self.requests.take(1)
+        self.tokens.take(tokens)
+        return True
+
+
+class EmulatorServer:
+    """The aiohttp application and its state; run it with `start()` inside an event loop."""
+
+    def __init__(self, settings: EmulatorSettings | None = None):
+        self.settings = settings or EmulatorSettings()
+        self.stats: dict[str, ModelStats] = {}
+        self._quotas: dict[str, _Quota] = {}
+        self._rng = random.Random(self.settings.seed)
+        self._started = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
+        self.app.router.add_get("/_emulator/stats", self._get_stats)
+        self.app.router.add_get("/_emulator/settings", self._get_settings)
+        self.app.router.add_post("/_emulator/settings", self._patch_settings)
+        self.app.router.add_post("/_emulator/reset", self._reset)
+        self.app.router.add_get("/ping", self._ping)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+        self.url = f"http://{host}:{bound[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def reset(self) -> None:
+        self.stats.clear()
+        self._quotas.clear()
+        self._rng = random.Random(self.settings.seed)
+        self._started = time.monotonic()
+
+    # --- admin ---------------------------------------------------------------------------
+
+    async def _ping(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "emulator": True})
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        with_times = request.query.get("times") == "1"
+        return web.json_response({model: s.as_dict(with_times) for model, s in self.stats.items()})
+
+    async def _get_settings(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.settings.model_dump())
+
+    async def _patch_settings(self, request: web.Request) -> web.Response:
+        try:
+            patch = await request.json()
+            self.settings = self.settings.merged(patch)
+        except (ValueError, ValidationError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.settings.model_dump())
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    # --- Converse ------------------------------------------------------------------------
+
+    async def _converse(self, request: web.Request) -> web.Response:
+        model = request.match_info["model_id"]
+        stats = self.stats.setdefault(model, ModelStats())
+        stats.received += 1
+        try:
+            return await self._handle(request, model, stats)
+        except _ApiError as exc:
+            stats.errors[exc.code] += 1
+            return _error(exc.status, exc.code, exc.message)
+
+    async def _handle(self, request: web.Request, model: str, stats: ModelStats) -> web.Response:
+        self._check_auth(request)
+        base_model = _base_model(model)
+        if base_model is None:
+            raise _ApiError(400, "ValidationException", "The provided model identifier is invalid.")
+        rpm, tpm, latency_ms, faults, profile, access = self.settings.for_model(model)
+        if access == "denied":
+            raise _ApiError(403, "AccessDeniedException", "You don't have access to the model with the specified model ID.")
+        if access == "not_found":
+            raise _ApiError(
+                404,
+                "ResourceNotFoundException",
+                "The requested resource could not be found: model is end of life or unavailable in this region.",
+            )
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except json.JSONDecodeError:
+            raise _ApiError(400, "SerializationException", "Could not parse the request body as JSON.") from None
+        parsed = _validate(body, self.settings.max_output_tokens)
+        input_tokens = _count_tokens(parsed.all_text)
+        if input_tokens > NOVA_MODELS[base_model]:
+            raise _ApiError(400, "ValidationException", "Input is too long for requested model.")
+        fault = self._draw_fault(faults)
+        if fault in _FAULT_ERRORS:
+            stats.faults[fault] += 1
+            raise _ApiError(*_FAULT_ERRORS[fault])
+        quota = self._quota(model, rpm, tpm)
+        if not quota.admit(input_tokens + parsed.max_tokens):
+            stats.throttled += 1
+            raise _ApiError(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        stats.admitted += 1
+        stats.admitted_at.append(time.monotonic() - self._started)
+        started = time.monotonic()
+        delay = self._latency(latency_ms)
+        if fault == "hang":
+            stats.faults[fault] += 1
+            delay = max(delay, faults.hang_s)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        answer = answer_request(parsed.user_text, parsed.tool_name, profile, model)
+        content, stop_reason, text = self._render(answer, parsed.tool_name, fault, stats)
+        output_tokens = _count_tokens(text)
+        if output_tokens > parsed.max_tokens:
+            content = [{"text": text[: parsed.max_tokens * 4]}]
+            output_tokens, stop_reason = parsed.max_tokens, "max_tokens"
+        quota.tokens.give(parsed.max_tokens - output_tokens)
+        stats.input_tokens += input_tokens
+        stats.output_tokens += output_tokens
+        return web.json_response(
+            {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": stop_reason,
+                "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
+                "metrics": {"latencyMs": int((time.monotonic() - started) * 1000)},
+            },
+            headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        )
+
+    def _render(self, answer: Any, tool_name: str | None, fault: str | None, stats: ModelStats) -> tuple[list[dict[str, Any]], str, str]:
+        if fault == "malformed":
+            stats.faults[fault] += 1
+            text = "I have carefully considered the response and I think it is quite good overall."
+            return [{"text": text}], "end_turn", text
+        if fault == "broken_json" and answer.payload is not None:
+            stats.faults[fault] += 1
+            text = "Here are my grades:\n```json\n" + _break_json(answer.payload) + "\n```"
+            return [{"text": text}], "end_turn", text
+        if fault == "truncated":
+            stats.faults[fault] += 1
+            text = answer.text[: max(1, len(answer.text) // 2)]
+            return [{"text": text}], "max_tokens", text
+        if tool_name is not None and answer.payload is not None:
+            block = {"toolUse": {"toolUseId": f"tooluse_{uuid.uuid4().hex[:22]}", "name": tool_name, "input": answer.payload}}
+            return [block], "tool_use", json.dumps(answer.payload)
+        return [{"text": answer.text}], "end_turn", answer.text
+
+    def _check_auth(self, request: web.Request) -> None:
+        if not self.settings.check_signature:
+            return
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("AWS4-HMAC-SHA256 Credential="):
+            raise _ApiError(403, "UnrecognizedClientException", "Missing or malformed SigV4 Authorization header.")
+        scope = header.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        if len(scope) != 5 or scope[3] != "bedrock" or scope[4] != "aws4_request":
+            raise _ApiError(
+                403, "InvalidSignatureException", f"Credential scope must name the service 'bedrock', got {'/'.join(scope[1:])!r}."
+            )
+
+    def _draw_fault(self, faults: FaultRates) -> str | None:
+        for kind in (
+            "throttle",
+            "not_ready",
+            "model_timeout",
+            "model_error",
+            "internal",
+            "unavailable",
+            "hang",
+            "malformed",
+            "broken_json",
+            "truncated",
+        ):
+            rate = getattr(faults, kind)
+            if rate > 0 and self._rng.random() < rate:
+                return kind
+        return None
+
+    def _quota(self, model: str, rpm: int, tpm: int) -> _Quota:
+        key = (rpm, tpm, self.settings.burst_s)
+        quota = self._quotas.get(model)
+        if quota is None or quota.key != key:
+            quota = self._quotas[model] = _Quota(rpm, tpm, self.settings.burst_s)
+        return quota
+
+    def _latency(self, mean_ms: float) -> float:
+        if mean_ms <= 0:
+            return 0.0
+        sigma = self.settings.latency_sigma
+        if sigma == 0:
+            return mean_ms / 1000.0
+        return self._rng.lognormvariate(math.log(mean_ms) - sigma * sigma / 2, sigma) / 1000.0
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    user_text: str
+    all_text: str
+    max_tokens: int
+    tool_name: str | None
+
+
+def _validate(body: Any, max_output_tokens: int) -> _Parsed:
+    if not isinstance(body, dict):
+        raise _ApiError(400, "ValidationException", "The request body must be a JSON object.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _ApiError(
+            400,
+            "ValidationException",
+            "1 validation error detected: Value at 'messages' failed to satisfy constraint: Member must not be null",
+        )
+    texts: list[str] = []
+    last_user = ""
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected:
+            raise _ApiError(
+                400,
+                "ValidationException",
+                "A conversation must start with a user message and alternate between user and assistant roles.",
+            )
+        content = message.get("content")
+        if not isinstance(content, list) or not content:
+            raise _ApiError(400, "ValidationException", f"The content field in message {index} is empty.")
+        text = "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+        texts.append(text)
+        if role == "user":
+            last_user = text
+    for block in body.get("system") or []:
+        if isinstance(block, dict):
+            texts.append(str(block.get("text", "")))
+    config = body.get("inferenceConfig") or {}
+    max_tokens = config.get("maxTokens", 1024)
+    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_output_tokens:
+        raise _ApiError(400, "ValidationException", f"maxTokens must be between 1 and {max_output_tokens}.")
+    temperature = config.get("temperature", 0.7)
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 1:
+        raise _ApiError(400, "ValidationException", "temperature must be between 0 and 1.")
+    tool_name = None
+    tool_config = body.get("toolConfig")
+    if tool_config is not None:
+        names = [t.get("toolSpec", {}).get("name") for t in tool_config.get("tools", []) if isinstance(t, dict)]
+        if not names:
+            raise _ApiError(400, "ValidationException", "toolConfig.tools must contain at least one tool.")
+        texts.append(json.dumps(tool_config))
+        choice = tool_config.get("toolChoice") or {"auto": {}}
+        if "tool" in choice:
+            tool_name = choice["tool"].get("name")
+            if tool_name not in names:
+                raise _ApiError(400, "ValidationException", f"toolChoice names a tool that is not defined: {tool_name!r}.")
+        elif "any" in choice:
+            tool_name = names[0]
+    return _Parsed(user_text=last_user, all_text="\n".join(texts), max_tokens=max_tokens, tool_name=tool_name)
+
+
+def _base_model(model: str) -> str | None:
+    if model in NOVA_MODELS:
+        return model
+    for prefix in _PROFILE_PREFIXES:
+        if model.startswith(prefix) and model[len(prefix) :] in NOVA_MODELS:
+            return model[len(prefix) :]
+    return None
+
+
+def _count_tokens(text: str) -> int:
+    return len(text) // 4 + 1
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(
+        {"message": message},
+        status=status,
+        headers={"x-amzn-ErrorType": code + _ERROR_NAMESPACE, "x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+def _break_json(payload: dict[str, Any]) -> str:
+    """Valid content, broken syntax: single quotes and trailing commas, as models sometimes write."""
+    text = json.dumps(payload, indent=1).replace('"', "'")
+    return text.replace("\n}", ",\n}")
+
+
+class EmulatorThread:
+    """Runs an emulator on its own event loop in a background thread (tests, the CLI scorer)."""
+
+    def __init__(self, settings: EmulatorSettings | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.server = EmulatorServer(settings)
+        self._host, self._port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bedrock-emulator", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> EmulatorThread:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> str:
+        self._thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self.server.start(self._host, self._port), self._loop).result(timeout=30)
+        return self.url
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+    def update(self, **patch: Any) -> None:
+        """Change settings at runtime; returns once they apply."""
+
+        async def apply() -> None:
+            self.server.settings = self.server.settings.merged(patch)
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(timeout=10)
+
+    def reset(self) -> None:
+        """Forget stats and quota state; returns once done."""
+
+        async def reset() -> None:
+            self.server.reset()
+
+        asyncio.run_coroutine_threadsafe(reset(), self._loop).result(timeout=10)
+
+    def stats(self) -> dict[str, ModelStats]:
+        return self.server.stats

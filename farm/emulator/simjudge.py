@@ -1,0 +1,144 @@
+"""A deterministic simulated judge that answers the farm's rubric and preference prompts.
+
+It reads the fenced blocks of the prompt (task, reference, response(s)) and the criteria
+lines, estimates a quality for each response, and answers like a model would: through the
+forced tool when one was asked for, else as JSON text. Its flaws are settable so that tests
+can prove the farm detects them:
+
+- `noise`: standard deviation of per-criterion noise (seeded by content, so temperature 0
+  gives the same answer for the same content even under a new fence tag);
+- `position_bias`: added to response A's advantage in preference prompts;
+- `length_bias`: added per doubling of the response length over 400 characters;
+- `injection_susceptibility`: probability that a response addressing the judge gets top marks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from farm.answers import answers_match, extract_final_answer, parse_number
+
+__all__ = ["JudgeProfile", "SimulatedAnswer", "answer_request", "looks_like_injection"]
+
+_BLOCK = re.compile(r"<<<BEGIN (\w+) ([0-9a-f]+)>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
+_CRITERION = re.compile(r"(?m)^- (\S+) \[(1-5|yes/no)\]")
+_INJECTION = re.compile(
+    r"(?i)(ignore (all |any )?(the )?(previous|prior|above|earlier) (instructions|rules)"
+    r"|(give|award|assign|rate)\b.{0,40}\b(score|rating|grade|marks?)\b.{0,20}\b(5|10|full|max(imum)?|perfect|highest)"
+    r"|\b(dear|attention|note to( the)?) (ai )?(judge|grader|evaluator|reviewer)"
+    r"|\bas (the|an?) (ai )?(judge|grader|evaluator)\b"
+    r"|system (override|prompt)"
+    r"|<<<END )"
+)
+
+
+def looks_like_injection(text: str) -> bool:
+    return _INJECTION.search(text) is not None
+
+
+class JudgeProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    noise: float = Field(default=0.05, ge=0, le=1)
+    position_bias: float = Field(default=0.0, ge=-1, le=1)
+    length_bias: float = Field(default=0.0, ge=-1, le=1)
+    injection_susceptibility: float = Field(default=0.0, ge=0, le=1)
+    tie_margin: float = Field(default=0.05, ge=0, le=1)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SimulatedAnswer:
+    kind: str
+    """`rubric`, `preference` or `chat`."""
+    payload: dict[str, Any] | None
+    text: str
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic uniform number in [0, 1) from content."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _gauss(*parts: object) -> float:
+    return random.Random(int(_unit(*parts) * 2**53)).gauss(0.0, 1.0)
+
+
+def _overlap(a: str, b: str) -> float:
+    ta, tb = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
+    if not ta or not tb:
+        return 0.0
+    common = len(ta & tb)
+    return 2 * common / (len(ta) + len(tb))
+
+
+def quality(response: str, reference: str | None, task: str) -> float:
+    """How good a response looks to the simulated judge, before biases."""
+    if not response.strip():
+        return 0.0
+    if reference is not None:
+        expected = extract_final_answer(reference)
+        if expected is not None and parse_number(expected) is not None:
+            got = extract_final_answer(response)
+            return 0.9 if got is not None and answers_match(got, expected) else 0.15
+        return 0.1 + 0.85 * _overlap(response, reference)
+    return 0.35 + 0.4 * _unit("quality", task, response)
+
+
+def _biased(q: float, response: str, profile: JudgeProfile, model: str, salt: str) -> float:
+    if profile.length_bias:
+        q += profile.length_bias * math.log2(max(len(response), 1) / 400.0)
+    if profile.noise:
+        q += profile.noise * _gauss(profile.seed, model, salt, response)
+    if profile.injection_susceptibility and looks_like_injection(response):
+        if _unit("inject", profile.seed, model, response) < profile.injection_susceptibility:
+            q = 1.0
+    return min(1.0, max(0.0, q))
+
+
+def answer_request(user_text: str, tool_name: str | None, profile: JudgeProfile, model: str) -> SimulatedAnswer:
+    blocks = {label: body for label, _tag, body in _BLOCK.findall(user_text)}
+    if "RESPONSE_A" in blocks and "RESPONSE_B" in blocks:
+        return _preference(blocks, profile, model)
+    if "RESPONSE" in blocks:
+        return _rubric(blocks, _CRITERION.findall(user_text), profile, model)
+    text = "This is the Bedrock emulator. It answers the reward farm's judge prompts; this was not one."
+    if tool_name is not None:
+        return SimulatedAnswer("chat", {}, text)
+    return SimulatedAnswer("chat", None, text)
+
+
+def _rubric(blocks: dict[str, str], criteria: list[tuple[str, str]], profile: JudgeProfile, model: str) -> SimulatedAnswer:
+    response = blocks["RESPONSE"]
+    base = quality(response, blocks.get("REFERENCE"), blocks.get("TASK", ""))
+    payload: dict[str, Any] = {}
+    for name, scale in criteria or [("overall", "1-5")]:
+        q = _biased(base, response, profile, model, name)
+        if scale == "yes/no":
+            payload[name] = {"rationale": f"{'meets' if q >= 0.5 else 'misses'} the criterion", "score": q >= 0.5}
+        else:
+            score = int(round(1 + 4 * q))
+            payload[name] = {"rationale": f"judged {score} of 5 on {name}", "score": score}
+    return SimulatedAnswer("rubric", payload, json.dumps(payload))
+
+
+def _preference(blocks: dict[str, str], profile: JudgeProfile, model: str) -> SimulatedAnswer:
+    task, reference = blocks.get("TASK", ""), blocks.get("REFERENCE")
+    qa = _biased(quality(blocks["RESPONSE_A"], reference, task), blocks["RESPONSE_A"], profile, model, "pref")
+    qb = _biased(quality(blocks["RESPONSE_B"], reference, task), blocks["RESPONSE_B"], profile, model, "pref")
+    advantage = qa - qb + profile.position_bias
+    if abs(advantage) <= profile.tie_margin:
+        winner = "tie"
+    else:
+        winner = "A" if advantage > 0 else "B"
+    payload = {"rationale": f"A looks {qa:.2f}, B looks {qb:.2f}", "winner": winner}
+    return SimulatedAnswer("preference", payload, json.dumps(payload))

@@ -1,0 +1,166 @@
+"""The in-process ensemble: gates first, then every judge concurrently, then aggregation.
+
+The Ray Serve graph composes the same pieces across processes; this one runs in a single
+event loop (the CLI scorer, tests, and users' own scripts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from farm.aggregate import aggregate, disagreement
+from farm.bedrock import ConverseClient
+from farm.cache import VerdictCache
+from farm.config import AggregationConfig, FarmConfig, JudgeConfig
+from farm.errors import JudgeTimeoutError
+from farm.flags import Flag
+from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
+from farm.ratelimit import QuotaRegistry
+from farm.wire import RewardResult, Rollout, Verdict
+
+__all__ = ["Ensemble", "EnsembleMember", "combine"]
+
+_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    config: JudgeConfig
+    judge: Judge
+
+
+def combine(
+    rollout: Rollout,
+    verdicts: dict[str, Verdict],
+    members: Sequence[EnsembleMember],
+    aggregation: AggregationConfig,
+    extra_flags: Sequence[str] = (),
+) -> RewardResult:
+    """Aggregate one rollout's verdicts into its result (pure)."""
+    voters = [m for m in members if not m.config.gate] or list(members)
+    scored = [(verdicts[m.config.name].score, m.config.weight) for m in voters]
+    flags: set[str] = set(extra_flags)
+    for verdict in verdicts.values():
+        flags.update(verdict.flags)
+        if verdict.status in ("failed", "timeout"):
+            flags.add(Flag.JUDGE_FAILED)
+    answered = sum(1 for score, _ in scored if score is not None)
+    reward: float | None
+    if answered >= aggregation.quorum:
+        reward = aggregate(aggregation.method, scored, trim_fraction=aggregation.trim_fraction, pass_threshold=aggregation.pass_threshold)
+    else:
+        reward = None
+        if any(v.status in ("failed", "timeout") for v in verdicts.values()) or answered:
+            flags.add(Flag.QUORUM_MISSED)
+    spread = disagreement([score for score, _ in scored])
+    if spread is not None and spread > aggregation.disagreement_threshold:
+        flags.add(Flag.HIGH_DISAGREEMENT)
+    if reward is None:
+        status = "failed"
+    elif Flag.JUDGE_FAILED in flags:
+        status = "partial"
+    else:
+        status = "ok"
+    return RewardResult(
+        id=rollout.id, reward=reward, status=status, judges=verdicts, disagreement=spread, flags=tuple(sorted(map(str, flags)))
+    )
+
+
+class Ensemble:
+    """Scores batches of rollouts with every configured judge."""
+
+    def __init__(
+        self,
+        members: Sequence[EnsembleMember],
+        aggregation: AggregationConfig,
+        *,
+        client: ConverseClient | None = None,
+        cache: VerdictCache | None = None,
+    ):
+        self.members = list(members)
+        self.aggregation = aggregation
+        self.client = client
+        self.cache = cache
+
+    @classmethod
+    def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None) -> Ensemble:
+        cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
+        client = None
+        if any(needs_bedrock(j) for j in config.judges):
+            client = ConverseClient(config.bedrock, QuotaRegistry(config.quota_for))
+        members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
+        return cls(members, config.aggregation, client=client, cache=cache)
+
+    async def aclose(self) -> None:
+        for member in self.members:
+            await member.judge.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def score(self, rollouts: Sequence[Rollout]) -> list[RewardResult]:
+        verdicts: list[dict[str, Verdict]] = [{} for _ in rollouts]
+        closed: dict[int, RewardResult] = {}
+        empty = [i for i, r in enumerate(rollouts) if not r.response.strip()]
+        for i in empty:
+            closed[i] = self._empty_result(rollouts[i])
+        live = [i for i in range(len(rollouts)) if i not in closed]
+
+        gates = [m for m in self.members if m.config.gate]
+        if gates and live:
+            await self._run(gates, rollouts, live, verdicts)
+            still_live = []
+            for i in live:
+                if any(verdicts[i][g.config.name].score == 0.0 for g in gates):
+                    closed[i] = self._gated_result(rollouts[i], verdicts[i])
+                else:
+                    still_live.append(i)
+            live = still_live
+        others = [m for m in self.members if not m.config.gate]
+        if others and live:
+            await self._run(others, rollouts, live, verdicts)
+        results = []
+        for i, rollout in enumerate(rollouts):
+            results.append(closed[i] if i in closed else combine(rollout, verdicts[i], self.members, self.aggregation))
+        return results
+
+    async def _run(
+        self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]
+    ) -> None:
+        batch = [rollouts[i] for i in indices]
+        answers = await asyncio.gather(*(self._guarded(m, batch) for m in members))
+        for member, member_verdicts in zip(members, answers, strict=True):
+            for i, verdict in zip(indices, member_verdicts, strict=True):
+                out[i][member.config.name] = verdict
+
+    async def _guarded(self, member: EnsembleMember, batch: list[Rollout]) -> list[Verdict]:
+        """A judge that raises, hangs or miscounts still yields one verdict per rollout."""
+        try:
+            verdicts = await asyncio.wait_for(member.judge.score(batch), member.config.deadline_s + _GRACE_S)
+        except TimeoutError:
+            error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
+            return [failed_verdict(error) for _ in batch]
+        except Exception as exc:
+            return [failed_verdict(exc) for _ in batch]
+        if len(verdicts) != len(batch):
+            error = RuntimeError(f"judge {member.config.name!r} returned {len(verdicts)} verdicts for {len(batch)} rollouts")
+            return [failed_verdict(error) for _ in batch]
+        return verdicts
+
+    def _empty_result(self, rollout: Rollout) -> RewardResult:
+        verdicts = {m.config.name: skipped_verdict("empty response") for m in self.members}
+        zero = self.aggregation.empty_response == "zero"
+        return RewardResult(
+            id=rollout.id,
+            reward=0.0 if zero else None,
+            status="ok" if zero else "failed",
+            judges=verdicts,
+            flags=(str(Flag.EMPTY_RESPONSE),),
+        )
+
+    def _gated_result(self, rollout: Rollout, verdicts: dict[str, Verdict]) -> RewardResult:
+        complete = dict(verdicts)
+        for member in self.members:
+            complete.setdefault(member.config.name, skipped_verdict("a gate judge scored 0"))
+        return RewardResult(id=rollout.id, reward=0.0, status="ok", judges=complete, flags=(str(Flag.GATE_FAILED),))

@@ -1,0 +1,90 @@
+"""Ask a Bedrock model for structured output, parse it, and retry a parse failure once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from farm.bedrock import ConverseClient, ConverseRequest
+from farm.errors import JudgeError, ParseError
+from farm.flags import Flag
+from farm.judges.base import failed_verdict
+from farm.parsing import extract_json
+from farm.prompting import Prompt
+from farm.wire import Verdict
+
+__all__ = ["Answer", "AskError", "ask"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Answer(Generic[T]):
+    value: T
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    flags: set[str] = field(default_factory=set)
+
+
+class AskError(JudgeError):
+    """A judge error that carries the usage spent before it happened."""
+
+    def __init__(self, cause: JudgeError, input_tokens: int, output_tokens: int, latency_ms: float):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.latency_ms = latency_ms
+
+    def verdict(self) -> Verdict:
+        return failed_verdict(self.cause, latency_ms=self.latency_ms, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+
+
+async def ask(
+    client: ConverseClient,
+    build: Callable[[], tuple[Prompt, ConverseRequest]],
+    parse: Callable[[Mapping[str, Any]], T],
+    *,
+    parse_retries: int,
+    deadline: float,
+    region: str | None,
+) -> Answer[T]:
+    """`build` makes a fresh prompt (new fence tag) for every attempt; raises `AskError`."""
+    started = time.monotonic()
+    answer: Answer[None] = Answer(value=None)
+    last_parse_error: ParseError | None = None
+    for _ in range(parse_retries + 1):
+        prompt, request = build()
+        if prompt.truncated:
+            answer.flags.add(Flag.TRUNCATED)
+        try:
+            reply = await client.converse(request, deadline=deadline, region=region)
+        except JudgeError as exc:
+            raise AskError(exc, answer.input_tokens, answer.output_tokens, _ms(started)) from exc
+        answer.input_tokens += reply.input_tokens
+        answer.output_tokens += reply.output_tokens
+        cut_off = reply.stop_reason == "max_tokens"
+        try:
+            if reply.tool_input is not None:
+                payload, repaired = reply.tool_input, False
+            else:
+                payload, repaired = extract_json(reply.text)
+            value = parse(payload)
+        except ParseError as exc:
+            raw = exc.raw or reply.text or repr(reply.tool_input)
+            last_parse_error = ParseError(str(exc) + (" (output hit maxTokens)" if cut_off else ""), raw=raw)
+            continue
+        if cut_off:
+            answer.flags.add(Flag.TRUNCATED)
+        if repaired:
+            answer.flags.add(Flag.PARSE_REPAIRED)
+        return Answer(value, answer.input_tokens, answer.output_tokens, _ms(started), answer.flags)
+    assert last_parse_error is not None
+    raise AskError(last_parse_error, answer.input_tokens, answer.output_tokens, _ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000.0, 1)

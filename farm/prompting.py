@@ -1,0 +1,161 @@
+"""Judge prompts: templates are data (`farm/prompts/*.txt`); this module only fills them in.
+
+Every piece of policy output is fenced by markers carrying a random per-call tag, so a rollout
+cannot close the fence and speak to the judge: it would have to guess the tag.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from string import Template
+from typing import Any
+
+from farm.config import Criterion
+
+__all__ = [
+    "PREFERENCE_TOOL",
+    "RUBRIC_TOOL",
+    "Prompt",
+    "clip",
+    "new_tag",
+    "preference_prompt",
+    "preference_schema",
+    "rubric_prompt",
+    "rubric_schema",
+]
+
+RUBRIC_TOOL = "record_rubric_grades"
+PREFERENCE_TOOL = "record_preference"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str
+    user: str
+    truncated: bool
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template(resources.files("farm.prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8"))
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def clip(text: str, limit: int) -> tuple[str, bool]:
+    """Keep the head and the tail of an over-long text; the answer usually sits at the end."""
+    if len(text) <= limit:
+        return text, False
+    head = limit * 2 // 3
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n[... {omitted} characters omitted ...]\n{text[-tail:]}", True
+
+
+def _fenceproof(text: str, tag: str) -> str:
+    """A tag collision is astronomically unlikely; if the text contains the tag anyway, break it."""
+    return text.replace(tag, tag[:3] + "\u200b" + tag[3:]) if tag in text else text
+
+
+def _reference_block(reference: str | None, tag: str, max_chars: int) -> tuple[str, bool]:
+    if reference is None:
+        return "", False
+    reference, cut = clip(reference, max_chars)
+    return _template("reference_block").substitute(tag=tag, reference=_fenceproof(reference, tag)), cut
+
+
+def rubric_prompt(
+    *,
+    task: str,
+    prompt: str,
+    response: str,
+    reference: str | None,
+    criteria: Sequence[Criterion],
+    max_chars: int,
+    structured: bool,
+    tag: str | None = None,
+) -> Prompt:
+    tag = tag or new_tag()
+    response, cut_response = clip(response, max_chars)
+    prompt, cut_prompt = clip(prompt, max_chars)
+    reference_block, cut_reference = _reference_block(reference, tag, max_chars)
+    lines = [f"- {c.name} [{'1-5' if c.scale == 'likert5' else 'yes/no'}] (weight {c.weight:g}): {c.description}" for c in criteria]
+    if structured:
+        instruction = f"Record your grades with the `{RUBRIC_TOOL}` tool."
+    else:
+        example = {c.name: {"rationale": "...", "score": 4 if c.scale == "likert5" else True} for c in criteria}
+        instruction = "Answer with one JSON object and nothing else, shaped like:\n" + json.dumps(example)
+    user = _template("rubric_user").substitute(
+        task=task,
+        tag=tag,
+        prompt=_fenceproof(prompt, tag),
+        response=_fenceproof(response, tag),
+        reference_block=reference_block,
+        criteria="\n".join(lines),
+        answer_instruction=instruction,
+    )
+    return Prompt(system=_template("rubric_system").template.strip(), user=user, truncated=cut_response or cut_prompt or cut_reference)
+
+
+def rubric_schema(criteria: Sequence[Criterion]) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for c in criteria:
+        score: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 5} if c.scale == "likert5" else {"type": "boolean"}
+        properties[c.name] = {
+            "type": "object",
+            "description": c.description,
+            "properties": {"rationale": {"type": "string"}, "score": score},
+            "required": ["rationale", "score"],
+        }
+    return {"type": "object", "properties": properties, "required": [c.name for c in criteria]}
+
+
+def preference_prompt(
+    *,
+    criteria: str,
+    prompt: str,
+    response_a: str,
+    response_b: str,
+    max_chars: int,
+    structured: bool,
+    reference: str | None = None,
+    tag: str | None = None,
+) -> Prompt:
+    tag = tag or new_tag()
+    reference_block, cut_r = _reference_block(reference, tag, max_chars)
+    prompt, cut_p = clip(prompt, max_chars)
+    response_a, cut_a = clip(response_a, max_chars)
+    response_b, cut_b = clip(response_b, max_chars)
+    if structured:
+        instruction = f"Record your decision with the `{PREFERENCE_TOOL}` tool."
+    else:
+        instruction = 'Answer with one JSON object and nothing else: {"rationale": "...", "winner": "A" | "B" | "tie"}'
+    user = _template("preference_user").substitute(
+        criteria=criteria,
+        tag=tag,
+        prompt=_fenceproof(prompt, tag),
+        response_a=_fenceproof(response_a, tag),
+        response_b=_fenceproof(response_b, tag),
+        reference_block=reference_block,
+        answer_instruction=instruction,
+    )
+    truncated = cut_p or cut_a or cut_b or cut_r
+    return Prompt(system=_template("preference_system").template.strip(), user=user, truncated=truncated)
+
+
+def preference_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string"},
+            "winner": {"type": "string", "enum": ["A", "B", "tie"]},
+        },
+        "required": ["rationale", "winner"],
+    }

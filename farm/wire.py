@@ -1,0 +1,244 @@
+"""Wire types: the only values that cross process, Ray and HTTP boundaries.
+
+Frozen msgspec Structs, evolved by adding fields with defaults (never by changing a field's
+type). `parse_rollout` is the boundary: it accepts the plain rollout form and Nova RFT's
+reward-Lambda sample form and raises `InputError` naming the row and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from farm.errors import InputError
+
+__all__ = [
+    "JudgeStatus",
+    "Message",
+    "ResultStatus",
+    "RewardResult",
+    "Rollout",
+    "Verdict",
+    "decode_results",
+    "encode_result",
+    "parse_rollout",
+    "parse_rollouts",
+    "prompt_text",
+]
+
+JudgeStatus = Literal["ok", "failed", "timeout", "skipped"]
+ResultStatus = Literal["ok", "partial", "failed"]
+
+_ROLES = frozenset({"system", "user", "assistant"})
+_ASSISTANT_ROLES = frozenset({"assistant", "nova_assistant"})
+
+
+class Message(msgspec.Struct, frozen=True):
+    role: str
+    content: str
+
+
+class Rollout(msgspec.Struct, frozen=True, kw_only=True):
+    """One policy sample to be rewarded."""
+
+    id: str
+    prompt: str | tuple[Message, ...]
+    response: str
+    reference: str | None = None
+    group: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """One judge's answer for one rollout. A failure is a status with a reason, never a 0."""
+
+    score: float | None
+    status: JudgeStatus
+    criteria: dict[str, float] = msgspec.field(default_factory=dict)
+    rationale: str = ""
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False
+    error: str | None = None
+    flags: tuple[str, ...] = ()
+
+
+class RewardResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The farm's answer for one rollout (DESIGN.md result contract)."""
+
+    id: str
+    reward: float | None
+    status: ResultStatus
+    judges: dict[str, Verdict]
+    disagreement: float | None = None
+    flags: tuple[str, ...] = ()
+
+
+_encoder = msgspec.json.Encoder()
+_results_decoder = msgspec.json.Decoder(list[RewardResult])
+
+
+def encode_result(result: RewardResult) -> bytes:
+    return _encoder.encode(result)
+
+
+def decode_results(data: bytes) -> list[RewardResult]:
+    return _results_decoder.decode(data)
+
+
+def prompt_text(prompt: str | tuple[Message, ...]) -> str:
+    """The prompt as judges read it: a string, or the turns rendered one per block."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(f"[{m.role}]\n{m.content}" for m in prompt)
+
+
+def parse_rollouts(objs: Sequence[Mapping[str, Any]]) -> list[Rollout]:
+    """Parse a batch; the first bad row raises, naming its index as well as its id."""
+    out = []
+    for index, obj in enumerate(objs):
+        out.append(parse_rollout(obj, where=f"rollouts[{index}]"))
+    return out
+
+
+def parse_rollout(obj: Any, *, where: str | None = None) -> Rollout:
+    """Validate one rollout in either accepted form.
+
+    `where` names the row when the object has no usable id (a line number, a list index).
+    """
+    if isinstance(obj, Rollout):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise InputError(f"a rollout must be a JSON object, got {type(obj).__name__}", row=where)
+    row = _row_name(obj, where)
+    rollout_id = obj.get("id")
+    if rollout_id is None:
+        raise InputError("missing required field", row=row, field="id")
+    if isinstance(rollout_id, int) and not isinstance(rollout_id, bool):
+        rollout_id = str(rollout_id)
+    if not isinstance(rollout_id, str) or not rollout_id:
+        raise InputError("must be a non-empty string", row=row, field="id")
+    if "messages" in obj and "response" not in obj:
+        prompt, response = _split_rft_messages(obj["messages"], row)
+        reference = obj.get("reference_answer")
+        metadata = obj.get("metadata") or {}
+        if reference is None and isinstance(metadata, Mapping):
+            reference = metadata.get("reference_answer")
+    else:
+        if "prompt" not in obj:
+            raise InputError("missing required field", row=row, field="prompt")
+        if "response" not in obj:
+            raise InputError("missing required field", row=row, field="response")
+        prompt = _parse_prompt(obj["prompt"], row)
+        response = obj["response"]
+        reference = obj.get("reference")
+        metadata = obj.get("metadata") or {}
+    if not isinstance(response, str):
+        raise InputError(f"must be a string, got {_json_type(response)}", row=row, field="response")
+    _check_text(response, row, "response")
+    if reference is not None and not isinstance(reference, str):
+        reference = json.dumps(reference, ensure_ascii=False)
+    if reference is not None:
+        _check_text(reference, row, "reference")
+    group = obj.get("group")
+    if group is not None and not isinstance(group, str):
+        if isinstance(group, int) and not isinstance(group, bool):
+            group = str(group)
+        else:
+            raise InputError(f"must be a string or null, got {_json_type(group)}", row=row, field="group")
+    if not isinstance(metadata, Mapping):
+        raise InputError(f"must be an object, got {_json_type(metadata)}", row=row, field="metadata")
+    return Rollout(
+        id=rollout_id,
+        prompt=prompt,
+        response=response,
+        reference=reference,
+        group=group,
+        metadata=dict(metadata),
+    )
+
+
+def _row_name(obj: Mapping[str, Any], where: str | None) -> str | None:
+    rollout_id = obj.get("id")
+    if isinstance(rollout_id, str) and rollout_id:
+        return f"{rollout_id!r}" + (f" ({where})" if where else "")
+    return where
+
+
+def _parse_prompt(prompt: Any, row: str) -> str | tuple[Message, ...]:
+    if isinstance(prompt, str):
+        _check_text(prompt, row, "prompt")
+        return prompt
+    if isinstance(prompt, list):
+        if not prompt:
+            raise InputError("a message list must not be empty", row=row, field="prompt")
+        return tuple(_parse_message(m, row, f"prompt[{i}]") for i, m in enumerate(prompt))
+    raise InputError(f"must be a string or a list of messages, got {_json_type(prompt)}", row=row, field="prompt")
+
+
+def _parse_message(message: Any, row: str, field: str, roles: frozenset[str] = _ROLES) -> Message:
+    if not isinstance(message, Mapping):
+        raise InputError(f"must be an object with `role` and `content`, got {_json_type(message)}", row=row, field=field)
+    role = message.get("role")
+    if role not in roles:
+        raise InputError(f"`role` must be one of {sorted(roles)}, got {role!r}", row=row, field=f"{field}.role")
+    content = _content_text(message.get("content"), row, f"{field}.content")
+    return Message(role="assistant" if role == "nova_assistant" else role, content=content)
+
+
+def _content_text(content: Any, row: str, field: str) -> str:
+    """Accept a string, or content blocks in Converse (`{"text"}`) or OpenAI (`{"type": "text"}`) form."""
+    if isinstance(content, str):
+        _check_text(content, row, field)
+        return content
+    if isinstance(content, list):
+        parts = []
+        for i, block in enumerate(content):
+            if not isinstance(block, Mapping) or not isinstance(block.get("text"), str):
+                raise InputError("content blocks must carry a string `text`", row=row, field=f"{field}[{i}]")
+            parts.append(block["text"])
+        text = "\n".join(parts)
+        _check_text(text, row, field)
+        return text
+    raise InputError(f"must be a string or a list of text blocks, got {_json_type(content)}", row=row, field=field)
+
+
+def _split_rft_messages(messages: Any, row: str) -> tuple[tuple[Message, ...], str]:
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise InputError("must be a list of at least two messages ending with the assistant turn", row=row, field="messages")
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") not in _ASSISTANT_ROLES:
+        got = last.get("role") if isinstance(last, Mapping) else _json_type(last)
+        raise InputError(
+            f"the last message must have role 'assistant' or 'nova_assistant', got {got!r}",
+            row=row,
+            field=f"messages[{len(messages) - 1}].role",
+        )
+    response = _content_text(last.get("content"), row, f"messages[{len(messages) - 1}].content")
+    roles = _ROLES | _ASSISTANT_ROLES
+    prompt = tuple(_parse_message(m, row, f"messages[{i}]", roles) for i, m in enumerate(messages[:-1]))
+    return prompt, response
+
+
+def _check_text(text: str, row: str, field: str) -> None:
+    """Reject strings that cannot be sent on as UTF-8 (lone surrogates from `\\ud800` escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"not valid UTF-8 text ({exc.reason} at character {exc.start})", row=row, field=field) from None
+
+
+def _json_type(value: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)

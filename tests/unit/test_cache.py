@@ -1,0 +1,44 @@
+import asyncio
+
+from farm.cache import VerdictCache, content_key
+from farm.wire import Verdict
+
+
+def test_single_flight_hits_and_failures_not_cached():
+    cache = VerdictCache(max_entries=10)
+    calls = []
+
+    async def compute_ok():
+        calls.append("ok")
+        await asyncio.sleep(0.01)
+        return Verdict(score=1.0, status="ok")
+
+    async def compute_fail():
+        calls.append("fail")
+        return Verdict(score=None, status="failed", error="x")
+
+    async def main():
+        first = await asyncio.gather(*(cache.get_or_compute("k", compute_ok) for _ in range(5)))
+        again = await cache.get_or_compute("k", compute_ok)
+        f1 = await cache.get_or_compute("f", compute_fail)
+        f2 = await cache.get_or_compute("f", compute_fail)
+        return first, again, f1, f2
+
+    first, again, f1, f2 = asyncio.run(main())
+    assert calls == ["ok", "fail", "fail"]
+    assert [v.cached for v in first] == [False, True, True, True, True]
+    assert again.cached
+    assert f1.status == f2.status == "failed"
+    assert (cache.stats.hits, cache.stats.joined, cache.stats.misses) == (1, 4, 3)
+
+
+def test_lru_eviction_and_key_stability():
+    cache = VerdictCache(max_entries=2)
+
+    async def fill():
+        for key in "abc":
+            await cache.get_or_compute(key, lambda: asyncio.sleep(0, Verdict(score=0.0, status="ok")))
+
+    asyncio.run(fill())
+    assert len(cache) == 2
+    assert content_key("x", {"a": 1}) == content_key("x", {"a": 1}) != content_key("x", {"a": 2})

@@ -1,0 +1,85 @@
+import asyncio
+
+import pytest
+
+from farm.config import QuotaConfig
+from farm.errors import JudgeTimeoutError
+from farm.ratelimit import ModelQuota, QuotaRegistry, TokenBucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_goes_into_debt_and_orders_callers():
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, capacity=2, clock=clock)
+    waits = [bucket.take(1) for _ in range(5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    clock.now += 0.3
+    assert bucket.level == pytest.approx(0.0)
+
+
+def test_bucket_never_exceeds_capacity():
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, capacity=5, clock=clock)
+    clock.now += 100
+    assert bucket.level == 5
+
+
+def test_reservation_is_corrected_from_usage():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=60, tpm=6000, burst_s=10), clock=clock)
+    start = quota.tokens.level
+    reservation = quota.reserve(600)
+    assert quota.tokens.level == pytest.approx(start - 600)
+    quota.settle(reservation, used_tokens=150)
+    assert quota.tokens.level == pytest.approx(start - 150)
+
+
+def test_requests_per_minute_is_the_long_run_rate():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock)
+    waits = [quota.reserve(1).wait_s for _ in range(110)]
+    # 10 requests of burst, then one every 100 ms: request 110 goes out after 10 s
+    assert waits[9] == 0.0
+    assert waits[-1] == pytest.approx(10.0, abs=1e-6)
+
+
+def test_aimd_halves_once_per_cooldown_then_recovers():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9), clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1)
+    quota.throttled()
+    quota.throttled()  # same congestion episode: no second cut
+    assert quota.scale == pytest.approx(0.5)
+    assert quota.requests.rate == pytest.approx(5.0)
+    clock.now += 2.5  # 0.5 s past the cool-down: recovers 0.5 s * 0.09/s, then halves
+    quota.throttled()
+    assert quota.scale == pytest.approx((0.5 + 0.5 * 0.09) / 2)
+    clock.now += 60
+    assert quota.scale == pytest.approx(1.0)
+    assert quota.requests.rate == pytest.approx(10.0)
+
+
+def test_grant_leases_several_at_once():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=60_000, burst_s=1), clock=clock)
+    grant = quota.grant(requests=10, tokens=1000)
+    assert grant.wait_s == 0.0
+    assert quota.grant(requests=5, tokens=0).wait_s == pytest.approx(0.5)
+
+
+def test_acquire_refuses_when_deadline_would_pass():
+    clock = FakeClock()
+    registry = QuotaRegistry(lambda model, region: QuotaConfig(rpm=60, tpm=10**9, burst_s=1), clock=clock)
+
+    async def main() -> None:
+        await registry.acquire("m", "r", 10, deadline=clock.now + 5)
+        with pytest.raises(JudgeTimeoutError, match="quota for m in r"):
+            await registry.acquire("m", "r", 10, deadline=clock.now + 0.5)
+
+    asyncio.run(main())
