@@ -56,6 +56,88 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
 
 
 @main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address (0.0.0.0 only behind a firewall).")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--num-cpus", type=int, default=None, help="CPUs for a local Ray started here (default: all).")
+@click.option("--detach", is_flag=True, help="Deploy to the cluster at RAY_ADDRESS and exit, leaving the app running.")
+def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, detach: bool) -> None:
+    """Deploy the reward farm on Ray Serve: HTTP POST /score, and the app for handle clients."""
+    import os
+    import signal
+    import time
+
+    from farm.config import load_config
+    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.errors import ConfigError
+    from farm.judges import needs_bedrock
+
+    try:
+        config = load_config(config_path)
+        backend = choose_backend() if any(needs_bedrock(j) for j in config.judges) else "bedrock"
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    cluster = os.environ.get("RAY_ADDRESS")
+    if detach and (not cluster or backend == "emulator"):
+        raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
+    env: dict[str, str] = {}
+    emulator = None
+    if backend == "emulator":
+        emulator = start_embedded_emulator(config)
+        env = {
+            k: os.environ[k]
+            for k in ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+        }
+    for name in ("FARM_API_TOKEN", "FARM_BACKEND"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+
+    import ray
+    from ray import serve as ray_serve
+
+    from deploy.app import FarmAppArgs, build_app
+
+    if cluster:
+        ray.init(address=cluster)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    ray_serve.start(http_options={"host": host, "port": port})
+    app_name = config.serve.app_name
+    try:
+        ray_serve.run(build_app(FarmAppArgs(config_path=config_path, env=env)), name=app_name, route_prefix=config.serve.route_prefix)
+    except Exception as exc:
+        raise click.ClickException(f"deploying {app_name!r} failed: {exc}") from None
+    url = f"http://{host}:{port}{config.serve.route_prefix.rstrip('/')}"
+    click.echo(f"reward farm app {app_name!r} is serving at {url}", err=True)
+    click.echo(f"  curl -s {url}/healthz", err=True)
+    click.echo(f"  curl -s {url}/score -H 'Content-Type: application/json' -d @request.json", err=True)
+    click.echo(f"  handle: farm.client.FarmClient({app_name!r}) from any process attached to this cluster", err=True)
+    if detach:
+        return
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    finally:
+        click.echo("shutting down", err=True)
+        if cluster:
+            ray_serve.delete(app_name)
+        else:
+            ray_serve.shutdown()
+        ray.shutdown()
+        if emulator is not None:
+            emulator.stop()
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, help="0 picks a free port.")
 @click.option("--rpm", type=int, help="Requests per minute per model.")

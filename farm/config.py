@@ -22,6 +22,9 @@ from farm.errors import ConfigError
 
 __all__ = [
     "AggregationConfig",
+    "AutoscalingOptions",
+    "DeploymentOptions",
+    "ServeConfig",
     "BedrockConfig",
     "CacheConfig",
     "Criterion",
@@ -58,8 +61,41 @@ class Criterion(_Section):
     scale: Literal["likert5", "boolean"] = "likert5"
 
 
+class AutoscalingOptions(_Section):
+    """Ray Serve `autoscaling_config`, typed: Ray ignores a misspelled key, this project does not."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=32.0, gt=0)
+    upscale_delay_s: float = Field(default=10.0, ge=0)
+    downscale_delay_s: float = Field(default=120.0, ge=0)
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingOptions:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class DeploymentOptions(_Section):
+    """Serve replica settings for one deployment. Unset fields take the kind's default (README)."""
+
+    num_replicas: int | None = Field(default=None, ge=1)
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    """Concurrent requests per replica. Serve's default of 5 starves I/O-bound judges."""
+    max_queued_requests: int | None = Field(default=None, ge=-1)
+    """Requests a caller may queue before backpressure (HTTP 503 with Retry-After); -1 is unbounded."""
+    autoscaling: AutoscalingOptions | None = None
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+
+
 class _JudgeBase(_Section):
     name: str = Field(pattern=_NAME)
+    deployment: DeploymentOptions = DeploymentOptions()
     weight: float = Field(default=1.0, ge=0)
     deadline_s: float = Field(default=60.0, gt=0)
     gate: bool = False
@@ -220,12 +256,24 @@ class EmulatorConfig(_Section):
     tpm: int = Field(default=10_000_000, gt=0)
 
 
+class ServeConfig(_Section):
+    """The Ray Serve application: names, limits, and the ingress replicas."""
+
+    app_name: str = Field(default="reward-farm", pattern=_NAME)
+    route_prefix: str = "/"
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_rollouts_per_request: int = Field(default=4096, ge=1)
+    retry_after_s: float = Field(default=2.0, ge=0)
+    ingress: DeploymentOptions = DeploymentOptions()
+
+
 class FarmConfig(_Section):
     judges: list[JudgeConfig] = Field(min_length=1)
     bedrock: BedrockConfig = BedrockConfig()
     aggregation: AggregationConfig = AggregationConfig()
     cache: CacheConfig = CacheConfig()
     emulator: EmulatorConfig = EmulatorConfig()
+    serve: ServeConfig = ServeConfig()
     batch_size: int = Field(default=64, ge=1)
     """Rollouts per scoring batch in `farm score` (groups are never split)."""
 
@@ -300,7 +348,8 @@ def _did_you_mean(key: str, parent_loc: tuple[Any, ...]) -> str:
 
 def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     names: set[str] = set()
-    for model in (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion):
+    sections = (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion)
+    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions):
         names.update(model.model_fields)
     for model in (
         RubricJudgeConfig,

@@ -9,6 +9,7 @@ Errors split by whether retrying can help::
         ├── TransientJudgeError  retrying may help: throttled, model timeout, 5xx, bad output
         │   ├── ThrottledError
         │   ├── JudgeTimeoutError
+        │   ├── JudgeUnavailableError  a judge replica died or is overloaded
         │   └── ParseError
         └── PermanentJudgeError  retrying cannot help: 400/403/404 from Bedrock
 """
@@ -21,6 +22,7 @@ __all__ = [
     "InputError",
     "JudgeError",
     "JudgeTimeoutError",
+    "JudgeUnavailableError",
     "ParseError",
     "PermanentJudgeError",
     "ThrottledError",
@@ -60,6 +62,10 @@ class ThrottledError(TransientJudgeError):
 
 class JudgeTimeoutError(TransientJudgeError):
     """The deadline passed before an answer arrived."""
+
+
+class JudgeUnavailableError(TransientJudgeError):
+    """The judge's replica died, or refused work under backpressure."""
 
 
 class ParseError(TransientJudgeError):

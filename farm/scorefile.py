@@ -9,17 +9,18 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.batching import make_batches
 from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
 from farm.wire import RewardResult, Rollout, encode_result
 
-__all__ = ["ScoreSummary", "make_batches", "score_file"]
+__all__ = ["ScoreSummary", "score_file"]
 
 
 @dataclass
@@ -45,23 +46,6 @@ class ScoreSummary:
         out["judge_status"] = {name: dict(counts) for name, counts in self.judge_status.items()}
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
-
-
-def make_batches(rollouts: Sequence[Rollout], batch_size: int) -> list[list[Rollout]]:
-    """Batches of about `batch_size` that never split a group (a group larger than that is one batch)."""
-    units: dict[str, list[Rollout]] = {}
-    for index, rollout in enumerate(rollouts):
-        units.setdefault(rollout.group if rollout.group is not None else f"\0{index}", []).append(rollout)
-    batches: list[list[Rollout]] = []
-    current: list[Rollout] = []
-    for unit in units.values():
-        if current and len(current) + len(unit) > batch_size:
-            batches.append(current)
-            current = []
-        current.extend(unit)
-    if current:
-        batches.append(current)
-    return batches
 
 
 async def score_file(

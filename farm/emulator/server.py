@@ -426,6 +426,14 @@ class EmulatorThread:
 
         asyncio.run_coroutine_threadsafe(apply(), self._loop).result(timeout=10)
 
+    def replace_settings(self, settings: EmulatorSettings) -> None:
+        """Swap all settings at once; returns once they apply."""
+
+        async def apply() -> None:
+            self.server.settings = settings
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(timeout=10)
+
     def reset(self) -> None:
         """Forget stats and quota state; returns once done."""
 

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from farm.errors import JudgeError, JudgeTimeoutError, ParseError
 from farm.wire import Rollout, Verdict
 
-__all__ = ["Judge", "RuleJudge", "failed_verdict", "skipped_verdict"]
+__all__ = ["Judge", "RuleJudge", "failed_verdict", "failure_reason", "skipped_verdict"]
 
 
 @runtime_checkable
@@ -42,6 +42,26 @@ def failed_verdict(error: BaseException, *, latency_ms: float = 0.0, input_token
         input_tokens=input_tokens,
         output_tokens=output_tokens,
     )
+
+
+_REASONS = {
+    "JudgeTimeoutError": "timeout",
+    "ThrottledError": "throttled",
+    "ParseError": "parse",
+    "PermanentJudgeError": "rejected",
+    "TransientJudgeError": "upstream",
+    "JudgeUnavailableError": "unavailable",
+}
+
+
+def failure_reason(verdict: Verdict) -> str | None:
+    """A short, bounded label for why a verdict failed (for metrics); None when it did not."""
+    if verdict.status not in ("failed", "timeout"):
+        return None
+    if verdict.status == "timeout":
+        return "timeout"
+    head = (verdict.error or "").split(":", 1)[0].strip()
+    return _REASONS.get(head, "other")
 
 
 def skipped_verdict(reason: str) -> Verdict:

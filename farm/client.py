@@ -1,0 +1,167 @@
+"""Trainer-facing clients: through a Serve handle inside the cluster, or over HTTP from outside.
+
+Both batch a trainer's rollouts into a few calls that never split a group, send the batches
+concurrently, and return results in input order. Ray is imported only when a handle client is
+first used, so `farm` stays importable without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from farm.batching import make_batches
+from farm.errors import FarmError, InputError
+from farm.wire import RewardResult, Rollout, parse_rollout
+
+__all__ = ["FarmClient", "FarmHTTPError", "HttpFarmClient"]
+
+DEFAULT_APP = "reward-farm"
+_results = msgspec.json.Decoder(dict[str, list[RewardResult]])
+
+
+def _prepare(rollouts: Sequence[Rollout | Mapping[str, Any]], batch_size: int) -> tuple[list[Rollout], list[list[Rollout]]]:
+    parsed = [parse_rollout(r, where=f"rollouts[{i}]") for i, r in enumerate(rollouts)]
+    seen: set[str] = set()
+    for index, rollout in enumerate(parsed):
+        if rollout.id in seen:
+            raise InputError(f"duplicate id {rollout.id!r}", row=f"rollouts[{index}]", field="id")
+        seen.add(rollout.id)
+    return parsed, make_batches(parsed, batch_size)
+
+
+def _in_order(parsed: list[Rollout], batches: list[list[RewardResult]]) -> list[RewardResult]:
+    by_id = {result.id: result for batch in batches for result in batch}
+    missing = [r.id for r in parsed if r.id not in by_id]
+    if missing:
+        raise FarmError(f"the farm returned no result for {len(missing)} rollout(s), e.g. {missing[:3]}")
+    return [by_id[r.id] for r in parsed]
+
+
+class FarmClient:
+    """Scores through `serve.get_app_handle(app_name)` from any process attached to the cluster.
+
+    Call `ray.init(address="auto")` first, or let the client do it on first use.
+    """
+
+    def __init__(self, app_name: str = DEFAULT_APP, *, batch_size: int = 256):
+        self.app_name = app_name
+        self.batch_size = batch_size
+        self._handle: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"app_name": self.app_name, "batch_size": self.batch_size, "_handle": None}
+
+    def _get_handle(self) -> Any:
+        if self._handle is None:
+            import ray
+            from ray import serve
+
+            if not ray.is_initialized():
+                ray.init(address="auto")
+            self._handle = serve.get_app_handle(self.app_name)
+        return self._handle
+
+    def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        """Blocking; do not call from inside a running event loop (use `score_async`)."""
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        handle = self._get_handle()
+        responses = [handle.score.remote(batch) for batch in batches]
+        return _in_order(parsed, [response.result() for response in responses])
+
+    async def score_async(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        handle = self._get_handle()
+        results = await asyncio.gather(*(handle.score.remote(batch) for batch in batches))
+        return _in_order(parsed, list(results))
+
+
+class FarmHTTPError(FarmError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class HttpFarmClient:
+    """Scores over `POST /score` for trainers outside the Ray cluster.
+
+    Retries 429/503 (the farm's backpressure) honouring Retry-After, up to `retries` times.
+    """
+
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 300.0, batch_size: int = 256, retries: int = 5):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.retries = retries
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _body(self, batch: list[Rollout]) -> bytes:
+        return msgspec.json.encode({"rollouts": batch})
+
+    def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        return _in_order(parsed, [self._post(batch) for batch in batches])
+
+    def _post(self, batch: list[Rollout]) -> list[RewardResult]:
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(f"{self.url}/score", data=self._body(batch), headers=self._headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return _results.decode(response.read())["results"]
+            except urllib.error.HTTPError as exc:
+                body = exc.read().decode("utf-8", "replace")
+                if exc.code in (429, 503) and attempt < self.retries:
+                    time.sleep(_retry_after(exc.headers.get("Retry-After"), attempt))
+                    continue
+                raise FarmHTTPError(exc.code, _message(body)) from None
+        raise AssertionError("unreachable")
+
+    async def score_async(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        import aiohttp
+
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers()) as session:
+
+            async def post(batch: list[Rollout]) -> list[RewardResult]:
+                for attempt in range(self.retries + 1):
+                    async with session.post(f"{self.url}/score", data=self._body(batch)) as response:
+                        body = await response.read()
+                        if response.status == 200:
+                            return _results.decode(body)["results"]
+                        if response.status in (429, 503) and attempt < self.retries:
+                            await asyncio.sleep(_retry_after(response.headers.get("Retry-After"), attempt))
+                            continue
+                        raise FarmHTTPError(response.status, _message(body.decode("utf-8", "replace")))
+                raise AssertionError("unreachable")
+
+            results = await asyncio.gather(*(post(batch) for batch in batches))
+        return _in_order(parsed, list(results))
+
+
+def _retry_after(header: str | None, attempt: int) -> float:
+    try:
+        return max(0.0, float(header)) if header else min(10.0, 0.5 * 2**attempt)
+    except ValueError:
+        return min(10.0, 0.5 * 2**attempt)
+
+
+def _message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:500]
+    return str(data.get("error", data))[:2000] if isinstance(data, dict) else body[:500]

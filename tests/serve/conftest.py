@@ -1,0 +1,100 @@
+"""Real Ray and Serve for the whole session, and the emulator that their replicas call over loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from farm.emulator import EmulatorSettings, EmulatorThread
+
+TOKEN = "test-token-123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_emulator() -> Iterator[EmulatorThread]:
+    with EmulatorThread(EmulatorSettings(latency_ms=5, latency_sigma=0, rpm=60_000, tpm=100_000_000)) as emu:
+        yield emu
+
+
+def deploy(ray_serve: dict[str, Any], name: str, args: dict[str, Any], route_prefix: str, ingress_user_config: dict | None = None) -> None:
+    """Deploy as `serve deploy deploy/serve.yaml` does: declaratively, so that a change of
+    `user_config` alone is a lightweight update (reconfigure in place, no restart)."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": "deploy.app:build_app", "args": args}
+    if ingress_user_config is not None:
+        app["deployments"] = [{"name": "ingress", "user_config": ingress_user_config}]
+    schema = ServeDeploySchema.model_validate({"http_options": {"host": "127.0.0.1", "port": ray_serve["port"]}, "applications": [app]})
+    _get_global_client().deploy_apps(schema, _blocking=True)
+    wait_running(name)
+
+
+def wait_running(name: str, timeout_s: float = 120.0) -> None:
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING" and all(d.status == "HEALTHY" for d in status.deployments.values()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"app {name!r} not running after {timeout_s}s: {serve.status().applications.get(name)}")
+
+
+@pytest.fixture(scope="session")
+def ray_serve(serve_emulator: EmulatorThread) -> Iterator[dict[str, Any]]:
+    """Ray started once (4 logical CPUs work on 2 cores) with Serve on a free port."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, include_dashboard=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+    env = {
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": serve_emulator.url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "FARM_API_TOKEN": TOKEN,
+    }
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "gcs": ray.get_runtime_context().gcs_address}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture
+def reset_emulator(serve_emulator: EmulatorThread) -> Iterator[EmulatorThread]:
+    """Tests that break the emulator on purpose get it back as it was."""
+    saved = serve_emulator.server.settings
+    yield serve_emulator
+    serve_emulator.replace_settings(saved)
+
+
+def http(url: str, path: str, body: Any = None, *, token: str | None = TOKEN, raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"{url}{path}", data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")

@@ -1,0 +1,120 @@
+"""Cluster-wide quotas across replicas, and losing a judge replica under load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import gsm8k_rollouts
+from tests.serve.conftest import deploy
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+PRO = "amazon.nova-pro-v1:0"
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_four_replicas_share_one_quota(ray_serve, reset_emulator, report):
+    """Four judge replicas in four processes, one 600 rpm quota held by the quota actor."""
+    from ray import serve
+
+    reset_emulator.update(models={PRO: {"rpm": 600}}, burst_s=2.0, latency_ms=20)
+    config: dict[str, Any] = {
+        "judges": [
+            {
+                "name": "rubric",
+                "kind": "rubric",
+                "model": PRO,
+                "deadline_s": 60,
+                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+                "deployment": {"num_replicas": 4},
+            }
+        ],
+        "bedrock": {"quotas": {PRO: {"rpm": 600, "tpm": 100000000, "burst_s": 1.0}}},
+        "cache": {"enabled": False},
+        "serve": {"app_name": "quota-test"},
+    }
+    deploy(ray_serve, "quota-test", {"config": config, "env": ray_serve["env"]}, "/quota")
+    replicas = serve.status().applications["quota-test"].deployments["judge-rubric"].replica_states
+    assert replicas.get("RUNNING") == 4
+    handle = serve.get_app_handle("quota-test")
+    rows = gsm8k_rollouts(limit=20)  # 80 rollouts, sent as 16 concurrent requests of 5
+    started = time.monotonic()
+    responses = [handle.score.remote(rows[i : i + 5]) for i in range(0, len(rows), 5)]
+    results = [r for response in responses for r in response.result()]
+    elapsed = time.monotonic() - started
+    stats = reset_emulator.stats()[PRO]
+    peak = max_in_window(stats.admitted_at, 1.0)
+    report(
+        f"cluster quota, 4 replicas, 600 rpm: {stats.received} calls seen, {stats.throttled} throttled, "
+        f"peak {peak}/s, {len(results)} rollouts in {elapsed:.1f}s"
+    )
+    assert len(results) == 80 and all(r.status == "ok" for r in results)
+    assert stats.throttled == 0
+    assert peak <= 10 + 10 + 4  # rate + one second of burst + one lease of slack per replica
+    assert elapsed >= (80 - 10) / 10 - 1.0  # the quota, not the replicas, set the pace
+    serve.delete("quota-test")
+
+
+def test_killing_a_judge_replica_under_load_loses_no_request(ray_serve, reset_emulator, report):
+    import ray
+    from ray import serve
+
+    reset_emulator.update(latency_ms=200)
+    config: dict[str, Any] = {
+        "judges": [
+            {"name": "answer", "kind": "final_answer"},
+            {
+                "name": "rubric",
+                "kind": "rubric",
+                "model": "amazon.nova-lite-v1:0",
+                "deadline_s": 30,
+                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+                "deployment": {"num_replicas": 2},
+            },
+        ],
+        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
+        "cache": {"enabled": False},
+        "serve": {"app_name": "kill-test"},
+    }
+    deploy(ray_serve, "kill-test", {"config": config, "env": ray_serve["env"]}, "/kill")
+    handle = serve.get_app_handle("kill-test")
+    judge = serve.get_deployment_handle("judge-rubric", app_name="kill-test")
+    rows = gsm8k_rollouts(limit=40)  # 160 rollouts
+
+    async def load() -> list[Any]:
+        tasks = []
+        for i in range(0, len(rows), 4):
+            batch = [{**row, "id": f"{row['id']}-k"} for row in rows[i : i + 4]]
+            tasks.append(asyncio.ensure_future(handle.score.remote(batch)))
+            await asyncio.sleep(0.02)
+            if i == 40:  # mid-stream, with requests in flight on both replicas
+                victim = await judge.actor.remote()
+                ray.kill(victim, no_restart=True)
+        return [r for batch in await asyncio.gather(*tasks) for r in batch]
+
+    results = asyncio.run(load())
+    ids = [r.id for r in results]
+    statuses = {status: sum(r.status == status for r in results) for status in ("ok", "partial", "failed")}
+    report(f"replica killed under load: {len(results)}/160 answered, by status {statuses}")
+    assert sorted(ids) == sorted(f"{row['id']}-k" for row in rows)  # none missing, none duplicated
+    for result in results:
+        rubric = result.judges["rubric"]
+        assert rubric.status == "ok" or (rubric.score is None and rubric.error)
+        assert result.reward is not None  # the rule judge keeps the quorum
+    # the farm recovers: Serve replaces the replica and new requests succeed on both
+    time.sleep(1.0)
+    after = handle.score.remote([{**rows[0], "id": "after", "response": rows[0]["response"] + " again"}]).result()
+    assert after[0].judges["rubric"].status == "ok"
+    serve.delete("kill-test")
