@@ -35,7 +35,9 @@ def load_pairs(n: int) -> list[dict[str, Any]]:
         for index, line in enumerate(handle):
             row = json.loads(line)
             for key in ("6b_finetuning", "175b_verification"):
-                rows.append({"id": f"{index}-{key}", "prompt": row["question"], "response": row[key]["solution"], "reference": row["ground_truth"]})
+                rows.append(
+                    {"id": f"{index}-{key}", "prompt": row["question"], "response": row[key]["solution"], "reference": row["ground_truth"]}
+                )
             if len(rows) >= n:
                 return rows
     return rows

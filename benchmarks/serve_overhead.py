@@ -47,7 +47,14 @@ def load_rows(n: int) -> list[dict[str, Any]]:
             row = json.loads(line)
             if "question" in row:
                 for key in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
-                    rows.append({"id": f"{index}-{key}", "prompt": row["question"], "response": row[key]["solution"], "reference": row["ground_truth"]})
+                    rows.append(
+                        {
+                            "id": f"{index}-{key}",
+                            "prompt": row["question"],
+                            "response": row[key]["solution"],
+                            "reference": row["ground_truth"],
+                        }
+                    )
             else:
                 rows.append(row)
             if len(rows) >= n:

@@ -420,7 +420,19 @@ def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     return sorted(names)
 
 
-_TAGS = {"rubric", "preference", "final_answer", "exact_match", "regex", "json_schema", "length", "reward_model", "similarity", "sigmoid", "minmax"}
+_TAGS = {
+    "rubric",
+    "preference",
+    "final_answer",
+    "exact_match",
+    "regex",
+    "json_schema",
+    "length",
+    "reward_model",
+    "similarity",
+    "sigmoid",
+    "minmax",
+}
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:

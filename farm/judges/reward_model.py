@@ -63,9 +63,11 @@ class RewardModelJudge:
 
     def _inputs(self, rollout: Rollout) -> tuple[str, str | None]:
         if self.chat:
-            turns = [{"role": "user", "content": rollout.prompt}] if isinstance(rollout.prompt, str) else [
-                {"role": m.role, "content": m.content} for m in rollout.prompt if isinstance(m, Message)
-            ]
+            turns = (
+                [{"role": "user", "content": rollout.prompt}]
+                if isinstance(rollout.prompt, str)
+                else [{"role": m.role, "content": m.content} for m in rollout.prompt if isinstance(m, Message)]
+            )
             turns.append({"role": "assistant", "content": rollout.response})
             return self.tokenizer.apply_chat_template(turns, tokenize=False), None
         prompt = rollout.prompt if isinstance(rollout.prompt, str) else "\n\n".join(m.content for m in rollout.prompt)
@@ -101,7 +103,9 @@ class RewardModelJudge:
         lengths = self._lengths(inputs)
         keyed = list(zip(inputs, lengths, strict=True))
         on_oom = self._torch.cuda.empty_cache if self.device == "cuda" else (lambda: None)
-        logits = run_in_buckets(keyed, lambda item: item[1], lambda batch: self.forward([i for i, _ in batch]), self.config.max_batch_size, on_oom)
+        logits = run_in_buckets(
+            keyed, lambda item: item[1], lambda batch: self.forward([i for i, _ in batch]), self.config.max_batch_size, on_oom
+        )
         elapsed_ms = (time.monotonic() - started) * 1000.0
         out = []
         for logit, length in zip(logits, lengths, strict=True):

@@ -79,7 +79,11 @@ class SimilarityJudge:
             lengths = [len(ids) for ids in self.tokenizer([w[1] for w in work], truncation=False)["input_ids"]]
             on_oom = self._torch.cuda.empty_cache if self.device == "cuda" else (lambda: None)
             cosines = run_in_buckets(
-                work, lambda item: len(item[1]), lambda batch: self.forward([(w[1], w[2]) for w in batch]), self.config.max_batch_size, on_oom
+                work,
+                lambda item: len(item[1]),
+                lambda batch: self.forward([(w[1], w[2]) for w in batch]),
+                self.config.max_batch_size,
+                on_oom,
             )
             elapsed_ms = round((time.monotonic() - started) * 1000.0, 1)
             floor = self.config.floor

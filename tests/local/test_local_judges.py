@@ -89,7 +89,11 @@ def test_chat_template_is_applied_when_the_tokenizer_has_one(tiny_reward_model, 
 
 def test_calibrations():
     (config,) = parse_config(
-        {"judges": [{"name": "rm", "kind": "reward_model", "model_path": "/x", "calibration": {"method": "sigmoid", "scale": 2, "shift": 1}}]}
+        {
+            "judges": [
+                {"name": "rm", "kind": "reward_model", "model_path": "/x", "calibration": {"method": "sigmoid", "scale": 2, "shift": 1}}
+            ]
+        }
     ).judges
     assert calibrate(1.0, config.calibration) == pytest.approx(0.5)
     fitted = fit_minmax([float(x) for x in range(101)])

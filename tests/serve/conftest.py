@@ -107,4 +107,8 @@ def http(url: str, path: str, body: Any = None, *, token: str | None = TOKEN, ra
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+        raw_body = exc.read()
+        try:
+            return exc.code, dict(exc.headers), json.loads(raw_body or b"null")
+        except ValueError:  # Serve's own refusals (backpressure) are plain text
+            return exc.code, dict(exc.headers), raw_body.decode("utf-8", "replace")

@@ -41,7 +41,9 @@ def test_concurrent_requests_are_batched_and_scored(ray_serve):
     assert info["device"] == "cpu"
 
     # the batch size changes at runtime through user_config, without reloading the model
-    deploy(ray_serve, "local-test", {"config": CONFIG, "env": ray_serve["env"]}, "/local", user_configs={"judge-sim": {"max_batch_size": 2}})
+    deploy(
+        ray_serve, "local-test", {"config": CONFIG, "env": ray_serve["env"]}, "/local", user_configs={"judge-sim": {"max_batch_size": 2}}
+    )
     before = len(judge.seen_batch_sizes.remote().result())
     asyncio.run(fire())
     after = judge.seen_batch_sizes.remote().result()

@@ -118,3 +118,42 @@ def test_killing_a_judge_replica_under_load_loses_no_request(ray_serve, reset_em
     after = handle.score.remote([{**rows[0], "id": "after", "response": rows[0]["response"] + " again"}]).result()
     assert after[0].judges["rubric"].status == "ok"
     serve.delete("kill-test")
+
+
+def test_overload_answers_503_with_retry_after_not_a_hang(ray_serve, reset_emulator):
+    """A full ingress queue is refused at once with Retry-After; the HTTP client backs off and succeeds."""
+    import concurrent.futures
+
+    from ray import serve
+
+    from farm.client import HttpFarmClient
+    from tests.serve.conftest import TOKEN, http
+
+    reset_emulator.update(latency_ms=1500)
+    config: dict[str, Any] = {
+        "judges": [
+            {
+                "name": "rubric",
+                "kind": "rubric",
+                "model": "amazon.nova-lite-v1:0",
+                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+            }
+        ],
+        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
+        "cache": {"enabled": False},
+        "serve": {"app_name": "busy-test", "retry_after_s": 1, "ingress": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
+    }
+    deploy(ray_serve, "busy-test", {"config": config, "env": ray_serve["env"]}, "/busy")
+    base = ray_serve["url"] + "/busy"
+    bodies = [{"rollouts": [{"id": f"b{i}", "prompt": "2+2?", "response": f"A: {i}", "reference": "4"}]} for i in range(6)]
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda body: http(base, "/score", body), bodies))
+    statuses = sorted(status for status, _, _ in answers)
+    refused = [headers for status, headers, _ in answers if status == 503]
+    assert statuses.count(200) >= 1 and refused, statuses
+    assert all(h.get("Retry-After", h.get("retry-after")) == "1" for h in refused)
+    assert time.monotonic() - started < 10  # refused at once, not queued until a timeout
+    results = HttpFarmClient(base, token=TOKEN, retries=10).score([b["rollouts"][0] for b in bodies])
+    assert [r.id for r in results] == [f"b{i}" for i in range(6)] and all(r.status == "ok" for r in results)
+    serve.delete("busy-test")
