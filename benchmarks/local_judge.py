@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -24,43 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def load_pairs(n: int) -> list[dict[str, Any]]:
-    shared = REPO.parent / "shared" / "data" / "gsm8k_model_solutions.jsonl"
-    rows: list[dict[str, Any]] = []
-    with shared.open() as handle:
-        for index, line in enumerate(handle):
-            row = json.loads(line)
-            for key in ("6b_finetuning", "175b_verification"):
-                rows.append(
-                    {"id": f"{index}-{key}", "prompt": row["question"], "response": row[key]["solution"], "reference": row["ground_truth"]}
-                )
-            if len(rows) >= n:
-                return rows
-    return rows
-
-
-async def closed_loop(call: Any, rows: list[dict[str, Any]], callers: int, seconds: float) -> float:
-    done = 0
-    stop = time.monotonic() + seconds
-
-    async def caller(k: int) -> None:
-        nonlocal done
-        i = k
-        while time.monotonic() < stop:
-            await call(rows[i % len(rows)])
-            done += 1
-            i += callers
-
-    started = time.monotonic()
-    await asyncio.gather(*(caller(k) for k in range(callers)))
-    return done / (time.monotonic() - started)
+from benchmarks.common import closed_loop, gsm8k_rollouts  # noqa: E402
 
 
 def main() -> None:
+    # Ray's log monitor prints to stdout; keep stdout for the one JSON document
+    with contextlib.redirect_stdout(sys.stderr):
+        report = measure_all()
+    print(json.dumps(report, indent=2))
+
+
+def measure_all() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=32)
@@ -91,7 +68,7 @@ def main() -> None:
         "deployment": {"num_cpus": args.threads, **({"num_gpus": 1} if args.device == "cuda" else {})},
     }
     config = {"judges": [judge_entry], "serve": {"app_name": "local-bench"}, "cache": {"enabled": False}}
-    rows = load_pairs(2048)
+    rows = gsm8k_rollouts(2048, keys=("6b_finetuning", "175b_verification"))
 
     # raw forward, same batch size, same thread count
     torch.set_num_threads(args.threads)
@@ -153,7 +130,7 @@ def main() -> None:
             "raw_batched_over_raw_batch1": round(raw / raw_single, 2),
         },
     }
-    print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

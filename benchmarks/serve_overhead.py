@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -24,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import closed_loop, gsm8k_rollouts  # noqa: E402
 
 CONFIG: dict[str, Any] = {
     "judges": [
@@ -38,30 +40,6 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def load_rows(n: int) -> list[dict[str, Any]]:
-    shared = REPO.parent / "shared" / "data" / "gsm8k_model_solutions.jsonl"
-    source = shared if shared.exists() else REPO / "examples" / "gsm8k_rollouts.jsonl"
-    rows: list[dict[str, Any]] = []
-    with source.open() as handle:
-        for index, line in enumerate(handle):
-            row = json.loads(line)
-            if "question" in row:
-                for key in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
-                    rows.append(
-                        {
-                            "id": f"{index}-{key}",
-                            "prompt": row["question"],
-                            "response": row[key]["solution"],
-                            "reference": row["ground_truth"],
-                        }
-                    )
-            else:
-                rows.append(row)
-            if len(rows) >= n:
-                break
-    return rows[:n]
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
@@ -69,21 +47,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def throughput(call: Any, batches: list[list[dict[str, Any]]], in_flight: int, seconds: float) -> float:
     """Rollouts/s with `in_flight` requests kept open for `seconds`."""
-    done = 0
-    stop = time.monotonic() + seconds
-
-    async def worker(offset: int) -> None:
-        nonlocal done
-        i = offset
-        while time.monotonic() < stop:
-            batch = batches[i % len(batches)]
-            await call(batch)
-            done += len(batch)
-            i += in_flight
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(k) for k in range(in_flight)))
-    return done / (time.monotonic() - started)
+    return await closed_loop(call, batches, in_flight, seconds, size=len)
 
 
 async def latencies(call: Any, rows: list[dict[str, Any]], n: int) -> list[float]:
@@ -96,6 +60,13 @@ async def latencies(call: Any, rows: list[dict[str, Any]], n: int) -> list[float
 
 
 def main() -> None:
+    # Ray's log monitor prints to stdout; keep stdout for the one JSON document
+    with contextlib.redirect_stdout(sys.stderr):
+        report = measure_all()
+    print(json.dumps(report, indent=2))
+
+
+def measure_all() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="Duration of each throughput run.")
     parser.add_argument("--in-flight", type=int, default=8, help="Concurrent 64-rollout requests.")
@@ -112,7 +83,7 @@ def main() -> None:
     from farm.ensemble import Ensemble
     from farm.wire import parse_rollout
 
-    rows = load_rows(64 * 32)
+    rows = gsm8k_rollouts(64 * 32)
     batches = [rows[i : i + 64] for i in range(0, len(rows), 64)]
     config = parse_config(CONFIG)
 
@@ -186,7 +157,7 @@ def main() -> None:
             "http_over_in_process_throughput": round(http_tput / base_tput, 4),
         },
     }
-    print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from farm.errors import ConfigError, JudgeError
 
 __all__ = [
+    "LoadedModel",
     "OutOfMemoryError",
+    "load_model",
     "default_minilm_path",
     "is_out_of_memory",
     "model_directory",
@@ -30,6 +33,27 @@ R = TypeVar("R")
 
 class OutOfMemoryError(JudgeError):
     """Even a batch of one did not fit in the device's memory."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    torch: Any
+    tokenizer: Any
+    model: Any
+    device: str
+    directory: Path
+
+
+def load_model(config: Any, auto_class: str, path: str | Path) -> LoadedModel:
+    """Load a tokenizer and `transformers.<auto_class>` from a local directory onto the judge's
+    device and dtype, in eval mode; never from a hub."""
+    torch, transformers = require_torch(config.name)
+    directory = model_directory(path, config.name)
+    device = resolve_device(torch, config.device, config.name)
+    dtype = resolve_dtype(torch, config.dtype, device)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = getattr(transformers, auto_class).from_pretrained(directory, dtype=dtype, local_files_only=True)
+    return LoadedModel(torch, tokenizer, model.to(device).eval(), device, directory)
 
 
 def require_torch(judge: str) -> tuple[Any, Any]:

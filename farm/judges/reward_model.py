@@ -16,7 +16,7 @@ from typing import Any
 from farm.config import MinMaxCalibration, RewardModelJudgeConfig, SigmoidCalibration
 from farm.flags import Flag
 from farm.judges.base import failed_verdict
-from farm.judges.local_runtime import OutOfMemoryError, model_directory, require_torch, resolve_device, resolve_dtype, run_in_buckets
+from farm.judges.local_runtime import OutOfMemoryError, load_model, run_in_buckets
 from farm.wire import Message, Rollout, Verdict
 
 __all__ = ["RewardModelJudge", "calibrate", "fit_minmax"]
@@ -43,16 +43,10 @@ def fit_minmax(logits: Sequence[float], lower_q: float = 0.01, upper_q: float = 
 
 class RewardModelJudge:
     def __init__(self, config: RewardModelJudgeConfig):
-        torch, transformers = require_torch(config.name)
+        loaded = load_model(config, "AutoModelForSequenceClassification", config.model_path)
         self.name = config.name
         self.config = config
-        self._torch = torch
-        directory = model_directory(config.model_path, config.name)
-        self.device = resolve_device(torch, config.device, config.name)
-        dtype = resolve_dtype(torch, config.dtype, self.device)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(directory, dtype=dtype, local_files_only=True)
-        self.model = model.to(self.device).eval()
+        self._torch, self.tokenizer, self.model, self.device = loaded.torch, loaded.tokenizer, loaded.model, loaded.device
         window = getattr(self.model.config, "max_position_embeddings", None) or 512
         tokenizer_max = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1_000_000 else window
         self.max_length = config.max_length or min(window, tokenizer_max)

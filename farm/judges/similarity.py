@@ -15,15 +15,7 @@ from typing import Any
 from farm.config import SimilarityJudgeConfig
 from farm.flags import Flag
 from farm.judges.base import failed_verdict, skipped_verdict
-from farm.judges.local_runtime import (
-    OutOfMemoryError,
-    default_minilm_path,
-    model_directory,
-    require_torch,
-    resolve_device,
-    resolve_dtype,
-    run_in_buckets,
-)
+from farm.judges.local_runtime import OutOfMemoryError, default_minilm_path, load_model, run_in_buckets
 from farm.wire import Rollout, Verdict
 
 __all__ = ["SimilarityJudge"]
@@ -31,17 +23,12 @@ __all__ = ["SimilarityJudge"]
 
 class SimilarityJudge:
     def __init__(self, config: SimilarityJudgeConfig):
-        torch, transformers = require_torch(config.name)
+        loaded = load_model(config, "AutoModel", config.model_path or default_minilm_path())
         self.name = config.name
         self.config = config
-        self._torch = torch
-        directory = model_directory(config.model_path or default_minilm_path(), config.name)
-        self.device = resolve_device(torch, config.device, config.name)
-        dtype = resolve_dtype(torch, config.dtype, self.device)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        self.model = transformers.AutoModel.from_pretrained(directory, dtype=dtype, local_files_only=True).to(self.device).eval()
+        self._torch, self.tokenizer, self.model, self.device = loaded.torch, loaded.tokenizer, loaded.model, loaded.device
         window = getattr(self.model.config, "max_position_embeddings", None) or 512
-        self.max_length = config.max_length or min(window, _sentence_window(directory) or window)
+        self.max_length = config.max_length or min(window, _sentence_window(loaded.directory) or window)
 
     async def aclose(self) -> None:
         return None

@@ -8,7 +8,7 @@ import pytest
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.config import QuotaConfig, RetryConfig
 from farm.ratelimit import QuotaRegistry
-from tests.conftest import fast_bedrock
+from tests.conftest import fast_bedrock, max_in_window
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,15 +31,6 @@ def offer(n: int, quota: QuotaConfig, deadline_s: float = 60.0):
         return results, client
 
     return asyncio.run(main())
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_farm_stays_within_quota_under_excess_load(aws_env, report):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from farm.cache import VerdictCache
 from farm.config import parse_config
 from farm.errors import ConfigError
 from farm.flags import Flag
 from farm.judges import build_judge
 from farm.judges.local_runtime import OutOfMemoryError, run_in_buckets
 from farm.judges.reward_model import calibrate, fit_minmax
-from farm.cache import VerdictCache
 from farm.wire import parse_rollouts
 from tests.conftest import gsm8k_rollouts
 

@@ -8,21 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import gsm8k_rollouts
+from tests.conftest import gsm8k_rollouts, max_in_window
 from tests.serve.conftest import deploy
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 PRO = "amazon.nova-pro-v1:0"
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_four_replicas_share_one_quota(ray_serve, reset_emulator, report):
