@@ -58,6 +58,8 @@ def deployment_options(
     actor_options: dict[str, Any] = {"num_cpus": merged.num_cpus if merged.num_cpus is not None else 0.1}
     if merged.num_gpus:
         actor_options["num_gpus"] = merged.num_gpus
+    if merged.resources:
+        actor_options["resources"] = dict(merged.resources)
     if env:
         actor_options["runtime_env"] = {"env_vars": dict(env)}
     out: dict[str, Any] = {

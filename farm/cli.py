@@ -138,6 +138,61 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
 
 
 @main.command()
+@click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
+@click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")
+def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
+    """Validate, start the EC2 cluster (`ray up`), and deploy the farm on it."""
+    import shlex
+    import subprocess
+
+    from deploy.checks import placeholders, validate_cluster_yaml
+    from farm.config import load_config
+    from farm.errors import ConfigError
+
+    try:
+        prepared = validate_cluster_yaml(cluster_path)
+        load_config(farm_config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        relative = Path(farm_config).resolve().relative_to(repo)
+    except ValueError:
+        raise click.ClickException(f"--farm-config must lie inside {repo}: the repo is what gets synced to the nodes") from None
+    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock RAY_ADDRESS=auto farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 --detach"
+    commands = [["ray", "up", "-y", cluster_path], ["ray", "exec", cluster_path, remote]]
+    left = placeholders(prepared)
+    for command in commands:
+        click.echo("$ " + shlex.join(command))
+    if left:
+        message = "replace these placeholders first:\n" + "\n".join(f"  - {p}" for p in left)
+        if dry_run:
+            click.echo(message, err=True)
+            return
+        raise click.ClickException(message)
+    if dry_run:
+        return
+    for command in commands:
+        subprocess.run(command, check=True)
+    click.echo("reach Serve with: ray attach " + shlex.quote(cluster_path) + " -p 8000   (then http://127.0.0.1:8000)", err=True)
+
+
+@main.command()
+@click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True)
+def down(cluster_path: str, dry_run: bool) -> None:
+    """Tear the EC2 cluster down (`ray down`)."""
+    import shlex
+    import subprocess
+
+    command = ["ray", "down", "-y", cluster_path]
+    click.echo("$ " + shlex.join(command))
+    if not dry_run:
+        subprocess.run(command, check=True)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, help="0 picks a free port.")
 @click.option("--rpm", type=int, help="Requests per minute per model.")

@@ -95,6 +95,8 @@ class DeploymentOptions(_Section):
     autoscaling: AutoscalingOptions | None = None
     num_cpus: float | None = Field(default=None, ge=0)
     num_gpus: float | None = Field(default=None, ge=0)
+    resources: dict[str, float] | None = None
+    """Custom Ray resources, e.g. to pin a judge to one node type."""
 
 
 class _JudgeBase(_Section):
