@@ -160,7 +160,8 @@ def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
         relative = Path(farm_config).resolve().relative_to(repo)
     except ValueError:
         raise click.ClickException(f"--farm-config must lie inside {repo}: the repo is what gets synced to the nodes") from None
-    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock RAY_ADDRESS=auto farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 --detach"
+    serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 --detach"
+    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock RAY_ADDRESS=auto {serve_command}"
     commands = [["ray", "up", "-y", cluster_path], ["ray", "exec", cluster_path, remote]]
     left = placeholders(prepared)
     for command in commands:
