@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -53,3 +55,11 @@ async def closed_loop(
     started = time.monotonic()
     await asyncio.gather(*(worker(k) for k in range(workers)))
     return done / (time.monotonic() - started)
+
+
+def print_report(measure: Callable[[], dict[str, Any]]) -> None:
+    """Run `measure` with stdout sent to stderr (Ray's log monitor prints there), then print
+    its report as the one JSON document on stdout."""
+    with contextlib.redirect_stdout(sys.stderr):
+        report = measure()
+    print(json.dumps(report, indent=2))

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import sys
 import time
@@ -27,14 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import closed_loop, gsm8k_rollouts  # noqa: E402
+from benchmarks.common import closed_loop, gsm8k_rollouts, print_report  # noqa: E402
 
 
 def main() -> None:
-    # Ray's log monitor prints to stdout; keep stdout for the one JSON document
-    with contextlib.redirect_stdout(sys.stderr):
-        report = measure_all()
-    print(json.dumps(report, indent=2))
+    print_report(measure_all)
 
 
 def measure_all() -> dict[str, Any]:

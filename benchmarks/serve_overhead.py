@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import socket
 import statistics
@@ -27,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import closed_loop, gsm8k_rollouts  # noqa: E402
+from benchmarks.common import closed_loop, gsm8k_rollouts, print_report  # noqa: E402
 
 CONFIG: dict[str, Any] = {
     "judges": [
@@ -60,10 +58,7 @@ async def latencies(call: Any, rows: list[dict[str, Any]], n: int) -> list[float
 
 
 def main() -> None:
-    # Ray's log monitor prints to stdout; keep stdout for the one JSON document
-    with contextlib.redirect_stdout(sys.stderr):
-        report = measure_all()
-    print(json.dumps(report, indent=2))
+    print_report(measure_all)
 
 
 def measure_all() -> dict[str, Any]:

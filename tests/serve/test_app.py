@@ -238,3 +238,24 @@ def test_nova_rft_lambda_handler(app, monkeypatch):
     assert out["id"] == "rft-1" and 0.0 <= out["aggregate_reward_score"] <= 1.0
     names = {m["name"]: m for m in out["metrics_list"]}
     assert names["reward"]["type"] == "Reward" and names["answer"]["value"] == 1.0 and names["answer"]["type"] == "Metric"
+
+
+def test_metrics_reach_rays_prometheus_endpoint(app):
+    """The farm's counters and histograms, scraped the way Prometheus does."""
+    import urllib.request
+
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    http(app["base"], "/score", {"rollouts": [{**rows(1)[0], "id": "metrics-probe", "response": "A: 12 (metrics)"}]})
+    wanted = ("ray_farm_results_total", "ray_farm_judge_verdicts_total", "ray_farm_judge_latency_ms_bucket", "ray_farm_request_latency_ms")
+    deadline = time.monotonic() + 60
+    body = ""
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        if all(name in body for name in wanted):
+            break
+        time.sleep(1)
+    missing = [name for name in wanted if name not in body]
+    assert not missing, missing
+    assert 'judge="rubric"' in body and f'app="{APP}"' in body
