@@ -138,6 +138,89 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
 
 
 @main.command()
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.option("--out", "out", required=True, help="Output directory of part files (local path).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
+@click.option("--resume", is_flag=True, help="Finish a run that stopped: only chunks without a part file are scored.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
+@click.option("--label-column", default=None, help="Gold label (top level or in metadata) to report accuracy/AUC against.")
+@click.option("--workers", type=int, default=None, help="Scoring actors (default: one per CPU in the cluster).")
+@click.option("--chunk-rows", type=int, default=2000, show_default=True, help="Rows per committed part file.")
+def rescore(
+    inputs: tuple[str, ...],
+    out: str,
+    config_path: str | None,
+    resume: bool,
+    fmt: str,
+    label_column: str | None,
+    workers: int | None,
+    chunk_rows: int,
+) -> None:
+    """Re-score JSONL (plain/gzip) or Parquet files, local or s3://, on Ray; resumable, with a report."""
+    import os
+
+    from farm.config import load_config
+    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.errors import ConfigError
+    from farm.judges import needs_bedrock
+
+    try:
+        config = load_config(config_path)
+        backend = choose_backend() if any(needs_bedrock(j) for j in config.judges) else "bedrock"
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    emulator = None
+    env: dict[str, str] = {}
+    if backend == "emulator":
+        emulator = start_embedded_emulator(config)
+        names = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+        env = {k: os.environ[k] for k in names}
+    import ray
+
+    from actors.rescore import progress_printer
+    from actors.rescore import rescore as run
+
+    cluster = os.environ.get("RAY_ADDRESS")
+    if cluster:
+        ray.init(address=cluster, log_to_driver=False)
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run(
+            list(inputs),
+            out,
+            config,
+            resume=resume,
+            label_column=label_column,
+            workers=workers,
+            chunk_rows=chunk_rows,
+            fmt=fmt,
+            env=env,
+            on_progress=progress_printer(),
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        ray.shutdown()
+        if emulator is not None:
+            emulator.stop()
+    base = out.rstrip("/")
+    report = summary.report
+    click.echo("", err=True)
+    click.echo(
+        f"rescored {summary.rows} rows in {summary.elapsed_s}s ({summary.scored} now, {summary.skipped_chunks} chunks already done), "
+        f"{report['invalid_rows']} invalid rows",
+        err=True,
+    )
+    click.echo(f"  results: {out}/part-*.{fmt}   report: {base}.report.html   summary: {base}.summary.json", err=True)
+    if report["invalid_rows"]:
+        click.echo(f"  invalid rows, with file and line: {base}.errors.jsonl", err=True)
+    for name, judge in report["judges"].items():
+        label = f", vs label {judge['against_label']}" if judge["against_label"] else ""
+        click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {judge['status']}{label}", err=True)
+
+
+@main.command()
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
 @click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")

@@ -36,6 +36,7 @@ __all__ = [
     "JudgeConfig",
     "LengthJudgeConfig",
     "MinMaxCalibration",
+    "ModelPrice",
     "RewardModelJudgeConfig",
     "SigmoidCalibration",
     "SimilarityJudgeConfig",
@@ -314,6 +315,13 @@ class EmulatorConfig(_Section):
     tpm: int = Field(default=10_000_000, gt=0)
 
 
+class ModelPrice(_Section):
+    """On-demand price of one model, in USD per 1,000 tokens (for cost estimates in reports)."""
+
+    input_per_1k: float = Field(ge=0)
+    output_per_1k: float = Field(ge=0)
+
+
 class ServeConfig(_Section):
     """The Ray Serve application: names, limits, and the ingress replicas."""
 
@@ -332,6 +340,8 @@ class FarmConfig(_Section):
     cache: CacheConfig = CacheConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     serve: ServeConfig = ServeConfig()
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Keyed by model id; judges whose model has no price are reported without a cost."""
     batch_size: int = Field(default=64, ge=1)
     """Rollouts per scoring batch in `farm score` (groups are never split)."""
 
@@ -407,7 +417,7 @@ def _did_you_mean(key: str, parent_loc: tuple[Any, ...]) -> str:
 def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     names: set[str] = set()
     sections = (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion)
-    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions):
+    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions, ModelPrice):
         names.update(model.model_fields)
     for model in (
         RubricJudgeConfig,

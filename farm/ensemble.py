@@ -17,7 +17,7 @@ from farm.config import AggregationConfig, FarmConfig, JudgeConfig
 from farm.errors import JudgeTimeoutError
 from farm.flags import Flag
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
-from farm.ratelimit import QuotaRegistry
+from farm.ratelimit import QuotaBackend, QuotaRegistry
 from farm.wire import RewardResult, Rollout, Verdict
 
 __all__ = ["Ensemble", "EnsembleMember", "combine"]
@@ -85,11 +85,13 @@ class Ensemble:
         self.cache = cache
 
     @classmethod
-    def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None) -> Ensemble:
+    def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None) -> Ensemble:
+        """Judges built from config; Bedrock judges share one client whose quota lives in this
+        process, or in `quotas` (the cluster's quota actors, for Ray workers)."""
         cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
         client = None
         if any(needs_bedrock(j) for j in config.judges):
-            client = ConverseClient(config.bedrock, QuotaRegistry(config.quota_for))
+            client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for))
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
         return cls(members, config.aggregation, client=client, cache=cache)
 

@@ -6,13 +6,14 @@ import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from farm.errors import InputError
 from farm.wire import Rollout, parse_rollout
 
-__all__ = ["LineError", "read_rollouts"]
+__all__ = ["LineError", "decode_row", "read_rollouts"]
 
 _decoder = msgspec.json.Decoder()
 
@@ -24,6 +25,24 @@ class LineError:
     id: str | None = None
 
 
+def decode_row(data: bytes | dict[str, Any], where: str) -> tuple[Rollout | None, dict[str, Any] | None, str | None]:
+    """One raw row (a JSONL line or a Parquet row) as (rollout, the decoded object, error)."""
+    obj: Any = data
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        try:
+            obj = _decoder.decode(text)
+        except msgspec.DecodeError as exc:
+            return None, None, f"not valid JSON: {exc}"
+    try:
+        return parse_rollout(obj, where=where), obj, None
+    except InputError as exc:
+        return None, obj if isinstance(obj, dict) else None, str(exc)
+
+
 def read_rollouts(path: str | Path) -> Iterator[Rollout | LineError]:
     """Yield a rollout or a `LineError` for every non-blank line, in order."""
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -32,20 +51,10 @@ def read_rollouts(path: str | Path) -> Iterator[Rollout | LineError]:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield LineError(number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
-                continue
-            try:
-                obj = _decoder.decode(text)
-            except msgspec.DecodeError as exc:
-                yield LineError(number, f"not valid JSON: {exc}")
-                continue
-            try:
-                rollout = parse_rollout(obj, where=f"line {number}")
-            except InputError as exc:
-                yield LineError(number, str(exc), obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None)
+            rollout, obj, error = decode_row(raw.rstrip(b"\r\n"), f"line {number}")
+            if rollout is None:
+                row_id = obj.get("id") if obj is not None and isinstance(obj.get("id"), str) else None
+                yield LineError(number, error or "invalid row", row_id)
                 continue
             if rollout.id in seen:
                 yield LineError(number, f"duplicate id {rollout.id!r}; the first occurrence is scored", rollout.id)

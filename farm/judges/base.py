@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from farm.errors import JudgeError, JudgeTimeoutError, ParseError
 from farm.wire import Rollout, Verdict
 
-__all__ = ["Judge", "RuleJudge", "failed_verdict", "failure_reason", "skipped_verdict"]
+__all__ = ["Judge", "RuleJudge", "failed_verdict", "failure_reason", "reason_for", "skipped_verdict"]
 
 
 @runtime_checkable
@@ -56,11 +56,16 @@ _REASONS = {
 
 def failure_reason(verdict: Verdict) -> str | None:
     """A short, bounded label for why a verdict failed (for metrics); None when it did not."""
-    if verdict.status not in ("failed", "timeout"):
+    return reason_for(verdict.status, verdict.error)
+
+
+def reason_for(status: str, error: str | None) -> str | None:
+    """`failure_reason` from a verdict's status and error (e.g. read back from a results file)."""
+    if status not in ("failed", "timeout"):
         return None
-    if verdict.status == "timeout":
+    if status == "timeout":
         return "timeout"
-    head = (verdict.error or "").split(":", 1)[0].strip()
+    head = (error or "").split(":", 1)[0].strip()
     return _REASONS.get(head, "other")
 
 

@@ -1,0 +1,187 @@
+"""Results as files: one Parquet row (flattened) or one JSONL line per input row, and back."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from farm.wire import RewardResult
+
+__all__ = ["ScoreColumns", "read_columns", "results_table", "write_part"]
+
+_encode = msgspec.json.Encoder().encode
+_JUDGE_FIELDS = ("score", "status", "error", "input_tokens", "output_tokens", "cached")
+
+
+def results_table(results: Sequence[RewardResult], judges: Sequence[str], labels: Sequence[Any] | None = None) -> Any:
+    """A pyarrow Table: id, reward, status, disagreement, flags, judges (full JSON), and
+    `judge.<name>.<field>` columns for analysis; `label` when given."""
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {
+        "id": pa.array([r.id for r in results], pa.string()),
+        "reward": pa.array([r.reward for r in results], pa.float64()),
+        "status": pa.array([r.status for r in results], pa.string()),
+        "disagreement": pa.array([r.disagreement for r in results], pa.float64()),
+        "flags": pa.array([list(r.flags) for r in results], pa.list_(pa.string())),
+        "judges": pa.array([_encode(r.judges).decode() for r in results], pa.string()),
+    }
+    types = {
+        "score": pa.float64(),
+        "status": pa.string(),
+        "error": pa.string(),
+        "input_tokens": pa.int64(),
+        "output_tokens": pa.int64(),
+        "cached": pa.bool_(),
+    }
+    for name in judges:
+        verdicts = [r.judges.get(name) for r in results]
+        for field in _JUDGE_FIELDS:
+            columns[f"judge.{name}.{field}"] = pa.array([getattr(v, field) if v is not None else None for v in verdicts], types[field])
+    if labels is not None:
+        columns["label"] = pa.array([_label(v) for v in labels], pa.float64())
+    return pa.table(columns)
+
+
+def _label(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "correct", "chosen"):
+        return 1.0
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "incorrect", "rejected"):
+        return 0.0
+    return None
+
+
+def write_part(path: Path, results: Sequence[RewardResult], judges: Sequence[str], labels: Sequence[Any] | None, fmt: str) -> None:
+    """Write one part file atomically: a crash leaves either the whole part or none of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(results_table(results, judges, labels), tmp, compression="zstd")
+    else:
+        with tmp.open("wb") as handle:
+            for index, result in enumerate(results):
+                line = _encode(result)
+                if labels is not None:
+                    line = line[:-1] + b',"label":' + json.dumps(_label(labels[index])).encode() + b"}"
+                handle.write(line + b"\n")
+    tmp.replace(path)
+
+
+class ScoreColumns:
+    """What the report needs, accumulated part by part in compact arrays (NaN = no value), so that
+    a million rows cost tens of megabytes in the driver, not gigabytes of Python objects."""
+
+    def __init__(self, judges: Sequence[str]):
+        self.judges = list(judges)
+        self.rows = 0
+        self.reward: list[Any] = []
+        self.label: list[Any] = []
+        self.status: Counter[str] = Counter()
+        self.flags: Counter[str] = Counter()
+        self.score: dict[str, list[Any]] = {n: [] for n in judges}
+        self.judge_status: dict[str, Counter[str]] = {n: Counter() for n in judges}
+        self.reasons: dict[str, Counter[str]] = {n: Counter() for n in judges}
+        self.tokens: dict[str, list[int]] = {n: [0, 0] for n in judges}
+
+    def add(self, part: dict[str, Any]) -> None:
+        """One part's columns: numpy arrays for numbers, lists for the rest."""
+        from farm.judges.base import reason_for
+
+        self.rows += len(part["status"])
+        self.reward.append(part["reward"])
+        self.label.append(part["label"])
+        self.status.update(part["status"])
+        for flags in part["flags"]:
+            self.flags.update(flags or ())
+        for name in self.judges:
+            self.score[name].append(part[f"{name}.score"])
+            statuses = part[f"{name}.status"]
+            self.judge_status[name].update(s for s in statuses if s is not None)
+            self.reasons[name].update(
+                r for r in (reason_for(s or "", e) for s, e in zip(statuses, part[f"{name}.error"], strict=True)) if r
+            )
+            fresh = ~part[f"{name}.cached"]
+            self.tokens[name][0] += int(part[f"{name}.input_tokens"][fresh].sum())
+            self.tokens[name][1] += int(part[f"{name}.output_tokens"][fresh].sum())
+
+    def arrays(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(reward, label, {judge: score}) as aligned float arrays."""
+        import numpy as np
+
+        def joined(chunks: list[Any]) -> Any:
+            return np.concatenate(chunks) if chunks else np.zeros(0)
+
+        return joined(self.reward), joined(self.label), {n: joined(c) for n, c in self.score.items()}
+
+
+def read_columns(parts: Sequence[Path], judges: Sequence[str]) -> ScoreColumns:
+    out = ScoreColumns(judges)
+    for part in parts:
+        out.add(_parquet_part(part, judges) if part.suffix == ".parquet" else _jsonl_part(part, judges))
+    return out
+
+
+def _floats(values: Any) -> Any:
+    import numpy as np
+
+    return np.array([np.nan if v is None else v for v in values], dtype=float) if isinstance(values, list) else values
+
+
+def _parquet_part(part: Path, judges: Sequence[str]) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part)
+    n = table.num_rows
+
+    def numbers(name: str, fill: float = np.nan) -> Any:
+        if name not in table.column_names:
+            return np.full(n, fill)
+        return table.column(name).to_numpy(zero_copy_only=False).astype(float)
+
+    out: dict[str, Any] = {
+        "reward": numbers("reward"),
+        "label": numbers("label"),
+        "status": table.column("status").to_pylist(),
+        "flags": table.column("flags").to_pylist(),
+    }
+    for name in judges:
+        out[f"{name}.score"] = numbers(f"judge.{name}.score")
+        out[f"{name}.status"] = table.column(f"judge.{name}.status").to_pylist()
+        out[f"{name}.error"] = table.column(f"judge.{name}.error").to_pylist()
+        out[f"{name}.input_tokens"] = np.nan_to_num(numbers(f"judge.{name}.input_tokens", 0)).astype(np.int64)
+        out[f"{name}.output_tokens"] = np.nan_to_num(numbers(f"judge.{name}.output_tokens", 0)).astype(np.int64)
+        out[f"{name}.cached"] = np.nan_to_num(numbers(f"judge.{name}.cached", 0)).astype(bool)
+    return out
+
+
+def _jsonl_part(part: Path, judges: Sequence[str]) -> dict[str, Any]:
+    import numpy as np
+
+    decoder = msgspec.json.Decoder()
+    rows = [decoder.decode(line) for line in part.read_bytes().splitlines() if line.strip()]
+    out: dict[str, Any] = {
+        "reward": _floats([r.get("reward") for r in rows]),
+        "label": _floats([r.get("label") for r in rows]),
+        "status": [r.get("status") for r in rows],
+        "flags": [r.get("flags") for r in rows],
+    }
+    for name in judges:
+        verdicts = [(r.get("judges") or {}).get(name) or {} for r in rows]
+        out[f"{name}.score"] = _floats([v.get("score") for v in verdicts])
+        out[f"{name}.status"] = [v.get("status") for v in verdicts]
+        out[f"{name}.error"] = [v.get("error") for v in verdicts]
+        out[f"{name}.input_tokens"] = np.array([v.get("input_tokens") or 0 for v in verdicts], dtype=np.int64)
+        out[f"{name}.output_tokens"] = np.array([v.get("output_tokens") or 0 for v in verdicts], dtype=np.int64)
+        out[f"{name}.cached"] = np.array([bool(v.get("cached")) for v in verdicts], dtype=bool)
+    return out

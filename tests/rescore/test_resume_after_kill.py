@@ -1,0 +1,55 @@
+"""`farm rescore` killed with SIGKILL midway, then resumed: every input id exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, gsm8k_rollouts
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RULES = "judges:\n  - {name: answer, kind: final_answer}\n  - {name: length, kind: length, min_chars: 5}\n"
+
+
+def test_sigkill_midway_then_resume_yields_each_id_once(tmp_path: Path, report):
+    import pyarrow.parquet as pq
+
+    base = gsm8k_rollouts()
+    source = tmp_path / "big.jsonl"
+    with source.open("w") as handle:
+        for copy in range(8):  # 42,208 rows
+            for row in base:
+                handle.write(json.dumps({**row, "id": f"{row['id']}-c{copy}"}) + "\n")
+    config = tmp_path / "rules.yaml"
+    config.write_text(RULES)
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "farm.cli", "rescore", str(source), "--out", str(out), "--config", str(config), "--chunk-rows", "1000"]
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(out.glob("part-*.parquet"))) < 5:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
+    committed = len(list(out.glob("part-*.parquet")))
+    assert 5 <= committed < 43, committed  # killed midway
+    assert not (tmp_path / "out.summary.json").exists()
+
+    second = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ids = [i for part in sorted(out.glob("part-*.parquet")) for i in pq.read_table(part, columns=["id"]).column("id").to_pylist()]
+    report(f"rescore killed (SIGKILL) after {committed} of 43 chunks, resumed: {len(ids)} results, {len(set(ids))} distinct ids")
+    assert len(ids) == 8 * len(base) and len(set(ids)) == len(ids)
+    assert not list(out.glob("**/*.tmp"))
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["rows"] == len(ids)
