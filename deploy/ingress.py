@@ -75,7 +75,7 @@ class RewardIngress:
         for judge in self.config.judges:
             weighted = judge.model_copy(update={"weight": tuning.weights[judge.name]}) if judge.name in tuning.weights else judge
             members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name])))
-        self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation)
+        self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation, integrity=self.config.integrity)
 
     async def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
         """The handle entry point: a list of rollouts (or rollout dicts) in, one result each out."""

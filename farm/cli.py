@@ -221,6 +221,50 @@ def rescore(
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
+@click.option("--data", "data_path", default="examples/gsm8k_rollouts.jsonl", show_default=True, type=click.Path(exists=True))
+@click.option("--limit", type=int, default=40, show_default=True, help="Rollouts to attack.")
+@click.option("--label", "label_key", default="is_correct", show_default=True, help="Metadata key of a gold label (for length bias).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+def probe(config_path: str | None, data_path: str, limit: int, label_key: str, json_path: str | None) -> None:
+    """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's inflation."""
+    from farm.config import load_config
+    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.ensemble import Ensemble
+    from farm.errors import ConfigError
+    from farm.integrity.probes import format_table, run_probes
+    from farm.jsonl import LineError, read_rollouts
+    from farm.judges import needs_bedrock
+
+    try:
+        config = load_config(config_path)
+        emulator = None
+        if any(needs_bedrock(j) for j in config.judges) and choose_backend() == "emulator":
+            emulator = start_embedded_emulator(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    rollouts = [r for r in read_rollouts(data_path) if not isinstance(r, LineError)][:limit]
+    labels = [r.metadata.get(label_key) for r in rollouts]
+    known = None if any(v is None for v in labels) else [bool(v) for v in labels]
+
+    async def run() -> Any:
+        ensemble = Ensemble.from_config(config)
+        try:
+            return await run_probes(ensemble, rollouts, labels=known)
+        finally:
+            await ensemble.aclose()
+
+    try:
+        result = asyncio.run(run())
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    click.echo(format_table(result))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+@main.command()
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
 @click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")

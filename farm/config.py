@@ -32,6 +32,7 @@ __all__ = [
     "ExactMatchJudgeConfig",
     "FarmConfig",
     "FinalAnswerJudgeConfig",
+    "IntegrityConfig",
     "JsonSchemaJudgeConfig",
     "JudgeConfig",
     "LengthJudgeConfig",
@@ -322,6 +323,15 @@ class ModelPrice(_Section):
     output_per_1k: float = Field(ge=0)
 
 
+class IntegrityConfig(_Section):
+    """What to do with a rollout that addresses the judge (`injection_suspected`)."""
+
+    injection_policy: Literal["off", "flag", "penalise", "zero"] = "flag"
+    """`flag`: keep the reward, add the flag; `penalise`: multiply by 1 - `injection_penalty`;
+    `zero`: reward 0 (flagged, so it is never mistaken for a judged 0)."""
+    injection_penalty: float = Field(default=0.5, ge=0, le=1)
+
+
 class ServeConfig(_Section):
     """The Ray Serve application: names, limits, and the ingress replicas."""
 
@@ -340,6 +350,7 @@ class FarmConfig(_Section):
     cache: CacheConfig = CacheConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     serve: ServeConfig = ServeConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Keyed by model id; judges whose model has no price are reported without a cost."""
     batch_size: int = Field(default=64, ge=1)
@@ -417,7 +428,7 @@ def _did_you_mean(key: str, parent_loc: tuple[Any, ...]) -> str:
 def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     names: set[str] = set()
     sections = (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion)
-    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions, ModelPrice):
+    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions, ModelPrice, IntegrityConfig):
         names.update(model.model_fields)
     for model in (
         RubricJudgeConfig,

@@ -10,12 +10,15 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
-from farm.config import AggregationConfig, FarmConfig, JudgeConfig
+from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeTimeoutError
 from farm.flags import Flag
+from farm.integrity.injection import InjectionDetector
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
 from farm.wire import RewardResult, Rollout, Verdict
@@ -78,11 +81,14 @@ class Ensemble:
         *,
         client: ConverseClient | None = None,
         cache: VerdictCache | None = None,
+        integrity: IntegrityConfig | None = None,
     ):
         self.members = list(members)
         self.aggregation = aggregation
         self.client = client
         self.cache = cache
+        self.integrity = integrity or IntegrityConfig()
+        self._detector = InjectionDetector()
 
     @classmethod
     def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None) -> Ensemble:
@@ -93,7 +99,7 @@ class Ensemble:
         if any(needs_bedrock(j) for j in config.judges):
             client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for))
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-        return cls(members, config.aggregation, client=client, cache=cache)
+        return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
 
     async def aclose(self) -> None:
         for member in self.members:
@@ -124,8 +130,22 @@ class Ensemble:
             await self._run(others, rollouts, live, verdicts)
         results = []
         for i, rollout in enumerate(rollouts):
-            results.append(closed[i] if i in closed else combine(rollout, verdicts[i], self.members, self.aggregation))
+            result = closed[i] if i in closed else combine(rollout, verdicts[i], self.members, self.aggregation)
+            results.append(self._screen(rollout, result))
         return results
+
+    def _screen(self, rollout: Rollout, result: RewardResult) -> RewardResult:
+        """Apply the injection policy: a rollout that addresses the judge is flagged, and maybe penalised."""
+        policy = self.integrity.injection_policy
+        if policy == "off" or not rollout.response.strip() or not self._detector.matches(rollout.response):
+            return result
+        reward = result.reward
+        if reward is not None and policy == "penalise":
+            reward = reward * (1.0 - self.integrity.injection_penalty)
+        elif reward is not None and policy == "zero":
+            reward = 0.0
+        flags = tuple(sorted({*result.flags, str(Flag.INJECTION_SUSPECTED)}))
+        return msgspec.structs.replace(result, reward=reward, flags=flags)
 
     async def _run(
         self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]
