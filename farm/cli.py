@@ -28,19 +28,9 @@ def main() -> None:
 @click.option("--concurrency", default=4, show_default=True, help="Batches scored at once.")
 def score(input_path: str, output_path: str, config_path: str | None, concurrency: int) -> None:
     """Score a JSONL file of rollouts in this process and write one result per row."""
-    from farm.config import load_config
-    from farm.embedded import choose_backend, start_embedded_emulator
-    from farm.errors import ConfigError
-    from farm.judges import needs_bedrock
     from farm.scorefile import score_file
 
-    try:
-        config = load_config(config_path)
-        emulator = None
-        if any(needs_bedrock(j) for j in config.judges) and choose_backend() == "emulator":
-            emulator = start_embedded_emulator(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config, emulator, _ = _load(config_path)
     total = _count_lines(input_path)
     try:
         with click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True, show_eta=True) as bar:
@@ -69,27 +59,12 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
     import signal
     import time
 
-    from farm.config import load_config
-    from farm.embedded import choose_backend, start_embedded_emulator
-    from farm.errors import ConfigError
-    from farm.judges import needs_bedrock
-
-    try:
-        config = load_config(config_path)
-        backend = choose_backend() if any(needs_bedrock(j) for j in config.judges) else "bedrock"
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config, emulator, env = _load(config_path)
     cluster = os.environ.get("RAY_ADDRESS")
-    if detach and (not cluster or backend == "emulator"):
+    if detach and (not cluster or emulator is not None):
+        if emulator is not None:
+            emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    env: dict[str, str] = {}
-    emulator = None
-    if backend == "emulator":
-        emulator = start_embedded_emulator(config)
-        env = {
-            k: os.environ[k]
-            for k in ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-        }
     for name in ("FARM_API_TOKEN", "FARM_BACKEND"):
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -159,22 +134,9 @@ def rescore(
     """Re-score JSONL (plain/gzip) or Parquet files, local or s3://, on Ray; resumable, with a report."""
     import os
 
-    from farm.config import load_config
-    from farm.embedded import choose_backend, start_embedded_emulator
     from farm.errors import ConfigError
-    from farm.judges import needs_bedrock
 
-    try:
-        config = load_config(config_path)
-        backend = choose_backend() if any(needs_bedrock(j) for j in config.judges) else "bedrock"
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    emulator = None
-    env: dict[str, str] = {}
-    if backend == "emulator":
-        emulator = start_embedded_emulator(config)
-        names = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-        env = {k: os.environ[k] for k in names}
+    config, emulator, env = _load(config_path)
     import ray
 
     from actors.rescore import progress_printer
@@ -228,21 +190,11 @@ def rescore(
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
 def probe(config_path: str | None, data_path: str, limit: int, label_key: str, json_path: str | None) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's inflation."""
-    from farm.config import load_config
-    from farm.embedded import choose_backend, start_embedded_emulator
     from farm.ensemble import Ensemble
-    from farm.errors import ConfigError
     from farm.integrity.probes import format_table, run_probes
     from farm.jsonl import LineError, read_rollouts
-    from farm.judges import needs_bedrock
 
-    try:
-        config = load_config(config_path)
-        emulator = None
-        if any(needs_bedrock(j) for j in config.judges) and choose_backend() == "emulator":
-            emulator = start_embedded_emulator(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config, emulator, _ = _load(config_path)
     rollouts = [r for r in read_rollouts(data_path) if not isinstance(r, LineError)][:limit]
     labels = [r.metadata.get(label_key) for r in rollouts]
     known = None if any(v is None for v in labels) else [bool(v) for v in labels]
@@ -376,6 +328,27 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+
+
+def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
+    """The config, and, when Bedrock judges would run without AWS credentials, the embedded
+    emulator with the environment that points replicas and workers at it."""
+    import os
+
+    from farm.config import load_config
+    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.errors import ConfigError
+    from farm.judges import needs_bedrock
+
+    try:
+        config = load_config(config_path)
+        if not any(needs_bedrock(j) for j in config.judges) or choose_backend() != "emulator":
+            return config, None, {}
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    emulator = start_embedded_emulator(config)
+    names = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    return config, emulator, {k: os.environ[k] for k in names}
 
 
 def _count_lines(path: str) -> int:
