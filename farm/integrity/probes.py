@@ -58,7 +58,8 @@ class ProbeReport:
     inflation: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """probe -> judge (or `ensemble`) -> {mean, share_over_0_2, n, worst}."""
     position_inconsistency: dict[str, float] = field(default_factory=dict)
-    length_slope: dict[str, float] = field(default_factory=dict)
+    length_slope: dict[str, float | None] = field(default_factory=dict)
+    """None when too few rollouts per label to fit (fewer than `MIN_SLOPE_POINTS`)."""
     findings: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,18 +120,23 @@ async def run_probes(
     return report
 
 
-def _length_slope(scores: Sequence[float | None], lengths: Sequence[int], labels: Sequence[bool]) -> float:
+MIN_SLOPE_POINTS = 20
+
+
+def _length_slope(scores: Sequence[float | None], lengths: Sequence[int], labels: Sequence[bool]) -> float | None:
     """Slope of score per doubling of length, fitted within each label and pooled."""
     num = den = 0.0
+    used = 0
     for label in (True, False):
         points = [(math.log2(max(n, 1)), s) for s, n, y in zip(scores, lengths, labels, strict=True) if y == label and s is not None]
         if len(points) < 3:
             continue
+        used += len(points)
         mx = sum(x for x, _ in points) / len(points)
         my = sum(y for _, y in points) / len(points)
         num += sum((x - mx) * (y - my) for x, y in points)
         den += sum((x - mx) ** 2 for x, _ in points)
-    return round(num / den, 4) if den else 0.0
+    return round(num / den, 4) if den and used >= MIN_SLOPE_POINTS else None
 
 
 def _findings(report: ProbeReport, judges: Sequence[str], threshold: float) -> dict[str, list[str]]:
@@ -140,7 +146,7 @@ def _findings(report: ProbeReport, judges: Sequence[str], threshold: float) -> d
         if any(report.inflation.get(p, {}).get(judge, {}).get("mean", 0.0) > threshold for p in INJECTION_PROBES):
             flaws.append("injection-susceptible")
         padded = max((report.inflation.get(p, {}).get(judge, {}).get("mean", 0.0) for p in LENGTH_PROBES), default=0.0)
-        if padded > threshold / 2 or report.length_slope.get(judge, 0.0) > 0.05:
+        if padded > threshold / 2 or (report.length_slope.get(judge) or 0.0) > 0.05:
             flaws.append("length-biased")
         if report.position_inconsistency.get(judge, 0.0) > threshold:
             flaws.append("position-biased")
