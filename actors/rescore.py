@@ -31,7 +31,7 @@ from farm.ensemble import Ensemble
 from farm.errors import ConfigError
 from farm.jsonl import decode_row
 from farm.judges import needs_bedrock
-from farm.offline.reader import InputFile, RawRow, describe_inputs, fingerprint, iter_rows
+from farm.offline.reader import InputFile, RawRow, count_rows, describe_inputs, fingerprint, iter_rows
 from farm.offline.report import render_html, summarise
 from farm.offline.results import read_columns, write_part
 from farm.wire import Rollout
@@ -172,7 +172,7 @@ def rescore(
     files = describe_inputs(inputs)
     out_dir = Path(out)
     done = _prepare_output(out_dir, _manifest(files, config, chunk_rows, fmt, label_column), resume)
-    total = _count_rows(files)
+    total = count_rows(files)
     n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     options: dict[str, Any] = {"runtime_env": {"env_vars": dict(env)}} if env else {}
     raw = config.model_dump(mode="json", by_alias=True)
@@ -231,21 +231,6 @@ def _merge_errors(out_dir: Path) -> None:
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
         target.unlink(missing_ok=True)
-
-
-def _count_rows(files: Sequence[InputFile]) -> int | None:
-    """Rows in local inputs (for the ETA); None when an input is remote."""
-    total = 0
-    for file in files:
-        if "://" in file.uri:
-            return None
-        if file.kind == "parquet":
-            import pyarrow.parquet as pq
-
-            total += pq.ParquetFile(file.uri).metadata.num_rows
-        else:
-            total += sum(1 for row in iter_rows([file]))
-    return total
 
 
 def progress_printer(stream: Any = sys.stderr) -> Callable[[int, int | None], None]:

@@ -31,7 +31,9 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     from farm.scorefile import score_file
 
     config, emulator, _ = _load(config_path)
-    total = _count_lines(input_path)
+    from farm.offline.reader import count_rows, describe_inputs
+
+    total = count_rows(describe_inputs([input_path])) or 0
     try:
         with click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True, show_eta=True) as bar:
             summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, on_progress=bar.update))
@@ -349,14 +351,6 @@ def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
     emulator = start_embedded_emulator(config)
     names = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     return config, emulator, {k: os.environ[k] for k in names}
-
-
-def _count_lines(path: str) -> int:
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
 
 
 def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:

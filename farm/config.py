@@ -427,35 +427,31 @@ def _did_you_mean(key: str, parent_loc: tuple[Any, ...]) -> str:
 
 def _known_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     names: set[str] = set()
-    sections = (FarmConfig, BedrockConfig, AggregationConfig, CacheConfig, EmulatorConfig, RetryConfig, QuotaConfig, Criterion)
-    for model in (*sections, ServeConfig, DeploymentOptions, AutoscalingOptions, ModelPrice, IntegrityConfig):
+    for model in _all_sections():
         names.update(model.model_fields)
-    for model in (
-        RubricJudgeConfig,
-        PreferenceJudgeConfig,
-        FinalAnswerJudgeConfig,
-        ExactMatchJudgeConfig,
-        RegexJudgeConfig,
-        LengthJudgeConfig,
-    ):
-        names.update(model.model_fields)
-    names.add("schema")
+        names.update(f.alias for f in model.model_fields.values() if f.alias)
     return sorted(names)
 
 
-_TAGS = {
-    "rubric",
-    "preference",
-    "final_answer",
-    "exact_match",
-    "regex",
-    "json_schema",
-    "length",
-    "reward_model",
-    "similarity",
-    "sigmoid",
-    "minmax",
-}
+def _all_sections() -> list[type[_Section]]:
+    found: list[type[_Section]] = []
+    pending = list(_Section.__subclasses__())
+    while pending:
+        model = pending.pop()
+        found.append(model)
+        pending.extend(model.__subclasses__())
+    return found
+
+
+def _union_tags() -> set[str]:
+    """The discriminator values pydantic inserts into error locations (`kind`, `method`)."""
+    tags: set[str] = set()
+    for model in _all_sections():
+        for name in ("kind", "method"):
+            field = model.model_fields.get(name)
+            if field is not None:
+                tags.update(a for a in getattr(field.annotation, "__args__", ()) if isinstance(a, str))
+    return tags
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:
@@ -463,7 +459,7 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _TAGS:
+        elif part in _union_tags():
             continue  # pydantic inserts the union tag into the location; users never wrote it
         else:
             out += f".{part}" if out else str(part)

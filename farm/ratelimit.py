@@ -21,7 +21,7 @@ from typing import Protocol
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError
 
-__all__ = ["Grant", "ModelQuota", "QuotaBackend", "QuotaRegistry", "Reservation", "TokenBucket"]
+__all__ = ["Grant", "ModelQuota", "QuotaBackend", "QuotaRegistry", "Reservation", "TokenBucket", "wait_turn"]
 
 Clock = Callable[[], float]
 
@@ -170,6 +170,14 @@ class ModelQuota:
         self._scale = scale
         self.requests.set_rate(self.config.rpm / 60.0 * scale)
         self.tokens.set_rate(self.config.tpm / 60.0 * scale)
+
+
+async def wait_turn(queue: asyncio.Lock, deadline: float, late: Exception, clock: Clock = time.monotonic) -> None:
+    """Take `queue` (first come, first served) or raise `late` if the deadline passes first."""
+    try:
+        await asyncio.wait_for(queue.acquire(), max(0.0, deadline - clock()))
+    except TimeoutError:
+        raise late from None
 
 
 class QuotaBackend(Protocol):

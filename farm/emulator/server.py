@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from farm.emulator.settings import NOVA_MODELS, EmulatorSettings, FaultRates
+from farm.emulator.settings import FAULT_KINDS, NOVA_MODELS, EmulatorSettings, FaultRates
 from farm.emulator.simjudge import answer_request
 from farm.ratelimit import TokenBucket
 
@@ -267,18 +267,7 @@ class EmulatorServer:
             )
 
     def _draw_fault(self, faults: FaultRates) -> str | None:
-        for kind in (
-            "throttle",
-            "not_ready",
-            "model_timeout",
-            "model_error",
-            "internal",
-            "unavailable",
-            "hang",
-            "malformed",
-            "broken_json",
-            "truncated",
-        ):
+        for kind in FAULT_KINDS:
             rate = getattr(faults, kind)
             if rate > 0 and self._rng.random() < rate:
                 return kind

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["InputFile", "RawRow", "describe_inputs", "iter_rows"]
+__all__ = ["InputFile", "RawRow", "count_rows", "describe_inputs", "fingerprint", "iter_rows"]
 
 _BLOCK = 1 << 20
 
@@ -75,7 +75,28 @@ def iter_rows(files: Sequence[InputFile], parquet_batch: int = 8192) -> Iterator
             yield from _jsonl_rows(file)
 
 
+def count_rows(files: Sequence[InputFile]) -> int | None:
+    """Non-blank rows in local inputs (for progress and ETA); None when an input is remote."""
+    total = 0
+    for file in files:
+        if "://" in file.uri:
+            return None
+        if file.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(file.uri).metadata.num_rows
+        else:
+            total += sum(1 for _ in _jsonl_lines(file))
+    return total
+
+
 def _jsonl_rows(file: InputFile) -> Iterator[RawRow]:
+    for number, line in _jsonl_lines(file):
+        yield RawRow(file.uri, number, line)
+
+
+def _jsonl_lines(file: InputFile) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every non-blank line."""
     filesystem, path = _filesystem(file.uri)
     compression = "gzip" if file.uri.lower().endswith(".gz") else None
     with filesystem.open_input_stream(path, compression=compression) as stream:
@@ -90,9 +111,9 @@ def _jsonl_rows(file: InputFile) -> Iterator[RawRow]:
             for line in lines:
                 number += 1
                 if line.strip():
-                    yield RawRow(file.uri, number, line)
+                    yield number, line
         if tail.strip():
-            yield RawRow(file.uri, number + 1, tail)
+            yield number + 1, tail
 
 
 def _parquet_rows(file: InputFile, batch_size: int) -> Iterator[RawRow]:
