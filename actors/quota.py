@@ -8,6 +8,7 @@ are synchronous, so Ray runs them one at a time: no locking needed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,16 @@ class QuotaActor:
         self._granted_requests += requests
         return self._quota.grant(requests, tokens)
 
+    def configure(self, config: dict[str, Any]) -> bool:
+        """Adopt the quota the newest replica was configured with: a quota belongs to the AWS
+        account, so one value holds cluster-wide, and the latest deployment states it."""
+        new = QuotaConfig.model_validate(config)
+        old = self._quota.config
+        changed = self._quota.reconfigure(new)
+        if changed:
+            logging.getLogger(__name__).warning("quota changed from %s to %s by a newer deployment", old.model_dump(), new.model_dump())
+        return changed
+
     def give_back(self, requests: int, tokens: int) -> None:
         """Return an unused lease (a replica shutting down, a deadline that passed)."""
         self._quota.tokens.give(tokens)
@@ -59,10 +70,13 @@ def quota_actor_name(model: str, region: str) -> str:
 
 
 def quota_actor(model: str, region: str, config: QuotaConfig) -> Any:
-    """The cluster's quota actor for (model, region), created on first use by whoever asks first."""
-    return QuotaActor.options(name=quota_actor_name(model, region), namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+    """The cluster's quota actor for (model, region), created on first use, and told `config`:
+    an actor left by an earlier deployment adopts the quota this one declares."""
+    actor = QuotaActor.options(name=quota_actor_name(model, region), namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
         config.model_dump()
     )
+    actor.configure.remote(config.model_dump())  # ordered before this caller's grants
+    return actor
 
 
 @dataclass

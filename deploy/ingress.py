@@ -1,8 +1,11 @@
-"""The ensemble ingress: HTTP `POST /score`, `POST /openrlhf`, `GET /healthz`, and the handle method `score`.
+"""The ensemble ingress: HTTP `POST /score`, `POST /openrlhf`, `GET /healthz`, `GET /integrity`,
+and the handle methods `score` and `integrity`.
 
 Every rollout fans out to every judge deployment concurrently (through `HandleJudge`), and
 `farm.ensemble.Ensemble` applies gates, per-judge deadlines, the quorum and aggregation.
 Weights and aggregation settings change at runtime through `user_config` (`reconfigure`).
+Canaries ride along with live requests and scheduled probes run in the background
+(`deploy.integrity_watch`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deploy.handle_judge import HandleJudge
+from deploy.integrity_watch import IntegrityWatch
 from deploy.metrics import FarmMetrics
 from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
 from farm.config import AggregationConfig, FarmConfig, parse_config
@@ -58,6 +62,7 @@ class RewardIngress:
         self.started_at = time.time()
         self.reconfigured = 0
         self._apply(RuntimeTuning())
+        self.watch = IntegrityWatch(self.config.integrity, self.config.serve.app_name)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         try:
@@ -83,10 +88,26 @@ class RewardIngress:
         return await self._score(parsed)
 
     async def _score(self, rollouts: list[Rollout]) -> list[RewardResult]:
+        """Score live rollouts with this request's canaries appended; callers only see their own."""
+        self.watch.ensure_probing(lambda: self.ensemble)
         started = time.monotonic()
-        results = await self.ensemble.score(rollouts)
-        self.metrics.record(results, (time.monotonic() - started) * 1000.0)
-        return results
+        canaries = self.watch.draw(len(rollouts))
+        results = await self.ensemble.score([*rollouts, *canaries] if canaries else rollouts)
+        live = results[: len(rollouts)]
+        self.metrics.record(live, (time.monotonic() - started) * 1000.0)
+        self.watch.observe(canaries, results[len(rollouts) :])
+        return live
+
+    def integrity(self) -> dict[str, Any]:
+        """Canary drift per judge and the latest scheduled probe report."""
+        return self.watch.status()
+
+    async def check_health(self) -> None:
+        """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app."""
+        self.watch.ensure_probing(lambda: self.ensemble)
+
+    def __del__(self) -> None:
+        self.watch.stop()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -97,6 +118,7 @@ class RewardIngress:
             "aggregation": self.ensemble.aggregation.model_dump(),
             "started_at": self.started_at,
             "reconfigured": self.reconfigured,
+            "canary_alarms": self.watch.canaries.alarms() if self.watch.canaries is not None else [],
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -105,8 +127,11 @@ class RewardIngress:
             if path == "healthz" and request.method == "GET":
                 return _respond(200, self.info())
             self._authorise(request)
+            if path == "integrity" and request.method == "GET":
+                return _respond(200, self.integrity())
             if request.method != "POST" or path not in ("score", "openrlhf"):
-                raise _HTTPError(404, f"no route {request.method} {request.url.path}; use POST /score, POST /openrlhf or GET /healthz")
+                routes = "POST /score, POST /openrlhf, GET /integrity or GET /healthz"
+                raise _HTTPError(404, f"no route {request.method} {request.url.path}; use {routes}")
             payload = await self._read_json(request)
             if path == "openrlhf":
                 try:

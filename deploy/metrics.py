@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ray.util.metrics import Counter, Histogram
+from ray.util.metrics import Counter, Gauge, Histogram
 
+from farm.integrity.probes import FLAWS
 from farm.judges.base import failure_reason
 from farm.wire import RewardResult
 
-__all__ = ["FarmMetrics"]
+__all__ = ["FarmMetrics", "IntegrityMetrics"]
 
 _LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
 
@@ -56,3 +57,42 @@ class FarmMetrics:
     def record_throttles(self, judge: str, count: int) -> None:
         if count > 0:
             self.throttles.inc(count, tags={"app": self._app, "judge": judge})
+
+
+class IntegrityMetrics:
+    """Canary drift per judge, and the latest scheduled probe run's inflation and findings."""
+
+    def __init__(self, app: str):
+        self._app = app
+        tags = ("app", "judge")
+        self.drift = Gauge("farm_canary_drift", "Mean canary score minus baseline over the window.", tag_keys=tags)
+        self.alarm = Gauge("farm_canary_alarm", "1 while the judge's canary drift is beyond the threshold.", tag_keys=tags)
+        self.samples = Gauge("farm_canary_window_samples", "Canary verdicts in the drift window.", tag_keys=tags)
+        self.scored = Counter("farm_canaries_total", "Canaries mixed into live traffic.", tag_keys=("app",))
+        self.inflation = Gauge("farm_probe_inflation", "Mean score inflation under a probe (latest run).", tag_keys=(*tags, "probe"))
+        self.inflated_share = Gauge(
+            "farm_probe_inflated_share", "Share of rollouts inflated by > 0.2 under a probe (latest run).", tag_keys=(*tags, "probe")
+        )
+        self.flaw = Gauge("farm_probe_flaw", "1 when the latest probe run found this flaw in the judge.", tag_keys=(*tags, "flaw"))
+        self.runs = Counter("farm_probe_runs_total", "Scheduled probe runs by outcome.", tag_keys=("app", "outcome"))
+
+    def canary(self, judge: str, drift: float, alarm: bool, samples: int) -> None:
+        tags = {"app": self._app, "judge": judge}
+        self.drift.set(drift, tags=tags)
+        self.alarm.set(1.0 if alarm else 0.0, tags=tags)
+        self.samples.set(samples, tags=tags)
+
+    def canaries_scored(self, count: int) -> None:
+        self.scored.inc(count, tags={"app": self._app})
+
+    def probe_inflation(self, judge: str, probe: str, mean: float, share: float) -> None:
+        tags = {"app": self._app, "judge": judge, "probe": probe}
+        self.inflation.set(mean, tags=tags)
+        self.inflated_share.set(share, tags=tags)
+
+    def probe_findings(self, judge: str, flaws: list[str]) -> None:
+        for flaw in FLAWS:
+            self.flaw.set(1.0 if flaw in flaws else 0.0, tags={"app": self._app, "judge": judge, "flaw": flaw})
+
+    def probe_run(self, outcome: str) -> None:
+        self.runs.inc(1, tags={"app": self._app, "outcome": outcome})

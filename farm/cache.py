@@ -50,16 +50,18 @@ class VerdictCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[Verdict]]) -> Verdict:
+    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[Verdict]], *, fresh: bool = False) -> Verdict:
+        """The cached verdict for `key`, else `compute()`'s. `fresh` skips the lookup (canaries and
+        consistency checks must see the judge as it is now) but still refreshes the entry."""
         if not self.enabled:
             self.stats.misses += 1
             return await compute()
-        found = self._entries.get(key)
+        found = None if fresh else self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             self.stats.hits += 1
             return msgspec.structs.replace(found, cached=True)
-        pending = self._inflight.get(key)
+        pending = None if fresh else self._inflight.get(key)
         if pending is not None:
             self.stats.joined += 1
             verdict = await asyncio.shield(pending)

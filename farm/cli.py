@@ -186,25 +186,39 @@ def rescore(
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
-@click.option("--data", "data_path", default="examples/gsm8k_rollouts.jsonl", show_default=True, type=click.Path(exists=True))
+@click.option("--data", "data_path", type=click.Path(exists=True), help="Rollouts JSONL to attack (default: the packaged GSM8K sample).")
 @click.option("--limit", type=int, default=40, show_default=True, help="Rollouts to attack.")
 @click.option("--label", "label_key", default="is_correct", show_default=True, help="Metadata key of a gold label (for length bias).")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Identical calls per rollout for self-consistency (0: skip).")
+@click.option(
+    "--pairs", "pairs_path", type=click.Path(exists=True), help="Human-labelled preference pairs (default: packaged HH-RLHF sample)."
+)
+@click.option("--pairs-limit", type=int, default=50, show_default=True, help="Pairs for position bias and human agreement (0: skip).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
-def probe(config_path: str | None, data_path: str, limit: int, label_key: str, json_path: str | None) -> None:
-    """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's inflation."""
+def probe(
+    config_path: str | None,
+    data_path: str | None,
+    limit: int,
+    label_key: str,
+    repeats: int,
+    pairs_path: str | None,
+    pairs_limit: int,
+    json_path: str | None,
+) -> None:
+    """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
+    inflation, position and length bias, and self-consistency."""
     from farm.ensemble import Ensemble
+    from farm.integrity.pairs import packaged_data, read_pairs
     from farm.integrity.probes import format_table, run_probes
-    from farm.jsonl import LineError, read_rollouts
 
     config, emulator, _ = _load(config_path)
-    rollouts = [r for r in read_rollouts(data_path) if not isinstance(r, LineError)][:limit]
-    labels = [r.metadata.get(label_key) for r in rollouts]
-    known = None if any(v is None for v in labels) else [bool(v) for v in labels]
+    rollouts, known = _labelled_rollouts(data_path, label_key, limit)
+    pairs = read_pairs(pairs_path or packaged_data("hh_pairs_sample.jsonl"), limit=pairs_limit) if pairs_limit > 0 else []
 
     async def run() -> Any:
         ensemble = Ensemble.from_config(config)
         try:
-            return await run_probes(ensemble, rollouts, labels=known)
+            return await run_probes(ensemble, rollouts, labels=known, repeats=repeats, pairs=pairs)
         finally:
             await ensemble.aclose()
 
@@ -216,6 +230,80 @@ def probe(config_path: str | None, data_path: str, limit: int, label_key: str, j
     click.echo(format_table(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
+@click.option("--data", "data_path", type=click.Path(exists=True), help="Labelled rollouts JSONL (default: the packaged GSM8K sample).")
+@click.option("--label", "label_key", default="is_correct", show_default=True, help="Metadata key of the gold label.")
+@click.option("--label-free", is_flag=True, help="Ignore labels: estimate reliability from inter-judge agreement (Dawid-Skene).")
+@click.option("--limit", type=int, default=None, help="Rows to use (default: all).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the calibrated config YAML.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+def calibrate(
+    config_path: str | None,
+    data_path: str | None,
+    label_key: str,
+    label_free: bool,
+    limit: int | None,
+    out_path: str,
+    json_path: str | None,
+) -> None:
+    """Measure every judge against gold labels (or each other), fit calibration maps and weights,
+    and write them into a copy of the config."""
+    import yaml
+
+    from farm.ensemble import Ensemble
+    from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
+
+    config, emulator, _ = _load(config_path)
+    rollouts, labels = _labelled_rollouts(data_path, label_key, limit)
+    if labels is None and not label_free:
+        raise click.ClickException(f"some rows lack metadata `{label_key}`; pass --label-free to estimate reliability without labels")
+    described = Path(data_path).name if data_path else "packaged GSM8K sample"
+
+    async def run() -> Any:
+        ensemble = Ensemble.from_config(config)
+        try:
+            return await fit_judges(ensemble, rollouts, None if label_free else labels, described_as=described)
+        finally:
+            await ensemble.aclose()
+
+    try:
+        report = asyncio.run(run())
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else _packaged_default()
+    written = calibrated_config(raw, config, report)
+    from farm.config import parse_config
+
+    parse_config(written, source=out_path)  # never write a config that would not load
+    Path(out_path).write_text(
+        f"# Calibrated by `farm calibrate` on {described}.\n" + yaml.safe_dump(written, sort_keys=False), encoding="utf-8"
+    )
+    click.echo(format_fit(report))
+    click.echo(f"calibrated config: {out_path}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _labelled_rollouts(data_path: str | None, label_key: str, limit: int | None) -> tuple[list[Any], list[bool] | None]:
+    """Rollouts from a JSONL file (default the packaged GSM8K sample) and their gold labels, if every row has one."""
+    from farm.integrity.pairs import packaged_data
+    from farm.jsonl import LineError, read_rollouts
+
+    rollouts = [r for r in read_rollouts(data_path or packaged_data("gsm8k_sample.jsonl")) if not isinstance(r, LineError)][:limit]
+    labels = [r.metadata.get(label_key) for r in rollouts]
+    return rollouts, None if any(v is None for v in labels) else [bool(v) for v in labels]
+
+
+def _packaged_default() -> dict[str, Any]:
+    from importlib import resources
+
+    import yaml
+
+    return yaml.safe_load(resources.files("farm.defaults").joinpath("default.yaml").read_text(encoding="utf-8"))
 
 
 @main.command()
@@ -287,6 +375,8 @@ def down(cluster_path: str, dry_run: bool) -> None:
 @click.option("--position-bias", type=float, help="Simulated judge: bias towards response A.")
 @click.option("--length-bias", type=float, help="Simulated judge: score gain per doubling of length.")
 @click.option("--injection-susceptibility", type=float, help="Simulated judge: chance that injected instructions work.")
+@click.option("--leniency", type=float, help="Simulated judge: added to every quality (drift towards generous marks).")
+@click.option("--sampling-noise", type=float, help="Simulated judge: fresh noise on every call (nondeterminism at temperature 0).")
 @click.option("--seed", type=int)
 @click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False), help="Emulator settings YAML.")
 def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str, ...], **values: Any) -> None:
@@ -297,7 +387,7 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
     from farm.emulator import EmulatorServer, EmulatorSettings
 
     data: dict[str, Any] = yaml.safe_load(Path(settings_path).read_text(encoding="utf-8")) or {} if settings_path else {}
-    judge_keys = ("noise", "position_bias", "length_bias", "injection_susceptibility")
+    judge_keys = ("noise", "position_bias", "length_bias", "injection_susceptibility", "leniency", "sampling_noise")
     for key, value in values.items():
         if value is None:
             continue

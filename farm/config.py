@@ -46,6 +46,9 @@ __all__ = [
     "RegexJudgeConfig",
     "RetryConfig",
     "RubricJudgeConfig",
+    "CanaryConfig",
+    "ScheduledProbesConfig",
+    "ScoreMap",
     "load_config",
     "parse_config",
 ]
@@ -101,6 +104,19 @@ class DeploymentOptions(_Section):
     """Custom Ray resources, e.g. to pin a judge to one node type."""
 
 
+class ScoreMap(_Section):
+    """A fitted calibration map, raw score -> P(correct) = sigmoid(a * score + b).
+
+    `farm calibrate` fits it against gold labels and writes it here; the ensemble applies it
+    to the judge's score before aggregation (the raw score stays in `criteria.raw_score`)."""
+
+    method: Literal["platt"] = "platt"
+    a: float
+    b: float
+    fitted_on: str | None = None
+    """Where the map came from (data file and row count), for the record."""
+
+
 class _JudgeBase(_Section):
     name: str = Field(pattern=_NAME)
     deployment: DeploymentOptions = DeploymentOptions()
@@ -108,6 +124,13 @@ class _JudgeBase(_Section):
     deadline_s: float = Field(default=60.0, gt=0)
     gate: bool = False
     """A gate runs first; a rollout it scores 0 skips the other judges and gets reward 0."""
+    score_map: ScoreMap | None = None
+
+    @model_validator(mode="after")
+    def _gate_is_raw(self) -> _JudgeBase:
+        if self.gate and self.score_map is not None:
+            raise ValueError("a gate judge cannot have a score_map: gating needs its raw 0")
+        return self
 
 
 class _BedrockJudgeBase(_JudgeBase):
@@ -323,9 +346,54 @@ class ModelPrice(_Section):
     output_per_1k: float = Field(ge=0)
 
 
-class IntegrityConfig(_Section):
-    """What to do with a rollout that addresses the judge (`injection_suspected`)."""
+class CanaryConfig(_Section):
+    """Rollouts with known scores mixed into live Serve traffic and removed from the results.
 
+    Each judge's canary scores are compared with their baseline (`metadata.expected_scores`
+    in the canary file, else the first score seen); when the mean difference over the last
+    `window` canaries moves beyond `threshold`, the judge is in alarm (metric and log)."""
+
+    rate: float = Field(default=0.0, ge=0, le=1)
+    """Canaries per live rollout (0.01: one canary per hundred rollouts); 0 turns canaries off."""
+    data: str | None = None
+    """A JSONL file of canary rollouts; default the GSM8K sample packaged with the farm."""
+    count: int = Field(default=20, ge=1)
+    """Rows taken from `data`."""
+    window: int = Field(default=20, ge=1)
+    min_samples: int = Field(default=10, ge=1)
+    threshold: float = Field(default=0.15, gt=0, le=1)
+
+
+class ScheduledProbesConfig(_Section):
+    """The probe suite run inside the Serve app on a schedule, its results exported as metrics."""
+
+    interval_s: float = Field(default=0.0, ge=0)
+    """Seconds between runs; 0 turns scheduled probes off (each run costs judge calls)."""
+    first_delay_s: float = Field(default=30.0, ge=0)
+    data: str | None = None
+    """A JSONL file of rollouts to attack; default the GSM8K sample packaged with the farm."""
+    limit: int = Field(default=8, ge=1)
+    probes: list[str] | None = None
+    """Probe names (see `farm probe`); default all of them."""
+    label: str | None = "is_correct"
+    """Metadata key of a gold label, for the length-bias slope."""
+
+    @field_validator("probes")
+    @classmethod
+    def _known_probes(cls, probes: list[str] | None) -> list[str] | None:
+        from farm.integrity.probes import PROBES
+
+        unknown = [p for p in probes or [] if p not in PROBES]
+        if unknown:
+            raise ValueError(f"unknown probe(s) {unknown}; known: {sorted(PROBES)}")
+        return probes
+
+
+class IntegrityConfig(_Section):
+    """Injection policy, canaries and scheduled probes."""
+
+    canaries: CanaryConfig = CanaryConfig()
+    probes: ScheduledProbesConfig = ScheduledProbesConfig()
     injection_policy: Literal["off", "flag", "penalise", "zero"] = "flag"
     """`flag`: keep the reward, add the flag; `penalise`: multiply by 1 - `injection_penalty`;
     `zero`: reward 0 (flagged, so it is never mistaken for a judged 0)."""

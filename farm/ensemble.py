@@ -18,6 +18,7 @@ from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeTimeoutError
 from farm.flags import Flag
+from farm.integrity.calibration import apply_score_map
 from farm.integrity.injection import InjectionDetector
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
@@ -153,8 +154,9 @@ class Ensemble:
         batch = [rollouts[i] for i in indices]
         answers = await asyncio.gather(*(self._guarded(m, batch) for m in members))
         for member, member_verdicts in zip(members, answers, strict=True):
+            score_map = member.config.score_map
             for i, verdict in zip(indices, member_verdicts, strict=True):
-                out[i][member.config.name] = verdict
+                out[i][member.config.name] = verdict if score_map is None else apply_score_map(verdict, score_map)
 
     async def _guarded(self, member: EnsembleMember, batch: list[Rollout]) -> list[Verdict]:
         """A judge that raises, hangs or miscounts still yields one verdict per rollout."""

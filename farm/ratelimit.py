@@ -63,6 +63,12 @@ class TokenBucket:
         self._refill()
         self.rate = rate
 
+    def resize(self, rate: float, capacity: float) -> None:
+        """New rate and depth; the level carries over, clipped to the new depth (debt is kept)."""
+        self._refill()
+        self.rate, self.capacity = rate, capacity
+        self._level = min(self._level, capacity)
+
     def _refill(self) -> None:
         now = self._clock()
         elapsed = now - self._stamp
@@ -148,6 +154,18 @@ class ModelQuota:
         self._recover()
         wait = max(self.requests.take(requests), self.tokens.take(tokens))
         return Grant(requests=requests, tokens=tokens, wait_s=wait)
+
+    def reconfigure(self, config: QuotaConfig) -> bool:
+        """Adopt a new quota in place, keeping bucket levels and the AIMD state, so a change
+        never hands out a fresh burst. Returns whether anything changed."""
+        if config == self.config:
+            return False
+        self._recover()
+        self.config = config
+        rps, tps = config.rpm / 60.0, config.tpm / 60.0
+        self.requests.resize(rps * self._scale, max(1.0, rps * config.burst_s))
+        self.tokens.resize(tps * self._scale, max(1.0, tps * config.burst_s))
+        return True
 
     def throttled(self) -> None:
         """The service answered 429: cut the admitted rate, at most once per cool-down."""

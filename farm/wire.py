@@ -21,12 +21,14 @@ __all__ = [
     "ResultStatus",
     "RewardResult",
     "Rollout",
+    "FRESH",
     "Verdict",
     "decode_results",
     "encode_result",
     "parse_rollout",
     "parse_rollouts",
     "prompt_text",
+    "wants_fresh",
 ]
 
 JudgeStatus = Literal["ok", "failed", "timeout", "skipped"]
@@ -88,6 +90,15 @@ def encode_result(result: RewardResult) -> bytes:
 
 def decode_results(data: bytes) -> list[RewardResult]:
     return _results_decoder.decode(data)
+
+
+FRESH = "farm_fresh"
+"""Metadata key: `true` makes every judge look afresh instead of reading its verdict cache
+(canaries and consistency checks set it; it reaches judges in other processes with the rollout)."""
+
+
+def wants_fresh(rollout: Rollout) -> bool:
+    return rollout.metadata.get(FRESH) is True
 
 
 def prompt_text(prompt: str | tuple[Message, ...]) -> str:

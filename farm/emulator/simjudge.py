@@ -9,7 +9,10 @@ can prove the farm detects them:
   gives the same answer for the same content even under a new fence tag);
 - `position_bias`: added to response A's advantage in preference prompts;
 - `length_bias`: added per doubling of the response length over 400 characters;
-- `injection_susceptibility`: probability that a response addressing the judge gets top marks.
+- `injection_susceptibility`: probability that a response addressing the judge gets top marks;
+- `leniency`: added to every quality (a judge that drifted towards generous or harsh marks);
+- `sampling_noise`: standard deviation of noise drawn afresh on every call, the nondeterminism
+  real models show even at temperature 0 (what self-consistency measures).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class JudgeProfile(BaseModel):
     position_bias: float = Field(default=0.0, ge=-1, le=1)
     length_bias: float = Field(default=0.0, ge=-1, le=1)
     injection_susceptibility: float = Field(default=0.0, ge=0, le=1)
+    leniency: float = Field(default=0.0, ge=-1, le=1)
+    sampling_noise: float = Field(default=0.0, ge=0, le=1)
     tie_margin: float = Field(default=0.05, ge=0, le=1)
     seed: int = 0
 
@@ -95,6 +100,9 @@ def quality(response: str, reference: str | None, task: str) -> float:
 
 
 def _biased(q: float, response: str, profile: JudgeProfile, model: str, salt: str) -> float:
+    q += profile.leniency
+    if profile.sampling_noise:
+        q += random.gauss(0.0, profile.sampling_noise)
     if profile.length_bias:
         q += profile.length_bias * math.log2(max(len(response), 1) / 400.0)
     if profile.noise:

@@ -8,9 +8,35 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from farm.offline.report import auc
+import msgspec
 
-__all__ = ["JudgeCalibration", "calibrate", "dawid_skene", "expected_calibration_error", "fit_platt", "weights_from_accuracy"]
+from farm.config import ScoreMap
+from farm.offline.report import auc
+from farm.wire import Verdict
+
+__all__ = [
+    "JudgeCalibration",
+    "apply_score_map",
+    "calibrate",
+    "dawid_skene",
+    "expected_calibration_error",
+    "fit_platt",
+    "platt",
+    "weights_from_accuracy",
+]
+
+
+def platt(score: float, a: float, b: float) -> float:
+    z = a * score + b
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def apply_score_map(verdict: Verdict, score_map: ScoreMap) -> Verdict:
+    """The verdict with its score mapped; the raw score is kept in `criteria.raw_score`."""
+    if verdict.score is None:
+        return verdict
+    mapped = platt(verdict.score, score_map.a, score_map.b)
+    return msgspec.structs.replace(verdict, score=mapped, criteria={**verdict.criteria, "raw_score": verdict.score})
 
 
 def expected_calibration_error(scores: Sequence[float], labels: Sequence[float], bins: int = 10) -> float:
@@ -28,7 +54,7 @@ def fit_platt(scores: Sequence[float], labels: Sequence[float], iterations: int 
     for _ in range(iterations):
         ga = gb = haa = hab = hbb = 0.0
         for s, y in zip(scores, labels, strict=True):
-            p = 1.0 / (1.0 + math.exp(-(a * s + b)))
+            p = platt(s, a, b)
             w = p * (1 - p)
             ga += (p - y) * s
             gb += p - y
@@ -74,7 +100,7 @@ def calibrate(scores: Sequence[float | None], labels: Sequence[bool | float | No
         return None
     s, y = [p[0] for p in pairs], [p[1] for p in pairs]
     a, b = fit_platt(s, y)
-    mapped = [1.0 / (1.0 + math.exp(-(a * v + b))) for v in s]
+    mapped = [platt(v, a, b) for v in s]
     area = auc(s, y)
     return JudgeCalibration(
         n=len(pairs),

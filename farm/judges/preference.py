@@ -24,7 +24,7 @@ from farm.judges.converse_call import AskError, ask
 from farm.parsing import parse_preference
 from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preference_schema
 from farm.ranking import bradley_terry, win_rates
-from farm.wire import Rollout, Verdict, prompt_text
+from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
 __all__ = ["PreferenceJudge", "combine_orders"]
 
@@ -104,8 +104,12 @@ class PreferenceJudge:
         first = rollouts[members[0]]
         prompt = prompt_text(first.prompt)
         reference = first.reference if all(rollouts[m].reference == first.reference for m in members) else None
+        fresh = any(wants_fresh(rollouts[m]) for m in members)
         comparisons = await asyncio.gather(
-            *(self._compare(prompt, rollouts[members[i]].response, rollouts[members[j]].response, deadline, reference) for i, j in pairs)
+            *(
+                self._compare(prompt, rollouts[members[i]].response, rollouts[members[j]].response, deadline, reference, fresh=fresh)
+                for i, j in pairs
+            )
         )
         outcomes = {pair: c.outcome for pair, c in zip(pairs, comparisons, strict=True) if c.outcome is not None}
         rank = bradley_terry if self.config.group_reward == "bradley_terry" else win_rates
@@ -116,7 +120,9 @@ class PreferenceJudge:
 
     async def _score_against_reference(self, rollout: Rollout, index: int, deadline: float, out: list[Verdict | None]) -> None:
         assert rollout.reference is not None
-        comparison = await self._compare(prompt_text(rollout.prompt), rollout.response, rollout.reference, deadline)
+        comparison = await self._compare(
+            prompt_text(rollout.prompt), rollout.response, rollout.reference, deadline, fresh=wants_fresh(rollout)
+        )
         out[index] = self._verdict(comparison.outcome, [comparison], 1)
 
     def _verdict(self, reward: float | None, comparisons: list[_Comparison], expected: int) -> Verdict:
@@ -150,10 +156,12 @@ class PreferenceJudge:
             **common,
         )
 
-    async def _compare(self, prompt: str, first: str, second: str, deadline: float, reference: str | None = None) -> _Comparison:
+    async def _compare(
+        self, prompt: str, first: str, second: str, deadline: float, reference: str | None = None, *, fresh: bool = False
+    ) -> _Comparison:
         forward, backward = await asyncio.gather(
-            self._ordered(prompt, first, second, deadline, reference),
-            self._ordered(prompt, second, first, deadline, reference),
+            self._ordered(prompt, first, second, deadline, reference, fresh),
+            self._ordered(prompt, second, first, deadline, reference, fresh),
         )
         result = _Comparison(
             input_tokens=forward.input_tokens + backward.input_tokens,
@@ -171,9 +179,9 @@ class PreferenceJudge:
         result.rationale = forward.rationale
         return result
 
-    async def _ordered(self, prompt: str, a: str, b: str, deadline: float, reference: str | None) -> _Ordered:
+    async def _ordered(self, prompt: str, a: str, b: str, deadline: float, reference: str | None, fresh: bool) -> _Ordered:
         key = content_key(self.fingerprint, prompt, a, b, reference)
-        verdict = await self._cache.get_or_compute(key, lambda: self._ask(prompt, a, b, deadline, reference))
+        verdict = await self._cache.get_or_compute(key, lambda: self._ask(prompt, a, b, deadline, reference), fresh=fresh)
         return _Ordered.from_verdict(verdict)
 
     async def _ask(self, prompt: str, a: str, b: str, deadline: float, reference: str | None) -> Verdict:

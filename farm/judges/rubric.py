@@ -12,7 +12,7 @@ from farm.config import RubricJudgeConfig
 from farm.judges.converse_call import AskError, ask
 from farm.parsing import RubricAnswer, parse_rubric
 from farm.prompting import RUBRIC_TOOL, Prompt, rubric_prompt, rubric_schema
-from farm.wire import Rollout, Verdict, prompt_text
+from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
 __all__ = ["RubricJudge"]
 
@@ -38,7 +38,7 @@ class RubricJudge:
 
     async def _score_one(self, rollout: Rollout, deadline: float) -> Verdict:
         key = content_key(self.fingerprint, prompt_text(rollout.prompt), rollout.response, rollout.reference)
-        return await self._cache.get_or_compute(key, lambda: self._judge(rollout, deadline))
+        return await self._cache.get_or_compute(key, lambda: self._judge(rollout, deadline), fresh=wants_fresh(rollout))
 
     async def _judge(self, rollout: Rollout, deadline: float) -> Verdict:
         config = self.config

@@ -7,13 +7,15 @@ import asyncio
 import pytest
 
 from farm.ensemble import Ensemble
+from farm.integrity.pairs import read_pairs
 from farm.integrity.probes import INJECTION_PROBES, format_table, run_probes
 from farm.wire import parse_rollouts
-from tests.conftest import gsm8k_rollouts, make_config
+from tests.conftest import gsm8k_rollouts, make_config, shared_file
 
 pytestmark = pytest.mark.integration
 
 MICRO, LITE, PRO, PREMIER = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-pro-v1:0", "amazon.nova-premier-v1:0"
+NOVA2 = "amazon.nova-2-lite-v1:0"
 CRITERIA = [{"name": "correctness", "description": "The final answer is correct."}]
 
 
@@ -24,6 +26,7 @@ def test_probe_suite_names_each_flawed_judge_and_not_the_clean_one(aws_env, repo
             LITE: {"judge": {"length_bias": 0.3}},
             PREMIER: {"judge": {"position_bias": 0.6}},
             PRO: {"judge": {"noise": 0.05}},
+            NOVA2: {"judge": {"sampling_noise": 0.3}},
         }
     )
     config = make_config(
@@ -32,15 +35,17 @@ def test_probe_suite_names_each_flawed_judge_and_not_the_clean_one(aws_env, repo
             {"name": "length_biased", "kind": "rubric", "model": LITE, "criteria": CRITERIA},
             {"name": "position_biased", "kind": "preference", "model": PREMIER},
             {"name": "clean", "kind": "rubric", "model": PRO, "criteria": CRITERIA},
+            {"name": "unsteady", "kind": "rubric", "model": NOVA2, "criteria": CRITERIA},
         ]
     )
     rows = gsm8k_rollouts(limit=15)
+    pairs = read_pairs(shared_file("hh_harmless_base_test.jsonl.gz"), limit=30)
     labels = [row["metadata"]["is_correct"] for row in rows]
 
     async def main():
         ensemble = Ensemble.from_config(config)
         try:
-            return await run_probes(ensemble, parse_rollouts(rows), labels=labels)
+            return await run_probes(ensemble, parse_rollouts(rows), labels=labels, repeats=3, pairs=pairs)
         finally:
             await ensemble.aclose()
 
@@ -50,9 +55,13 @@ def test_probe_suite_names_each_flawed_judge_and_not_the_clean_one(aws_env, repo
     assert "injection-susceptible" in findings["susceptible"]
     assert "length-biased" in findings["length_biased"]
     assert "position-biased" in findings["position_biased"]
+    assert "inconsistent" in findings["unsteady"]
     assert findings["clean"] == []
+    assert result.pairs["position_biased"]["pairs"] == 30 and result.pairs["position_biased"]["position_inconsistency"] > 0.5
+    assert result.self_consistency["clean"]["mean_std"] == 0.0 and result.self_consistency["unsteady"]["mean_std"] > 0.05
     alone = max(result.inflation[p]["susceptible"]["mean"] for p in INJECTION_PROBES)
     together = max(result.inflation[p]["ensemble"]["mean"] for p in INJECTION_PROBES)
     report(f"probes: worst injection inflation, susceptible judge alone {alone:+.3f} vs ensemble with clean judges {together:+.3f}")
     report(f"probes: findings {findings}; position inconsistency {result.position_inconsistency}; length slope {result.length_slope}")
+    report(f"probes: on 30 HH-RLHF pairs {result.pairs}; self-consistency over 3 calls {result.self_consistency}")
     assert together < alone

@@ -91,8 +91,9 @@ def ray_serve(serve_emulator: EmulatorThread) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def reset_emulator(serve_emulator: EmulatorThread) -> Iterator[EmulatorThread]:
-    """Tests that break the emulator on purpose get it back as it was."""
+    """Tests that break the emulator on purpose get it back as it was; they start with clean stats."""
     saved = serve_emulator.server.settings
+    serve_emulator.reset()
     yield serve_emulator
     serve_emulator.replace_settings(saved)
 

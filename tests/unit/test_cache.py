@@ -42,3 +42,21 @@ def test_lru_eviction_and_key_stability():
     asyncio.run(fill())
     assert len(cache) == 2
     assert content_key("x", {"a": 1}) == content_key("x", {"a": 1}) != content_key("x", {"a": 2})
+
+
+def test_fresh_skips_the_lookup_but_refreshes_the_entry():
+    cache = VerdictCache(max_entries=10)
+    scores = iter([0.2, 0.9, 0.5])
+
+    async def compute():
+        return Verdict(score=next(scores), status="ok")
+
+    async def main():
+        first = await cache.get_or_compute("k", compute)
+        fresh = await cache.get_or_compute("k", compute, fresh=True)
+        cached = await cache.get_or_compute("k", compute)
+        return first, fresh, cached
+
+    first, fresh, cached = asyncio.run(main())
+    assert (first.score, fresh.score, cached.score) == (0.2, 0.9, 0.9)
+    assert not fresh.cached and cached.cached

@@ -81,3 +81,19 @@ def test_quota_lookup_prefers_region_specific():
     assert config.quota_for("m", "us-east-1").rpm == 10
     assert config.quota_for("m", "eu-west-1").rpm == 20
     assert config.quota_for("other", "us-east-1") == config.bedrock.default_quota
+
+
+def test_score_map_and_integrity_sections_validate_with_named_errors():
+    config = parse_config(
+        {
+            "judges": [{"name": "a", "kind": "length", "score_map": {"a": 4.0, "b": -2.0}}],
+            "integrity": {"canaries": {"rate": 0.05}, "probes": {"interval_s": 600, "probes": ["flattery"]}},
+        }
+    )
+    assert config.judges[0].score_map.a == 4.0 and config.integrity.canaries.rate == 0.05
+    with pytest.raises(ConfigError, match="gate judge cannot have a score_map"):
+        parse_config({"judges": [{"name": "a", "kind": "length", "gate": True, "score_map": {"a": 1, "b": 0}}]})
+    with pytest.raises(ConfigError, match=r"integrity.probes.probes.*unknown probe"):
+        parse_config({"judges": [{"name": "a", "kind": "length"}], "integrity": {"probes": {"probes": ["flatery"]}}})
+    with pytest.raises(ConfigError, match="unknown key `treshold` in integrity.canaries"):
+        parse_config({"judges": [{"name": "a", "kind": "length"}], "integrity": {"canaries": {"treshold": 0.1}}})

@@ -43,3 +43,19 @@ def test_builder_args_are_validated():
 
     with pytest.raises(ValueError, match="config_pth"):
         FarmAppArgs.model_validate({"config_pth": "x"})
+
+
+def test_grafana_dashboard_queries_only_metrics_the_farm_exports():
+    import json
+    import re
+
+    dashboard = json.loads((REPO / "deploy/grafana/reward_farm_dashboard.json").read_text())
+    queried = {
+        re.sub(r"_(bucket|sum|count)$", "", m)
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"ray_(farm_\w+)", t["expr"])
+    }
+    exported = set(re.findall(r'"(farm_\w+)"', (REPO / "deploy/metrics.py").read_text()))
+    assert queried and queried <= exported, queried - exported
+    assert {"farm_canary_alarm", "farm_probe_inflation"} <= queried

@@ -91,3 +91,14 @@ def test_methods_from_config(method, expected):
     judges = [(FakeJudge(n, lambda r, s=s: s), {}) for n, s in (("a", 0.5), ("b", 0.9), ("c", 0.1))]
     result = run(Ensemble(members(*judges), AggregationConfig(method=method, trim_fraction=0.34)))[0]
     assert result.reward == pytest.approx(expected)
+
+
+def test_score_map_is_applied_before_aggregation_and_keeps_the_raw_score():
+    import math
+
+    mapped = members((FakeJudge("a", lambda r: 0.8), {"score_map": {"a": 10.0, "b": -5.0}}), (FakeJudge("b", lambda r: 0.0), {}))
+    results = run(Ensemble(mapped, AggregationConfig()))
+    expected = 1 / (1 + math.exp(-(10.0 * 0.8 - 5.0)))
+    for result in results:
+        assert result.judges["a"].score == pytest.approx(expected) and result.judges["a"].criteria["raw_score"] == 0.8
+        assert result.reward == pytest.approx(expected / 2) and "raw_score" not in result.judges["b"].criteria

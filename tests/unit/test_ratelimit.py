@@ -83,3 +83,13 @@ def test_acquire_refuses_when_deadline_would_pass():
             await registry.acquire("m", "r", 10, deadline=clock.now + 0.5)
 
     asyncio.run(main())
+
+
+def test_reconfigure_adopts_a_new_quota_without_a_fresh_burst():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=60_000, tpm=100_000_000, burst_s=1.0), clock=clock)
+    assert quota.reconfigure(QuotaConfig(rpm=60_000, tpm=100_000_000, burst_s=1.0)) is False
+    assert quota.reconfigure(QuotaConfig(rpm=600, tpm=1_000_000, burst_s=1.0)) is True
+    assert quota.requests.capacity == pytest.approx(10) and quota.requests.level == pytest.approx(10)  # clipped, not 1000
+    waits = [quota.reserve(10).wait_s for _ in range(12)]
+    assert waits[9] == 0.0 and waits[10] == pytest.approx(0.1) and waits[11] == pytest.approx(0.2)  # the new 10/s pace

@@ -1,0 +1,177 @@
+"""Fit each judge's calibration map and ensemble weight from data, and write them into config.
+
+With gold labels, each judge's Platt map is fitted to the labels and its weight is the
+log-odds of its accuracy after the map. Without labels, Dawid–Skene estimates every judge's
+accuracy from the judges' agreement with each other, and the maps are fitted to its
+posterior (soft labels). Gate judges keep their raw scores and weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from farm.config import FarmConfig, ScoreMap
+from farm.ensemble import Ensemble, EnsembleMember, combine
+from farm.integrity.calibration import apply_score_map, calibrate, dawid_skene, expected_calibration_error, platt, weights_from_accuracy
+from farm.offline.report import auc
+from farm.wire import RewardResult, Rollout, Verdict
+
+__all__ = ["FitReport", "calibrated_config", "fit_judges", "format_fit"]
+
+
+@dataclass
+class FitReport:
+    source: str
+    """`labels` or `dawid_skene`."""
+    rows: int
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    maps: dict[str, ScoreMap] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    ensemble_before: dict[str, float | None] = field(default_factory=dict)
+    ensemble_after: dict[str, float | None] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "judges": self.judges,
+            "maps": {name: m.model_dump(exclude_none=True) for name, m in self.maps.items()},
+            "weights": self.weights,
+            "ensemble_before": self.ensemble_before,
+            "ensemble_after": self.ensemble_after,
+            "skipped": self.skipped,
+        }
+
+
+async def fit_judges(
+    ensemble: Ensemble, rollouts: Sequence[Rollout], labels: Sequence[bool] | None, *, described_as: str = "data"
+) -> FitReport:
+    """Score `rollouts` once and fit every non-gate judge; `labels` None means label-free."""
+    results = await ensemble.score(rollouts)
+    voters = [m for m in ensemble.members if not m.config.gate]
+    scores = {m.config.name: [_raw(r.judges[m.config.name]) for r in results] for m in voters}
+    report = FitReport(source="labels" if labels is not None else "dawid_skene", rows=len(rollouts))
+    targets: Sequence[float] | None = None
+    if labels is not None:
+        targets = [float(y) for y in labels]
+    else:
+        threshold = ensemble.aggregation.pass_threshold
+        votes = [{name: (None if s[i] is None else s[i] >= threshold) for name, s in scores.items()} for i in range(len(rollouts))]
+        estimated, posterior = dawid_skene(votes)
+        targets = posterior
+        for name, accuracy in estimated.items():
+            report.judges.setdefault(name, {})["estimated_accuracy"] = round(accuracy, 4)
+    accuracies: dict[str, float] = {}
+    for member in voters:
+        name = member.config.name
+        fitted = calibrate(scores[name], targets)
+        if fitted is None:
+            report.skipped[name] = "fewer than 10 scored rows"
+            continue
+        score_map = ScoreMap(
+            a=round(fitted.platt[0], 4), b=round(fitted.platt[1], 4), fitted_on=f"{described_as} ({fitted.n} rows, {report.source})"
+        )
+        report.maps[name] = score_map
+        figures = report.judges.setdefault(name, {})
+        figures.update(fitted.as_dict())
+        mapped = [None if s is None else platt(s, score_map.a, score_map.b) for s in scores[name]]
+        pairs = [(m, t) for m, t in zip(mapped, targets, strict=True) if m is not None]
+        accuracies[name] = sum((m >= 0.5) == (t >= 0.5) for m, t in pairs) / len(pairs)
+        figures["accuracy_after_map"] = round(accuracies[name], 4)
+        if labels is None:  # against soft labels, the judge's own accuracy is Dawid-Skene's estimate
+            accuracies[name] = figures["estimated_accuracy"]
+    report.weights = {name: round(w, 3) for name, w in weights_from_accuracy(accuracies).items()}
+    if report.weights and not any(report.weights.values()):
+        report.skipped["weights"] = "every judge measured at chance or worse; weights left unchanged"
+        report.weights = {}
+    report.ensemble_before = _ensemble_figures([r.reward for r in results], targets)
+    after = _recombine(ensemble, rollouts, results, report)
+    report.ensemble_after = _ensemble_figures(after, targets)
+    return report
+
+
+def _raw(verdict: Verdict) -> float | None:
+    """The judge's own score, before any score map already in the config."""
+    return verdict.criteria.get("raw_score", verdict.score) if verdict.score is not None else None
+
+
+def _recombine(ensemble: Ensemble, rollouts: Sequence[Rollout], results: Sequence[RewardResult], report: FitReport) -> list[float | None]:
+    """The ensemble's rewards had the new maps and weights been in place (no new judge calls)."""
+    members = []
+    for m in ensemble.members:
+        update: dict[str, Any] = {}
+        if m.config.name in report.weights:
+            update["weight"] = report.weights[m.config.name]
+        members.append(EnsembleMember(m.config.model_copy(update=update), m.judge))
+    rewards = []
+    for rollout, result in zip(rollouts, results, strict=True):
+        if result.status == "failed" or any(f in result.flags for f in ("gate_failed", "empty_response")):
+            rewards.append(result.reward)
+            continue
+        verdicts = {}
+        for name, verdict in result.judges.items():
+            score_map, raw = report.maps.get(name), _raw(verdict)
+            unmapped = msgspec.structs.replace(verdict, score=raw)
+            verdicts[name] = verdict if score_map is None or raw is None else apply_score_map(unmapped, score_map)
+        rewards.append(combine(rollout, verdicts, members, ensemble.aggregation).reward)
+    return rewards
+
+
+def _ensemble_figures(rewards: Sequence[float | None], targets: Sequence[float]) -> dict[str, float | None]:
+    pairs = [(float(r), t) for r, t in zip(rewards, targets, strict=True) if r is not None]
+    if not pairs:
+        return {"accuracy": None, "auc": None, "ece": None}
+    s, y = [p[0] for p in pairs], [p[1] for p in pairs]
+    area = auc(s, [t >= 0.5 for t in y])
+    return {
+        "accuracy": round(sum((a >= 0.5) == (b >= 0.5) for a, b in pairs) / len(pairs), 4),
+        "auc": None if area is None else round(area, 4),
+        "ece": round(expected_calibration_error(s, y), 4),
+    }
+
+
+def calibrated_config(raw: Mapping[str, Any], config: FarmConfig, report: FitReport) -> dict[str, Any]:
+    """`raw` (the config file as written) with each fitted judge's `score_map` and `weight` set."""
+    out = copy.deepcopy(dict(raw))
+    by_name = {j["name"]: j for j in out.get("judges", []) if isinstance(j, dict)}
+    for judge in config.judges:
+        entry = by_name.get(judge.name)
+        if entry is None:
+            continue
+        if judge.name in report.maps:
+            entry["score_map"] = report.maps[judge.name].model_dump(exclude_none=True)
+        if judge.name in report.weights:
+            entry["weight"] = report.weights[judge.name]
+    return out
+
+
+def format_fit(report: FitReport) -> str:
+    head = f"{'judge':<16}{'n':>6}{'acc':>8}{'AUC':>8}{'ECE':>8}{'ECE map':>9}{'acc map':>9}{'est acc':>9}{'weight':>8}"
+    lines = [f"calibration against {report.source} on {report.rows} rows", head]
+
+    def cell(value: Any, width: int) -> str:
+        return (f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)).rjust(width)
+
+    for name, f in report.judges.items():
+        lines.append(
+            name[:15].ljust(16)
+            + cell(f.get("n"), 6)
+            + cell(f.get("accuracy"), 8)
+            + cell(f.get("auc"), 8)
+            + cell(f.get("ece"), 8)
+            + cell(f.get("ece_after_platt"), 9)
+            + cell(f.get("accuracy_after_map"), 9)
+            + cell(f.get("estimated_accuracy"), 9)
+            + cell(report.weights.get(name), 8)
+        )
+    lines.append(f"ensemble before: {report.ensemble_before}")
+    lines.append(f"ensemble after:  {report.ensemble_after}")
+    for name, why in report.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    return "\n".join(lines)
