@@ -207,7 +207,6 @@ def probe(
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
-    from farm.ensemble import Ensemble
     from farm.integrity.pairs import packaged_data, read_pairs
     from farm.integrity.probes import format_table, run_probes
 
@@ -215,18 +214,7 @@ def probe(
     rollouts, known = _labelled_rollouts(data_path, label_key, limit)
     pairs = read_pairs(pairs_path or packaged_data("hh_pairs_sample.jsonl"), limit=pairs_limit) if pairs_limit > 0 else []
 
-    async def run() -> Any:
-        ensemble = Ensemble.from_config(config)
-        try:
-            return await run_probes(ensemble, rollouts, labels=known, repeats=repeats, pairs=pairs)
-        finally:
-            await ensemble.aclose()
-
-    try:
-        result = asyncio.run(run())
-    finally:
-        if emulator is not None:
-            emulator.stop()
+    result = _with_ensemble(config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs))
     click.echo(format_table(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
@@ -253,7 +241,6 @@ def calibrate(
     and write them into a copy of the config."""
     import yaml
 
-    from farm.ensemble import Ensemble
     from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
 
     config, emulator, _ = _load(config_path)
@@ -262,18 +249,7 @@ def calibrate(
         raise click.ClickException(f"some rows lack metadata `{label_key}`; pass --label-free to estimate reliability without labels")
     described = Path(data_path).name if data_path else "packaged GSM8K sample"
 
-    async def run() -> Any:
-        ensemble = Ensemble.from_config(config)
-        try:
-            return await fit_judges(ensemble, rollouts, None if label_free else labels, described_as=described)
-        finally:
-            await ensemble.aclose()
-
-    try:
-        report = asyncio.run(run())
-    finally:
-        if emulator is not None:
-            emulator.stop()
+    report = _with_ensemble(config, emulator, lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described))
     raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else _packaged_default()
     written = calibrated_config(raw, config, report)
     from farm.config import parse_config
@@ -286,6 +262,25 @@ def calibrate(
     click.echo(f"calibrated config: {out_path}")
     if json_path:
         Path(json_path).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
+    """`await work(ensemble)` on an ensemble built from `config`; the ensemble and the embedded
+    emulator are closed whatever happens."""
+    from farm.ensemble import Ensemble
+
+    async def run() -> Any:
+        ensemble = Ensemble.from_config(config)
+        try:
+            return await work(ensemble)
+        finally:
+            await ensemble.aclose()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if emulator is not None:
+            emulator.stop()
 
 
 def _labelled_rollouts(data_path: str | None, label_key: str, limit: int | None) -> tuple[list[Any], list[bool] | None]:
