@@ -264,6 +264,24 @@ def calibrate(
         Path(json_path).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
 
 
+@main.command("pin-canaries")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
+@click.option("--data", "data_path", type=click.Path(exists=True), help="Canary rollouts JSONL (default: the packaged GSM8K sample).")
+@click.option("--count", type=int, default=20, show_default=True, help="Canaries to take from the data.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Canary file to write.")
+def pin_canaries(config_path: str | None, data_path: str | None, count: int, out_path: str) -> None:
+    """Score canaries with today's judges and write them with `metadata.expected_scores`, so the
+    drift alarm compares against known scores even on a replica that starts after a judge drifted."""
+    from farm.integrity.canary import pin_canaries as pin
+
+    config, emulator, _ = _load(config_path)
+    rollouts, _labels = _labelled_rollouts(data_path, "", count)
+    pinned = _with_ensemble(config, emulator, lambda e: pin(e, rollouts))
+    Path(out_path).write_text("".join(json.dumps(row) + "\n" for row in pinned), encoding="utf-8")
+    judged = sum(bool(row["metadata"]["expected_scores"]) for row in pinned)
+    click.echo(f"pinned {judged} of {len(pinned)} canaries -> {out_path}; set integrity.canaries.data to it")
+
+
 def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
     """`await work(ensemble)` on an ensemble built from `config`; the ensemble and the embedded
     emulator are closed whatever happens."""
@@ -288,7 +306,14 @@ def _labelled_rollouts(data_path: str | None, label_key: str, limit: int | None)
     from farm.integrity.pairs import packaged_data
     from farm.jsonl import LineError, read_rollouts
 
-    rollouts = [r for r in read_rollouts(data_path or packaged_data("gsm8k_sample.jsonl")) if not isinstance(r, LineError)][:limit]
+    path = data_path or packaged_data("gsm8k_sample.jsonl")
+    rollouts = []
+    for item in read_rollouts(path):
+        if isinstance(item, LineError):
+            raise click.ClickException(f"{path}, line {item.line}: {item.error}")
+        if limit is not None and len(rollouts) >= limit:
+            break
+        rollouts.append(item)
     labels = [r.metadata.get(label_key) for r in rollouts]
     return rollouts, None if any(v is None for v in labels) else [bool(v) for v in labels]
 

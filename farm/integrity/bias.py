@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from farm.ensemble import Ensemble
+from farm.integrity.calibration import calibrate
 from farm.integrity.pairs import PreferencePair
 from farm.wire import FRESH, Rollout
 
@@ -32,8 +33,9 @@ def _pair_rollouts(pairs: Sequence[PreferencePair]) -> list[Rollout]:
 
 async def pair_figures(ensemble: Ensemble, pairs: Sequence[PreferencePair]) -> dict[str, dict[str, Any]]:
     """For each preference judge that compares within groups: each pair judged in both orders
-    (the judge always does), the share of order-dependent comparisons, and agreement with
-    the human choice (a tie counts half)."""
+    (the judge always does), the share of order-dependent comparisons, agreement with the
+    human choice (a tie counts half), and calibration against it (chosen replies labelled 1,
+    rejected 0: accuracy, AUC, ECE, Platt map)."""
     members = [m for m in ensemble.members if m.config.kind == "preference" and getattr(m.config, "mode", "") != "reference"]
     if not members or not pairs:
         return {}
@@ -44,6 +46,7 @@ async def pair_figures(ensemble: Ensemble, pairs: Sequence[PreferencePair]) -> d
         name = member.config.name
         judged = inconsistent = 0
         agreement: list[float] = []
+        side_scores: list[float] = []
         unjudged = 0
         for chosen, rejected in zip(results[0::2], results[1::2], strict=True):
             vc, vr = chosen.judges[name], rejected.judges[name]
@@ -53,12 +56,15 @@ async def pair_figures(ensemble: Ensemble, pairs: Sequence[PreferencePair]) -> d
             judged += int(vc.criteria.get("comparisons", 1.0))
             inconsistent += int(vc.criteria.get("position_inconsistent", 0.0))
             agreement.append(1.0 if vc.score > vr.score else 0.5 if vc.score == vr.score else 0.0)
+            side_scores += [vc.score, vr.score]
+        fitted = calibrate(side_scores, [1.0, 0.0] * (len(side_scores) // 2))
         out[name] = {
             "pairs": len(agreement),
             "unjudged": unjudged,
             "position_inconsistency": round(inconsistent / judged, 4) if judged else None,
             "human_agreement": round(sum(agreement) / len(agreement), 4) if agreement else None,
             "ties": round(sum(a == 0.5 for a in agreement) / len(agreement), 4) if agreement else None,
+            "calibration": fitted.as_dict() if fitted is not None else None,
         }
     return out
 

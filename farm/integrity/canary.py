@@ -19,12 +19,13 @@ from typing import Any
 import msgspec
 
 from farm.config import CanaryConfig
+from farm.ensemble import Ensemble
 from farm.errors import ConfigError
 from farm.integrity.pairs import packaged_data
 from farm.jsonl import LineError, read_rollouts
 from farm.wire import FRESH, RewardResult, Rollout
 
-__all__ = ["CANARY_KEY", "CanaryMonitor", "DriftEvent", "load_canaries"]
+__all__ = ["CANARY_KEY", "CanaryMonitor", "DriftEvent", "load_canaries", "pin_canaries"]
 
 CANARY_KEY = "farm_canary"
 """Metadata key naming the canary a live copy came from."""
@@ -51,6 +52,20 @@ def load_canaries(config: CanaryConfig) -> list[Rollout]:
     if not canaries:
         raise ConfigError(f"canary file {path} has no rollouts")
     return canaries
+
+
+async def pin_canaries(ensemble: Ensemble, canaries: Sequence[Rollout]) -> list[dict[str, Any]]:
+    """Canary rows (ungrouped, as they travel) with every judge's fresh score now in
+    `metadata.expected_scores`; a judge that did not answer is left out, not pinned at 0."""
+    fresh = [msgspec.structs.replace(c, group=None, metadata={**c.metadata, FRESH: True}) for c in canaries]
+    results = await ensemble.score(fresh)
+    rows = []
+    for canary, result in zip(canaries, results, strict=True):
+        expected = {name: v.score for name, v in result.judges.items() if v.status == "ok" and v.score is not None}
+        row = msgspec.to_builtins(msgspec.structs.replace(canary, group=None))
+        row["metadata"] = {**canary.metadata, "expected_scores": expected}
+        rows.append(row)
+    return rows
 
 
 class CanaryMonitor:

@@ -206,5 +206,6 @@ def format_table(report: ProbeReport) -> str:
         lines.append(
             f"human pairs {judge}: {figures['pairs']} pairs, position inconsistency {figures['position_inconsistency']}, "
             f"human agreement {figures['human_agreement']}, ties {figures['ties']}"
+            + (f", AUC {cal['auc']}, ECE {cal['ece']}" if (cal := figures.get("calibration")) else "")
         )
     return "\n".join(lines)

@@ -157,3 +157,5 @@ def test_position_bias_and_human_agreement_on_hh_pairs(aws_env, report):
     for figure in figures.values():  # one HH pair has an empty reply: skipped, never scored
         assert figure["pairs"] + figure["unjudged"] == 100 and figure["pairs"] >= 95
     assert figures["biased"]["position_inconsistency"] > 0.9 and figures["steady"]["position_inconsistency"] < 0.1
+    assert figures["steady"]["calibration"]["n"] == 2 * figures["steady"]["pairs"]
+    assert figures["biased"]["calibration"]["auc"] == 0.5  # every pair a tie: no signal about the human choice
