@@ -118,7 +118,7 @@ class RewardIngress:
             "aggregation": self.ensemble.aggregation.model_dump(),
             "started_at": self.started_at,
             "reconfigured": self.reconfigured,
-            "canary_alarms": self.watch.canaries.alarms() if self.watch.canaries is not None else [],
+            "canary_alarms": self.watch.alarms(),
         }
 
     async def __call__(self, request: Request) -> Response:

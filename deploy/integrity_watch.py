@@ -13,9 +13,8 @@ from deploy.metrics import IntegrityMetrics
 from farm.config import IntegrityConfig
 from farm.ensemble import Ensemble
 from farm.integrity.canary import CanaryMonitor, load_canaries
-from farm.integrity.pairs import packaged_data
 from farm.integrity.probes import PROBES, ProbeReport, run_probes
-from farm.jsonl import LineError, read_rollouts
+from farm.integrity.samples import gold_labels, read_sample
 from farm.wire import RewardResult, Rollout
 
 __all__ = ["IntegrityWatch"]
@@ -29,7 +28,8 @@ class IntegrityWatch:
         self.metrics = IntegrityMetrics(app)
         self.canaries = CanaryMonitor(config.canaries, load_canaries(config.canaries)) if config.canaries.rate > 0 else None
         probes = config.probes
-        self._probe_rollouts = _probe_rollouts(probes.data, probes.limit) if probes.interval_s > 0 else []
+        self._probe_rollouts = read_sample(probes.data, probes.limit) if probes.interval_s > 0 else []
+        self._probe_labels = gold_labels(self._probe_rollouts, probes.label)
         self.last_probe: dict[str, Any] | None = None
         self.probe_runs = 0
         self._probe_task: asyncio.Task[None] | None = None
@@ -69,14 +69,12 @@ class IntegrityWatch:
 
     async def _probe_loop(self, ensemble: Callable[[], Ensemble]) -> None:
         settings = self.config.probes
-        rollouts = self._probe_rollouts
-        labels = [r.metadata.get(settings.label) for r in rollouts] if settings.label else None
-        known = None if labels is None or any(v is None for v in labels) else [bool(v) for v in labels]
+        probes = settings.probes or tuple(PROBES)
         await asyncio.sleep(settings.first_delay_s)
         while True:
             started = time.monotonic()
             try:
-                report = await run_probes(ensemble(), rollouts, settings.probes or tuple(PROBES), labels=known, fresh=True)
+                report = await run_probes(ensemble(), self._probe_rollouts, probes, labels=self._probe_labels, fresh=True)
             except Exception:  # a probe run must never take the app down; the next one retries
                 logger.exception("farm scheduled probe run failed")
                 self.metrics.probe_run("failed")
@@ -100,13 +98,12 @@ class IntegrityWatch:
         if self._probe_task is not None:
             self._probe_task.cancel()
 
+    def alarms(self) -> list[str]:
+        """Judges whose canary drift is in alarm now."""
+        return self.canaries.alarms() if self.canaries is not None else []
+
     def status(self) -> dict[str, Any]:
         return {
             "canaries": self.canaries.status() if self.canaries is not None else None,
             "probes": {"interval_s": self.config.probes.interval_s, "runs": self.probe_runs, "last": self.last_probe},
         }
-
-
-def _probe_rollouts(path: str | None, limit: int) -> list[Rollout]:
-    rollouts = [r for r in read_rollouts(path or packaged_data("gsm8k_sample.jsonl")) if not isinstance(r, LineError)]
-    return rollouts[:limit]

@@ -207,13 +207,14 @@ def probe(
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
-    from farm.integrity.pairs import packaged_data, read_pairs
+    from farm.integrity.pairs import read_pairs
     from farm.integrity.probes import format_table, run_probes
+    from farm.integrity.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
 
+    rollouts = _read_input(read_sample, data_path, limit)
+    known = gold_labels(rollouts, label_key)
+    pairs = _read_input(read_pairs, pairs_path or packaged_data(HH_SAMPLE), limit=pairs_limit) if pairs_limit > 0 else []
     config, emulator, _ = _load(config_path)
-    rollouts, known = _labelled_rollouts(data_path, label_key, limit)
-    pairs = read_pairs(pairs_path or packaged_data("hh_pairs_sample.jsonl"), limit=pairs_limit) if pairs_limit > 0 else []
-
     result = _with_ensemble(config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs))
     click.echo(format_table(result))
     if json_path:
@@ -241,19 +242,20 @@ def calibrate(
     and write them into a copy of the config."""
     import yaml
 
+    from farm.config import load_raw_config, parse_config
     from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
+    from farm.integrity.samples import gold_labels, read_sample
 
-    config, emulator, _ = _load(config_path)
-    rollouts, labels = _labelled_rollouts(data_path, label_key, limit)
+    rollouts = _read_input(read_sample, data_path, limit)
+    labels = gold_labels(rollouts, label_key)
     if labels is None and not label_free:
         raise click.ClickException(f"some rows lack metadata `{label_key}`; pass --label-free to estimate reliability without labels")
     described = Path(data_path).name if data_path else "packaged GSM8K sample"
+    config, emulator, _ = _load(config_path)
 
     report = _with_ensemble(config, emulator, lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described))
-    raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else _packaged_default()
+    raw, _source = load_raw_config(config_path)  # as written: env overrides are not baked in
     written = calibrated_config(raw, config, report)
-    from farm.config import parse_config
-
     parse_config(written, source=out_path)  # never write a config that would not load
     Path(out_path).write_text(
         f"# Calibrated by `farm calibrate` on {described}.\n" + yaml.safe_dump(written, sort_keys=False), encoding="utf-8"
@@ -273,9 +275,10 @@ def pin_canaries(config_path: str | None, data_path: str | None, count: int, out
     """Score canaries with today's judges and write them with `metadata.expected_scores`, so the
     drift alarm compares against known scores even on a replica that starts after a judge drifted."""
     from farm.integrity.canary import pin_canaries as pin
+    from farm.integrity.samples import read_sample
 
+    rollouts = _read_input(read_sample, data_path, count)
     config, emulator, _ = _load(config_path)
-    rollouts, _labels = _labelled_rollouts(data_path, "", count)
     pinned = _with_ensemble(config, emulator, lambda e: pin(e, rollouts))
     Path(out_path).write_text("".join(json.dumps(row) + "\n" for row in pinned), encoding="utf-8")
     judged = sum(bool(row["metadata"]["expected_scores"]) for row in pinned)
@@ -301,29 +304,14 @@ def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
             emulator.stop()
 
 
-def _labelled_rollouts(data_path: str | None, label_key: str, limit: int | None) -> tuple[list[Any], list[bool] | None]:
-    """Rollouts from a JSONL file (default the packaged GSM8K sample) and their gold labels, if every row has one."""
-    from farm.integrity.pairs import packaged_data
-    from farm.jsonl import LineError, read_rollouts
+def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:
+    """`read(...)`, with a bad input line reported as a usage error that names it."""
+    from farm.errors import InputError
 
-    path = data_path or packaged_data("gsm8k_sample.jsonl")
-    rollouts = []
-    for item in read_rollouts(path):
-        if isinstance(item, LineError):
-            raise click.ClickException(f"{path}, line {item.line}: {item.error}")
-        if limit is not None and len(rollouts) >= limit:
-            break
-        rollouts.append(item)
-    labels = [r.metadata.get(label_key) for r in rollouts]
-    return rollouts, None if any(v is None for v in labels) else [bool(v) for v in labels]
-
-
-def _packaged_default() -> dict[str, Any]:
-    from importlib import resources
-
-    import yaml
-
-    return yaml.safe_load(resources.files("farm.defaults").joinpath("default.yaml").read_text(encoding="utf-8"))
+    try:
+        return read(*args, **kwargs)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -50,6 +50,7 @@ __all__ = [
     "ScheduledProbesConfig",
     "ScoreMap",
     "load_config",
+    "load_raw_config",
     "parse_config",
 ]
 
@@ -447,6 +448,13 @@ def _require_unique(names: list[str], what: str) -> None:
 
 def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> FarmConfig:
     """Load a config file, or the packaged default when `path` is None, then apply env overrides."""
+    data, source = load_raw_config(path)
+    _apply_env(data, os.environ if environ is None else environ)
+    return parse_config(data, source=source)
+
+
+def load_raw_config(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """The config mapping as written (not validated, no env overrides), and where it came from."""
     if path is None:
         source = "the packaged default config"
         text = resources.files("farm.defaults").joinpath("default.yaml").read_text(encoding="utf-8")
@@ -464,8 +472,7 @@ def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | 
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    _apply_env(data, os.environ if environ is None else environ)
-    return parse_config(data, source=source)
+    return data, source
 
 
 def parse_config(data: Mapping[str, Any], *, source: str = "config") -> FarmConfig:

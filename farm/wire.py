@@ -25,6 +25,7 @@ __all__ = [
     "Verdict",
     "decode_results",
     "encode_result",
+    "mark_fresh",
     "parse_rollout",
     "parse_rollouts",
     "prompt_text",
@@ -99,6 +100,12 @@ FRESH = "farm_fresh"
 
 def wants_fresh(rollout: Rollout) -> bool:
     return rollout.metadata.get(FRESH) is True
+
+
+def mark_fresh(rollout: Rollout, **changes: Any) -> Rollout:
+    """A copy every judge scores afresh (no cache), with `changes` applied (`metadata` merged)."""
+    metadata = {**rollout.metadata, **changes.pop("metadata", {}), FRESH: True}
+    return msgspec.structs.replace(rollout, metadata=metadata, **changes)
 
 
 def prompt_text(prompt: str | tuple[Message, ...]) -> str:

@@ -8,19 +8,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from farm.ensemble import Ensemble
 from farm.integrity.calibration import calibrate
 from farm.integrity.pairs import PreferencePair
-from farm.wire import FRESH, Rollout
+from farm.wire import Rollout, mark_fresh
 
-__all__ = ["mark_fresh", "pair_figures", "self_consistency"]
-
-
-def mark_fresh(rollout: Rollout, **changes: Any) -> Rollout:
-    """A copy every judge scores afresh (no cache), with `changes` applied."""
-    return msgspec.structs.replace(rollout, metadata={**rollout.metadata, FRESH: True}, **changes)
+__all__ = ["pair_figures", "self_consistency"]
 
 
 def _pair_rollouts(pairs: Sequence[PreferencePair]) -> list[Rollout]:
@@ -44,10 +37,9 @@ async def pair_figures(ensemble: Ensemble, pairs: Sequence[PreferencePair]) -> d
     out: dict[str, dict[str, Any]] = {}
     for member in members:
         name = member.config.name
-        judged = inconsistent = 0
+        judged = inconsistent = unjudged = 0
         agreement: list[float] = []
         side_scores: list[float] = []
-        unjudged = 0
         for chosen, rejected in zip(results[0::2], results[1::2], strict=True):
             vc, vr = chosen.judges[name], rejected.judges[name]
             if vc.status != "ok" or vr.status != "ok" or vc.score is None or vr.score is None:

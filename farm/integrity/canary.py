@@ -21,9 +21,8 @@ import msgspec
 from farm.config import CanaryConfig
 from farm.ensemble import Ensemble
 from farm.errors import ConfigError
-from farm.integrity.pairs import packaged_data
-from farm.jsonl import LineError, read_rollouts
-from farm.wire import FRESH, RewardResult, Rollout
+from farm.integrity.samples import read_sample
+from farm.wire import RewardResult, Rollout, mark_fresh
 
 __all__ = ["CANARY_KEY", "CanaryMonitor", "DriftEvent", "load_canaries", "pin_canaries"]
 
@@ -41,23 +40,16 @@ class DriftEvent:
 
 
 def load_canaries(config: CanaryConfig) -> list[Rollout]:
-    path = config.data or packaged_data("gsm8k_sample.jsonl")
-    canaries = []
-    for item in read_rollouts(path):
-        if isinstance(item, LineError):
-            raise ConfigError(f"canary file {path}, line {item.line}: {item.error}")
-        canaries.append(item)
-        if len(canaries) >= config.count:
-            break
+    canaries = read_sample(config.data, config.count)
     if not canaries:
-        raise ConfigError(f"canary file {path} has no rollouts")
+        raise ConfigError(f"canary file {config.data or 'packaged sample'} has no rollouts")
     return canaries
 
 
 async def pin_canaries(ensemble: Ensemble, canaries: Sequence[Rollout]) -> list[dict[str, Any]]:
     """Canary rows (ungrouped, as they travel) with every judge's fresh score now in
     `metadata.expected_scores`; a judge that did not answer is left out, not pinned at 0."""
-    fresh = [msgspec.structs.replace(c, group=None, metadata={**c.metadata, FRESH: True}) for c in canaries]
+    fresh = [mark_fresh(c, group=None) for c in canaries]
     results = await ensemble.score(fresh)
     rows = []
     for canary, result in zip(canaries, results, strict=True):
@@ -94,8 +86,7 @@ class CanaryMonitor:
         out = []
         for _ in range(count):
             canary = self.canaries[next(self._order)]
-            metadata = {**canary.metadata, FRESH: True, CANARY_KEY: canary.id}
-            out.append(msgspec.structs.replace(canary, id=f"farm-canary-{next(self._serial)}", group=None, metadata=metadata))
+            out.append(mark_fresh(canary, id=f"farm-canary-{next(self._serial)}", group=None, metadata={CANARY_KEY: canary.id}))
         return out
 
     def observe(self, canaries: Sequence[Rollout], results: Sequence[RewardResult]) -> list[DriftEvent]:

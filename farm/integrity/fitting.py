@@ -17,6 +17,7 @@ import msgspec
 
 from farm.config import FarmConfig, ScoreMap
 from farm.ensemble import Ensemble, EnsembleMember, combine
+from farm.flags import Flag
 from farm.integrity.calibration import apply_score_map, calibrate, dawid_skene, expected_calibration_error, platt, weights_from_accuracy
 from farm.offline.report import auc
 from farm.wire import RewardResult, Rollout, Verdict
@@ -57,7 +58,7 @@ async def fit_judges(
     voters = [m for m in ensemble.members if not m.config.gate]
     scores = {m.config.name: [_raw(r.judges[m.config.name]) for r in results] for m in voters}
     report = FitReport(source="labels" if labels is not None else "dawid_skene", rows=len(rollouts))
-    targets: Sequence[float] | None = None
+    targets: Sequence[float]
     if labels is not None:
         targets = [float(y) for y in labels]
     else:
@@ -80,12 +81,11 @@ async def fit_judges(
         report.maps[name] = score_map
         figures = report.judges.setdefault(name, {})
         figures.update(fitted.as_dict())
-        mapped = [None if s is None else platt(s, score_map.a, score_map.b) for s in scores[name]]
-        pairs = [(m, t) for m, t in zip(mapped, targets, strict=True) if m is not None]
-        accuracies[name] = sum((m >= 0.5) == (t >= 0.5) for m, t in pairs) / len(pairs)
-        figures["accuracy_after_map"] = round(accuracies[name], 4)
-        if labels is None:  # against soft labels, the judge's own accuracy is Dawid-Skene's estimate
-            accuracies[name] = figures["estimated_accuracy"]
+        mapped = [(platt(s, score_map.a, score_map.b), t) for s, t in zip(scores[name], targets, strict=True) if s is not None]
+        after_map = sum((m >= 0.5) == (t >= 0.5) for m, t in mapped) / len(mapped)
+        figures["accuracy_after_map"] = round(after_map, 4)
+        # against soft labels, the judge's own accuracy is Dawid-Skene's estimate
+        accuracies[name] = after_map if labels is not None else figures["estimated_accuracy"]
     report.weights = {name: round(w, 3) for name, w in weights_from_accuracy(accuracies).items()}
     if report.weights and not any(report.weights.values()):
         report.skipped["weights"] = "every judge measured at chance or worse; weights left unchanged"
@@ -111,7 +111,7 @@ def _recombine(ensemble: Ensemble, rollouts: Sequence[Rollout], results: Sequenc
         members.append(EnsembleMember(m.config.model_copy(update=update), m.judge))
     rewards = []
     for rollout, result in zip(rollouts, results, strict=True):
-        if result.status == "failed" or any(f in result.flags for f in ("gate_failed", "empty_response")):
+        if result.status == "failed" or any(f in result.flags for f in (Flag.GATE_FAILED, Flag.EMPTY_RESPONSE)):
             rewards.append(result.reward)
             continue
         verdicts = {}

@@ -6,12 +6,11 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from farm.errors import InputError
 
-__all__ = ["PreferencePair", "packaged_data", "read_pairs"]
+__all__ = ["PreferencePair", "read_pairs"]
 
 _TURN = "\n\nAssistant:"
 
@@ -22,11 +21,6 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
-
-
-def packaged_data(name: str) -> str:
-    """Path of a sample shipped in `farm/data` (GSM8K rollouts, HH-RLHF pairs)."""
-    return str(resources.files("farm").joinpath(f"data/{name}"))
 
 
 def read_pairs(path: str | Path, limit: int | None = None) -> list[PreferencePair]:

@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from farm.ensemble import Ensemble
-from farm.integrity.bias import mark_fresh, pair_figures, self_consistency
+from farm.integrity.bias import pair_figures, self_consistency
 from farm.integrity.pairs import PreferencePair
-from farm.wire import Rollout, prompt_text
+from farm.wire import Rollout, mark_fresh, prompt_text
 
 __all__ = ["FLAWS", "PROBES", "ProbeReport", "format_table", "run_probes"]
 
@@ -72,7 +72,7 @@ class ProbeReport:
     """None when too few rollouts per label to fit (fewer than `MIN_SLOPE_POINTS`)."""
     self_consistency: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Preference judge -> {pairs, position_inconsistency, human_agreement, ties} on human-labelled pairs."""
+    """Preference judge -> {pairs, unjudged, position_inconsistency, human_agreement, ties, calibration} on human-labelled pairs."""
     findings: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
