@@ -128,15 +128,17 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
 
     from deploy.app import FarmAppArgs, build_app
 
-    _quiet_ray()
+    quiet = _quiet_ray()
     if cluster:
-        ray.init(address=cluster)
+        ray.init(address=cluster, logging_level=quiet["log_level"])
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=quiet["log_level"])
     app_name = config.serve.app_name
     try:
-        ray_serve.start(http_options={"host": host, "port": port})
-        ray_serve.run(build_app(FarmAppArgs(config_path=config_path, env=env)), name=app_name, route_prefix=config.serve.route_prefix)
+        ray_serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+        ray_serve.run(
+            build_app(FarmAppArgs(config_path=config_path, env=env)), name=app_name, route_prefix=config.serve.route_prefix, logging_config=quiet
+        )
     except Exception as exc:
         if not cluster:
             ray.shutdown()
@@ -164,8 +166,8 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         click.echo("shutting down", err=True)
         if cluster:
             ray_serve.delete(app_name)
-        else:
-            ray_serve.shutdown()
+        # a local Ray started here goes down whole with ray.shutdown(); serve.shutdown() first would
+        # only add a retry warning about the controller it has just killed
         ray.shutdown()
         if emulator is not None:
             emulator.stop()
@@ -207,12 +209,12 @@ def rescore(
 
     from actors.rescore import rescore as run
 
-    _quiet_ray()
+    quiet = _quiet_ray()
     cluster = os.environ.get("RAY_ADDRESS")
     if cluster:
-        ray.init(address=cluster, log_to_driver=False)
+        ray.init(address=cluster, log_to_driver=False, logging_level=quiet["log_level"])
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=quiet["log_level"])
     progress = Progress("rescored", unit="rows")
     progress.start()
     try:
@@ -525,7 +527,7 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
         server = EmulatorServer(settings)
         url = await server.start(host, port)
         click.echo(f"Bedrock emulator listening on {url}", err=True)
-        click.echo(f"  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x", err=True)
+        click.echo(f"  point a command at it: AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x farm ...", err=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -608,10 +610,15 @@ def _check_rescore_paths(inputs: tuple[str, ...], out: str, resume: bool) -> Non
         raise CliError(f"{out} already holds results", "pass --resume to finish that run, or choose another --out")
 
 
-def _quiet_ray() -> None:
+def _quiet_ray() -> dict[str, Any]:
     """Keep Ray's start-up chatter out of the user's way: the token-authentication notice of a
-    local cluster and Serve's "New http_options ... will not be applied" (they were applied)."""
+    local cluster, Serve's "New http_options ... will not be applied" (they were applied), and
+    INFO lines from the controller, proxies and replicas (`FARM_RAY_LOG_LEVEL=INFO` brings them
+    back). Returns the Serve logging config to pass to `serve.start`/`serve.run`."""
     import logging
+    import os
+
+    level = os.environ.get("FARM_RAY_LOG_LEVEL", "WARNING").upper()
 
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
@@ -621,6 +628,7 @@ def _quiet_ray() -> None:
 
     for name in ("ray.serve", "ray.serve._private.api"):
         logging.getLogger(name).addFilter(_NotApplied())
+    return {"log_level": level}
 
 
 def _first_line(exc: BaseException) -> str:

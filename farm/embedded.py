@@ -154,4 +154,4 @@ def prepare_backend(config: FarmConfig, *, embedded: bool = False) -> None:
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of Ensemble.from_config
