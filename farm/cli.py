@@ -75,7 +75,6 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     try:
         summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, progress=progress))
     except KeyboardInterrupt:
-        progress.close()
         raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} is incomplete; rerun with --force", exit_code=130) from None
     finally:
         progress.close()
@@ -240,7 +239,8 @@ def rescore(
     base = out.rstrip("/")
     report = summary.report
     statuses = {name: judge["status"] for name, judge in report["judges"].items()}
-    line, over = degradation(summary.rows, report.get("status", {}), statuses, max_share=max_degraded)
+    reasons = {name: judge.get("failures_by_reason") or {} for name, judge in report["judges"].items()}
+    line, over = degradation(summary.rows, report.get("status", {}), statuses, reasons, max_share=max_degraded)
     click.echo(f"{line}", err=True)
     click.echo(
         f"rescored {summary.rows} rows in {summary.elapsed_s}s ({summary.scored} now, {summary.skipped_chunks} chunks already done), "
@@ -375,11 +375,18 @@ def pin_canaries(config_path: str | None, data_path: str | None, count: int, out
 
 def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judging", total: int | None = None) -> Any:
     """`await work(ensemble)` on an ensemble built from `config`, with progress on every rollout it
-    scores; the ensemble and the embedded emulator are closed whatever happens."""
+    scores; the ensemble and the embedded emulator are closed whatever happens. Figures from a run
+    in which a judge failed on every rollout, or most rollouts were degraded, mean nothing: exit 3."""
+    from collections import Counter
+
     from farm.ensemble import Ensemble
     from farm.progress import Progress
+    from farm.scorefile import degradation
 
     progress = Progress(label, total)
+    status: Counter[str] = Counter()
+    judge_status: dict[str, Counter[str]] = {}
+    judge_errors: dict[str, Counter[str]] = {}
 
     async def run() -> Any:
         ensemble = Ensemble.from_config(config)
@@ -391,6 +398,12 @@ def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judgi
         async def counted(rollouts: Any, *args: Any, **kwargs: Any) -> Any:
             results = await score(rollouts, *args, **kwargs)
             progress.results(results)
+            for result in results:
+                status[result.status] += 1
+                for name, verdict in result.judges.items():
+                    judge_status.setdefault(name, Counter())[verdict.status] += 1
+                    if verdict.status in ("failed", "timeout"):
+                        judge_errors.setdefault(name, Counter())[(verdict.error or verdict.status).splitlines()[0][:160]] += 1
             return results
 
         ensemble.score = counted  # type: ignore[method-assign]
@@ -402,12 +415,16 @@ def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judgi
             await ensemble.aclose()
 
     try:
-        return asyncio.run(run())
+        outcome = asyncio.run(run())
     except KeyboardInterrupt:
         raise CliError(f"interrupted after {progress.done} rollouts", exit_code=130) from None
     finally:
         if emulator is not None:
             emulator.stop()
+    line, over = degradation(sum(status.values()), status, judge_status, judge_errors, max_share=0.5)
+    if over:
+        raise CliError(f"degraded run: {line}", "its figures would mean nothing; fix the cause (see the backend line above) and run again", exit_code=EXIT_DEGRADED)
+    return outcome
 
 
 def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:

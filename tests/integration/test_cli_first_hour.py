@@ -174,3 +174,10 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_plain_lines_in_a_pip
     piped = farm(tmp_path, "score", "in.jsonl", "--out", "pipe.jsonl", "--config", "rules.yaml")
     assert "\r" not in piped.stderr
     assert any(line.startswith("scoring 3/3 rollouts, ") for line in piped.stderr.splitlines())
+
+
+def test_calibrate_with_a_judge_failing_everywhere_exits_3_and_writes_nothing(tmp_path: Path):
+    proc = farm(tmp_path, "calibrate", "--limit", "4", "--out", "calibrated.yaml", FARM_BACKEND="bedrock")
+    assert proc.returncode == 3, proc.stderr
+    assert errors(proc)[0].startswith("Error: degraded run: judge rubric failed on every rollout (4 of 4): ")
+    assert not (tmp_path / "calibrated.yaml").exists()
