@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import select
 import warnings
 
 import pytest
@@ -53,8 +54,17 @@ def test_progress_on_a_pseudo_terminal_redraws_in_place():
     progress.advance(2, failed=1)
     progress.close()
     stream.close()
-    text = os.read(leader, 65536).decode()
+    seen = b""
+    while select.select([leader], [], [], 1.0)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other end closed and everything was read
+            break
+        if not chunk:
+            break
+        seen += chunk
     os.close(leader)
+    text = seen.decode()
     assert text.startswith("\rscoring 0/4 rollouts, ")
     assert "\rscoring 2/4 rollouts, " in text and "429s 7, failed verdicts 1" in text and text.endswith("\n")
     assert "ETA " in text
