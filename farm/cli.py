@@ -251,8 +251,9 @@ def rescore(
     if report["invalid_rows"]:
         click.echo(f"  invalid rows, with file and line: {base}.errors.jsonl", err=True)
     for name, judge in report["judges"].items():
-        label = f", vs label {judge['against_label']}" if judge["against_label"] else ""
-        click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {judge['status']}{label}", err=True)
+        against = judge["against_label"]
+        label = f", vs label: accuracy {against['accuracy']}, AUC {against['auc']} (n {against['n']})" if against else ""
+        click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {_counts(judge['status'])}{label}", err=True)
     if over:
         raise CliError(f"degraded run: {line}", f"see {base}.report.html; fix the cause, or accept it with --max-degraded 1", exit_code=EXIT_DEGRADED)
 

@@ -36,6 +36,8 @@ class Progress:
         self.throttled = throttled
         self.done = 0
         self.failed = 0
+        self.counts_failures = throttled is not None
+        """Whether failed verdicts are known (results seen, or a scorer that counts them)."""
         self._started = time.monotonic()
         self._last = self._started
         self._drawn = False
@@ -69,6 +71,7 @@ class Progress:
     def results(self, results: Sequence[Any]) -> None:
         """Advance by a batch of `RewardResult`s, counting failed or timed-out verdicts."""
         failed = sum(1 for r in results for v in r.judges.values() if v.status in ("failed", "timeout"))
+        self.counts_failures = True
         self.advance(len(results), failed)
 
     def set(self, done: int, total: int | None = None) -> None:
@@ -99,7 +102,8 @@ class Progress:
             parts.append(f"done in {_duration(elapsed)}")
         if self.throttled is not None:
             parts.append(f"429s {self.throttled()}")
-        parts.append(f"failed verdicts {self.failed}")
+        if self.counts_failures:
+            parts.append(f"failed verdicts {self.failed}")
         return ", ".join(parts)
 
     def _maybe_draw(self) -> None:
