@@ -40,7 +40,17 @@ class CliError(click.ClickException):
         return self.message + (f"\n  {self.hint}" if self.hint else "")
 
 
-@click.group()
+class _FarmGroup(click.Group):
+    """Ctrl-C anywhere is one line and exit 130, not click's bare "Aborted!" and 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise CliError("interrupted", exit_code=130) from None
+
+
+@click.group(cls=_FarmGroup)
 @click.version_option(package_name="reward-farm")
 def main() -> None:
     """Reward farm: LLM-judge and rule rewards for RL fine-tuning."""

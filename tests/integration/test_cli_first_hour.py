@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -181,3 +182,21 @@ def test_calibrate_with_a_judge_failing_everywhere_exits_3_and_writes_nothing(tm
     assert proc.returncode == 3, proc.stderr
     assert errors(proc)[0].startswith("Error: degraded run: judge rubric failed on every rollout (4 of 4): ")
     assert not (tmp_path / "calibrated.yaml").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "score", str(REPO / "examples/gsm8k_rollouts.jsonl"), "--out", "out.jsonl"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=fresh_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("backend: Bedrock EMULATOR")  # the emulator is up; scoring starts
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in rest, rest
+    lines = rest.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Error: "))
+    assert lines[at].startswith("Error: interrupted")  # "interrupted after N of 100 rollouts" once scoring runs
