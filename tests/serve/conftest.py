@@ -78,7 +78,7 @@ def ray_serve(serve_emulator: EmulatorThread, tmp_path_factory: pytest.TempPathF
 
     token_file = tmp_path_factory.mktemp("secrets") / "farm-token"
     token_file.write_text(TOKEN + "\n", encoding="utf-8")
-    ray.init(num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False)  # a fresh cluster, never one already running here
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     env = {
