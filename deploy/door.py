@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from ray.util.metrics import Counter
 
-from farm.auth import ApiKey, TokenBook
+from farm.auth import ApiKey, AuthConfig, TokenBook
 from farm.config import FarmConfig
+from farm.errors import ConfigError
 from farm.judges import needs_bedrock
 
 __all__ = ["ANONYMOUS", "Door", "Limited", "TokenBucket"]
@@ -66,6 +67,7 @@ class Door:
 
     def __init__(self, config: FarmConfig, book: TokenBook):
         self.book = book
+        self._loaded_at = time.monotonic()
         self.app = config.serve.app_name
         replicas = config.serve.ingress.num_replicas if config.serve.ingress.autoscaling is None else None
         share_of = max(1, replicas or 1)
@@ -77,6 +79,23 @@ class Door:
     @property
     def enabled(self) -> bool:
         return self.book.enabled
+
+    def refresh_due(self, auth: AuthConfig, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return self.book.enabled and now - self._loaded_at >= auth.refresh_s
+
+    def refresh(self, auth: AuthConfig, now: float | None = None) -> str | None:
+        """Re-read the token sources when `auth.refresh_s` has passed (a rotation needs no restart).
+        A source that fails keeps the tokens read last; the error (never a token) is returned."""
+        now = time.monotonic() if now is None else now
+        if not self.refresh_due(auth, now):
+            return None
+        self._loaded_at = now
+        try:
+            self.book = TokenBook.load(auth)
+        except ConfigError as exc:
+            return f"keeping the tokens read before: {exc}"
+        return None
 
     def caller(self, authorization: str) -> str | None:
         """The caller's name for an `Authorization` header value; None when it is not let in."""

@@ -16,6 +16,8 @@ Canaries ride along with live requests and scheduled probes run in the backgroun
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,6 +40,8 @@ from farm.errors import ConfigError, InputError
 from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
 __all__ = ["RewardIngress", "RuntimeTuning"]
+
+logger = logging.getLogger("ray.serve")
 
 _json = msgspec.json.Encoder()
 
@@ -134,8 +138,12 @@ class RewardIngress:
         return self.watch.status()
 
     async def check_health(self) -> None:
-        """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app."""
+        """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app
+        and re-reads the token sources every `serve.auth.refresh_s`."""
         self.watch.ensure_probing(lambda: self.ensemble)
+        problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
+        if problem:
+            logger.warning("token refresh failed, %s", problem)
 
     def __del__(self) -> None:
         self.watch.stop()
@@ -158,7 +166,7 @@ class RewardIngress:
         try:
             if path == "healthz" and request.method == "GET":
                 return _respond(200, {"status": "ok"})  # for load balancers: alive, and nothing else
-            caller = self._authorise(request)
+            caller = await self._caller(request)
             if path == "info" and request.method == "GET":
                 return _respond(200, self.info())
             if path == "integrity" and request.method == "GET":
@@ -186,6 +194,19 @@ class RewardIngress:
         except _HTTPError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
             return _respond(exc.status, exc.body, headers)
+
+    async def _caller(self, request: Request) -> str:
+        """`_authorise`, re-reading the token sources once when a token is refused and they are due
+        (at most every `serve.auth.refresh_s`): a token rotated in works at once."""
+        try:
+            return self._authorise(request)
+        except _HTTPError:
+            if not self.door.refresh_due(self.config.serve.auth):
+                raise
+            problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
+            if problem:
+                logger.warning("token refresh failed, %s", problem)
+            return self._authorise(request)
 
     def _authorise(self, request: Request) -> str:
         """The one token check for every route: the caller's name (a key name, "token", or

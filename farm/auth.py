@@ -69,6 +69,8 @@ class AuthConfig(_Section):
 
     token: SecretRef | None = None
     keys: list[ApiKey] = Field(default_factory=list)
+    refresh_s: float = Field(default=60.0, ge=1)
+    """How often a running ingress re-reads its sources, so that a rotation needs no restart."""
 
     @model_validator(mode="after")
     def _unique(self) -> AuthConfig:

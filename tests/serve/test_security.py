@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 APP = "secure-test"
 LITE = "amazon.nova-lite-v1:0"
 # Unique per run, so that finding one in a log file means this run wrote it there.
-OLD, NEW = f"old-{secrets.token_hex(16)}", f"new-{secrets.token_hex(16)}"
+OLD, NEW, NEWER = (f"{age}-{secrets.token_hex(16)}" for age in ("old", "new", "newer"))
 KEY_A, KEY_B, KEY_C = (f"key-{n}-{secrets.token_hex(16)}" for n in "abc")
 RATE_A, RATE_B = 6.0, 2.0
 CONFIG: dict[str, Any] = {
@@ -53,9 +53,10 @@ def secured(ray_serve, tmp_path_factory):
             # 0.0001 of 60,000 rpm: 0.1 rollouts/s, so the second request in a row is over the share
             {"name": "trainer-c", "secret": {"file": str(folder / "c")}, "bedrock_share": 0.0001},
         ],
+        "refresh_s": 1,
     }
     deploy(ray_serve, APP, {"config": CONFIG, "env": ray_serve["env"], "auth": auth}, "/secure")
-    yield {**ray_serve, "base": ray_serve["url"] + "/secure"}
+    yield {**ray_serve, "base": ray_serve["url"] + "/secure", "token_file": folder / "token"}
     serve.delete(APP)
 
 
@@ -271,3 +272,18 @@ def test_no_token_in_any_ray_log_or_the_serve_config(secured):
     stored = _serve_config_text()
     assert APP in stored and "mounted-secrets" in stored  # the config names where the token lives ...
     assert not [t for t in (OLD, NEW, KEY_A, KEY_B, KEY_C) if t in stored]  # ... and never the token
+
+
+def test_a_rotation_takes_effect_without_a_restart(secured):
+    """The secret changes under the running ingress: the new token works, the dropped one does not."""
+    _, _, before = http(secured["base"], "/info", token=NEW)
+    secured["token_file"].write_text(f"{NEW}\n{NEWER}\n", encoding="utf-8")
+    time.sleep(1.5)  # refresh_s is 1 in this app
+    status, _, _ = http(secured["base"], "/score", {"rollouts": [rollout("rotated-in")]}, token=NEWER)
+    assert status == 200
+    assert http(secured["base"], "/info", token=OLD)[0] == 401
+    _, _, after = http(secured["base"], "/info", token=NEW)
+    assert after["started_at"] == before["started_at"]  # the same replica: no restart
+    secured["token_file"].write_text("", encoding="utf-8")  # a broken source keeps the tokens read before
+    time.sleep(1.5)
+    assert http(secured["base"], "/info", token=NEWER)[0] == 200

@@ -149,3 +149,23 @@ def test_farm_serve_will_not_take_the_token_from_its_environment(monkeypatch: py
     monkeypatch.setenv("FARM_API_TOKEN", GOOD)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0 and "--token-file" in result.output and GOOD not in result.output
+
+
+def test_the_door_re_reads_its_sources_and_keeps_the_last_good_tokens(tmp_path: Path):
+    from deploy.door import Door
+    from farm.config import parse_config
+
+    path = tmp_path / "token"
+    path.write_text(GOOD)
+    config = parse_config({"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": str(path)}, "refresh_s": 5}}})
+    auth = config.serve.auth
+    door = Door(config, TokenBook.load(auth))
+    assert door.caller(f"Bearer {GOOD}") == "token" and door.caller(f"Bearer {OTHER}") is None
+    path.write_text(f"{GOOD}\n{OTHER}\n")
+    assert not door.refresh_due(auth) and door.caller(f"Bearer {OTHER}") is None  # not yet due
+    assert door.refresh(auth, now=door._loaded_at + 5) is None
+    assert door.caller(f"Bearer {OTHER}") == "token" and door.caller(f"Bearer {GOOD}") == "token"
+    path.write_text("")
+    problem = door.refresh(auth, now=door._loaded_at + 5)
+    assert problem is not None and "holds no token" in problem and GOOD not in problem
+    assert door.caller(f"Bearer {OTHER}") == "token"
