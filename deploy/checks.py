@@ -109,7 +109,9 @@ def _rule_findings(config: Any) -> list[str]:
         if low <= 10002 and high >= 19999:
             exposed.append("10002-19999 (workers)")
         if exposed:
-            findings.append(f"{where}: admits a CIDR to Ray's ports {', '.join(exposed)}; only the cluster's own security group may reach them")
+            findings.append(
+                f"{where}: admits a CIDR to Ray's ports {', '.join(exposed)}; only the cluster's own security group may reach them"
+            )
     return findings
 
 
@@ -230,7 +232,8 @@ def _policy_findings(policy: dict[str, Any], own_labels: dict[str, str]) -> list
             findings.append(f"{where}: no `from`: admits every source")
             continue
         own = all(
-            set(s) == {"podSelector"} and all(own_labels.get(k) == v for k, v in (s["podSelector"].get("matchLabels") or {"": None}).items())
+            set(s) == {"podSelector"}
+            and all(own_labels.get(k) == v for k, v in (s["podSelector"].get("matchLabels") or {"": None}).items())
             for s in sources
         )
         if own:
@@ -289,7 +292,9 @@ def _model_coverage(config: Any, granted: set[tuple[str, str]]) -> list[str]:
             needed |= {("inference-profile", model), ("foundation-model", model.split(".", 1)[1])}
         else:
             needed.add(("foundation-model", model))
-    findings = [f"the farm config's judges call {kind} {model!r}, which the policy does not grant" for kind, model in sorted(needed - granted)]
+    findings = [
+        f"the farm config's judges call {kind} {model!r}, which the policy does not grant" for kind, model in sorted(needed - granted)
+    ]
     findings += [f"the policy grants {kind} {model!r}, which no configured judge calls" for kind, model in sorted(granted - needed)]
     return findings
 

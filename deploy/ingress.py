@@ -222,7 +222,8 @@ class RewardIngress:
         try:
             self.door.admit(caller, rollouts)
         except Limited as exc:
-            raise _HTTPError(429, str(exc), {"Retry-After": str(max(1, round(exc.retry_after_s)))}, retry_after_s=exc.retry_after_s) from None
+            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+            raise _HTTPError(429, str(exc), headers, retry_after_s=exc.retry_after_s) from None
 
     def _check_size(self, size: int) -> None:
         limit = self.config.serve.max_request_bytes

@@ -371,7 +371,7 @@ def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
 @click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")
-@click.option("--token-secret", help="Secrets Manager secret (name or ARN) with the API token(s); the head reads it via its instance profile.")
+@click.option("--token-secret", help="Secrets Manager secret (name or ARN) with the API token(s), read by the head's instance profile.")
 @click.option("--token-ssm", help="SSM SecureString parameter with the API token(s), instead of --token-secret.")
 @click.option("--insecure", is_flag=True, help="Deploy WITHOUT auth (the proxy listens on every interface of the head).")
 def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | None, token_ssm: str | None, insecure: bool) -> None:
@@ -395,7 +395,9 @@ def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | N
         raise click.ClickException(f"--farm-config must lie inside {repo}: the repo is what gets synced to the nodes") from None
     if bool(token_secret) + bool(token_ssm) + insecure != 1:
         raise click.UsageError("give the token's secret (--token-secret or --token-ssm), or --insecure to deploy without auth")
-    token = f"--token-secret {shlex.quote(token_secret)}" if token_secret else f"--token-ssm {shlex.quote(token_ssm)}" if token_ssm else "--insecure"
+    token = "--insecure"
+    if token_secret or token_ssm:
+        token = f"--token-secret {shlex.quote(token_secret)}" if token_secret else f"--token-ssm {shlex.quote(str(token_ssm))}"
     serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 {token} --detach"
     region = shlex.quote(str(prepared["provider"].get("region", "")))
     remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock AWS_DEFAULT_REGION={region} RAY_ADDRESS=auto {serve_command}"

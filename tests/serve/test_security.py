@@ -27,8 +27,13 @@ RATE_A, RATE_B = 6.0, 2.0
 CONFIG: dict[str, Any] = {
     "judges": [
         {"name": "answer", "kind": "final_answer"},
-        {"name": "rubric", "kind": "rubric", "model": LITE, "deadline_s": 10,
-         "criteria": [{"name": "correctness", "description": "The final answer is correct."}]},
+        {
+            "name": "rubric",
+            "kind": "rubric",
+            "model": LITE,
+            "deadline_s": 10,
+            "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+        },
     ],
     "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}, "retry": {"max_attempts": 2, "base_delay_s": 0.01}},
     "aggregation": {"quorum": 1},
@@ -64,8 +69,12 @@ def rollout(tag: str, **extra: Any) -> dict[str, Any]:
     return {"id": tag, "prompt": "What is 2+3?", "response": f"2+3 = 5 ({tag})", "reference": "5", **extra}
 
 
-ROUTES = [("GET", "/info", None), ("GET", "/integrity", None), ("POST", "/score", {"rollouts": [rollout("r")]}),
-          ("POST", "/openrlhf", {"query": ["Q: 2+3?\nA: 5"], "prompts": ["Q: 2+3?\n"], "labels": ["5"]})]
+ROUTES = [
+    ("GET", "/info", None),
+    ("GET", "/integrity", None),
+    ("POST", "/score", {"rollouts": [rollout("r")]}),
+    ("POST", "/openrlhf", {"query": ["Q: 2+3?\nA: 5"], "prompts": ["Q: 2+3?\n"], "labels": ["5"]}),
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=[r[1] for r in ROUTES])
@@ -100,7 +109,9 @@ def test_bad_input_gets_4xx_naming_the_field_and_the_server_still_answers(secure
     for path in ("/score", "/openrlhf"):
         status, _, body = http(base, path, raw=deep, token=NEW)
         assert status == 422 and "nested deeper than the limit of 32" in body["error"] and body["field"].startswith("[0][0]"), body
-    status, _, body = http(base, "/score", raw=b'{"rollouts": [{"id": "d", "metadata": ' + b'{"x": ' * 10_000 + b"1" + b"}" * 10_000 + b"}]}", token=NEW)
+    status, _, body = http(
+        base, "/score", raw=b'{"rollouts": [{"id": "d", "metadata": ' + b'{"x": ' * 10_000 + b"1" + b"}" * 10_000 + b"}]}", token=NEW
+    )
     assert status == 422 and body["field"].startswith("rollouts[0].metadata.x"), body
     nested: Any = 1
     for _ in range(900):
@@ -186,8 +197,13 @@ def test_per_key_rate_holds_under_load_from_two_keys(secured):
         runner.join()
     elapsed = time.monotonic() - started
     figures = {
-        name: {"rate_per_s": rate, "admitted": c.get("200", 0), "limited": c.get("429", 0),
-               "achieved_per_s": round(c.get("200", 0) / elapsed, 2), "achieved_over_rate": round(c.get("200", 0) / elapsed / rate, 3)}
+        name: {
+            "rate_per_s": rate,
+            "admitted": c.get("200", 0),
+            "limited": c.get("429", 0),
+            "achieved_per_s": round(c.get("200", 0) / elapsed, 2),
+            "achieved_over_rate": round(c.get("200", 0) / elapsed / rate, 3),
+        }
         for (name, c), rate in zip(counts.items(), (RATE_A, RATE_B), strict=True)
     }
     print("per-key figures:", json.dumps({"elapsed_s": round(elapsed, 2), "keys": figures}))

@@ -157,7 +157,9 @@ def test_the_door_re_reads_its_sources_and_keeps_the_last_good_tokens(tmp_path: 
 
     path = tmp_path / "token"
     path.write_text(GOOD)
-    config = parse_config({"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": str(path)}, "refresh_s": 5}}})
+    config = parse_config(
+        {"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": str(path)}, "refresh_s": 5}}}
+    )
     auth = config.serve.auth
     door = Door(config, TokenBook.load(auth))
     assert door.caller(f"Bearer {GOOD}") == "token" and door.caller(f"Bearer {OTHER}") is None

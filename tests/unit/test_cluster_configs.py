@@ -11,14 +11,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.checks import check_manifest, iam_findings, kuberay_findings, placeholders, security_findings, serve_config_findings, validate_cluster_yaml
+from deploy.checks import (
+    check_manifest,
+    iam_findings,
+    kuberay_findings,
+    placeholders,
+    security_findings,
+    serve_config_findings,
+    validate_cluster_yaml,
+)
 from farm.config import load_config
 from farm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAMLS = sorted(p for p in (REPO / "deploy" / "cluster").glob("*.yaml") if not p.name.endswith(".cfn.yaml"))  # .cfn: CloudFormation
 ALL_CONFIGS = sorted([*REPO.glob("deploy/**/*.yaml"), *REPO.glob("deploy/**/*.json"), *REPO.glob("farm/defaults/*.yaml")])
-MANIFESTS = sorted([*REPO.glob("deploy/cluster/*.yaml"), *REPO.glob("deploy/kuberay/*.yaml"), *REPO.glob("deploy/iam/*.json"), REPO / "deploy/serve.yaml"])
+MANIFESTS = sorted(
+    [*REPO.glob("deploy/cluster/*.yaml"), *REPO.glob("deploy/kuberay/*.yaml"), *REPO.glob("deploy/iam/*.json"), REPO / "deploy/serve.yaml"]
+)
 
 
 @pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=lambda p: p.name)
@@ -61,7 +71,10 @@ def test_the_security_check_can_fail(bad, finding):
 
 def test_unsafe_cluster_yaml_is_refused(tmp_path: Path):
     config = yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text())
-    config["provider"]["security_group"] = {"GroupName": "x", "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
+    config["provider"]["security_group"] = {
+        "GroupName": "x",
+        "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    }
     path = tmp_path / "open.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="0.0.0.0/0 opens a port"):
@@ -69,7 +82,9 @@ def test_unsafe_cluster_yaml_is_refused(tmp_path: Path):
     del config["provider"]["security_group"]
     del config["available_node_types"]["gpu_g5"]["node_config"]["SecurityGroupIds"]
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="gpu_g5.node_config: no SecurityGroupIds; Ray would create a default security group that opens SSH"):
+    with pytest.raises(
+        ConfigError, match="gpu_g5.node_config: no SecurityGroupIds; Ray would create a default security group that opens SSH"
+    ):
         validate_cluster_yaml(path)
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({**config, "max_workerz": 3}))
@@ -145,7 +160,9 @@ def test_wildcard_iam_is_refused_and_models_must_match_the_farm_config():
     for resource in ("*", "arn:aws:bedrock:*::foundation-model/amazon.nova-*", "arn:aws:secretsmanager:us-east-1:1:secret:*"):
         wild = {"Statement": [{"Effect": "Allow", "Action": "bedrock:InvokeModel", "Resource": resource}]}
         assert any("wildcard resource" in f for f in iam_findings(wild)), resource
-    assert any("wildcard action" in f for f in iam_findings({"Statement": [{"Effect": "Allow", "Action": "bedrock:*", "Resource": "arn:x"}]}))
+    assert any(
+        "wildcard action" in f for f in iam_findings({"Statement": [{"Effect": "Allow", "Action": "bedrock:*", "Resource": "arn:x"}]})
+    )
     narrower = json.loads(json.dumps(policy))
     narrower["Statement"][0]["Resource"] = narrower["Statement"][0]["Resource"][1:]  # drop nova-micro
     assert any("'amazon.nova-micro-v1:0', which the policy does not grant" in f for f in iam_findings(narrower, config))
@@ -174,7 +191,9 @@ def test_serve_config_beyond_loopback_needs_auth():
     del config["http_options"]["host"]  # Serve's own default binds every interface
     config["applications"][0]["args"].pop("auth")
     assert serve_config_findings(config)
-    config["applications"][0]["deployments"] = [{"name": "ingress", "ray_actor_options": {"runtime_env": {"env_vars": {"FARM_API_TOKEN": "x" * 20}}}}]
+    config["applications"][0]["deployments"] = [
+        {"name": "ingress", "ray_actor_options": {"runtime_env": {"env_vars": {"FARM_API_TOKEN": "x" * 20}}}}
+    ]
     assert any("API token" in f for f in security_findings(config))
 
 
@@ -192,9 +211,15 @@ def test_kuberay_without_network_policy_or_with_an_open_one_is_refused():
     public["spec"]["rayClusterConfig"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
     assert any("LoadBalancer exposes" in f for f in kuberay_findings([public, policy]))
     no_auth = json.loads(json.dumps(service))
-    no_auth["spec"]["serveConfigV2"] = no_auth["spec"]["serveConfigV2"].replace("auth:", "unused:").replace("token: {file", "# token: {file")
-    no_auth["spec"]["serveConfigV2"] = "\n".join(line for line in no_auth["spec"]["serveConfigV2"].splitlines() if "unused" not in line and "# token" not in line)
+    no_auth["spec"]["serveConfigV2"] = (
+        no_auth["spec"]["serveConfigV2"].replace("auth:", "unused:").replace("token: {file", "# token: {file")
+    )
+    no_auth["spec"]["serveConfigV2"] = "\n".join(
+        line for line in no_auth["spec"]["serveConfigV2"].splitlines() if "unused" not in line and "# token" not in line
+    )
     assert any("without auth" in f for f in kuberay_findings([no_auth, policy]))
     env = json.loads(json.dumps(service))
-    env["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append({"name": "FARM_API_TOKEN", "value": "x"})
+    env["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "FARM_API_TOKEN", "value": "x"}
+    )
     assert any("API token" in f for f in security_findings(env))
