@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,15 +46,12 @@ def test_farm_serve_with_a_token_file(tmp_path: Path):
     command = [sys.executable, "-m", "farm.cli", "serve", "--port", str(port), "--num-cpus", "2", "--token-file", str(token_file)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, start_new_session=True)
     lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()  # drains stderr the whole time, so the pipe never fills
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
-            if "is serving at" in line:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not any("is serving at" in line for line in lines):
+            time.sleep(0.5)
         found = re.search(r"is serving at (http://\S+)", "".join(lines))
         assert found, "".join(lines)[-3000:]
         url = found.group(1)
@@ -70,10 +68,11 @@ def test_farm_serve_with_a_token_file(tmp_path: Path):
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            _, rest = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            _, rest = proc.communicate(timeout=30)
-    printed = "".join(lines) + (rest or "")
+            proc.wait(timeout=30)
+    reader.join(timeout=30)
+    printed = "".join(lines)
     assert "Authorization: Bearer $FARM_API_TOKEN" in printed  # the curl hint names a variable, not the token
     assert token not in printed
