@@ -17,6 +17,7 @@ Canaries ride along with live requests and scheduled probes run in the backgroun
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -275,4 +276,8 @@ def _json_type(value: Any) -> str:
 
 
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)
+    try:
+        data = _json.encode(body)
+    except (msgspec.EncodeError, UnicodeEncodeError):  # an error naming a key that holds a lone surrogate
+        data = json.dumps(body, ensure_ascii=True, default=str).encode()
+    return Response(data, status_code=status, media_type="application/json", headers=headers)

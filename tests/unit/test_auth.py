@@ -171,3 +171,10 @@ def test_the_door_re_reads_its_sources_and_keeps_the_last_good_tokens(tmp_path: 
     problem = door.refresh(auth, now=door._loaded_at + 5)
     assert problem is not None and "holds no token" in problem and GOOD not in problem
     assert door.caller(f"Bearer {OTHER}") == "token"
+
+
+def test_an_error_naming_a_lone_surrogate_still_encodes():
+    from deploy.ingress import _respond
+
+    response = _respond(422, {"error": "nested too deep", "field": "rollouts[0].metadata.\ud800"})
+    assert response.status_code == 422 and b"\\ud800" in response.body
