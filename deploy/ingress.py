@@ -147,7 +147,9 @@ class RewardIngress:
             logger.warning("token refresh failed, %s", problem)
 
     def __del__(self) -> None:
-        self.watch.stop()
+        watch = getattr(self, "watch", None)  # absent when __init__ refused to start
+        if watch is not None:
+            watch.stop()
 
     def info(self) -> dict[str, Any]:
         """Configuration and integrity details: behind auth (`GET /info`), never on `/healthz`."""

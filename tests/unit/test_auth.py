@@ -178,3 +178,21 @@ def test_an_error_naming_a_lone_surrogate_still_encodes():
 
     response = _respond(422, {"error": "nested too deep", "field": "rollouts[0].metadata.\ud800"})
     assert response.status_code == 422 and b"\\ud800" in response.body
+
+
+def test_the_ingress_refuses_to_start_without_auth_behind_a_public_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The replica's own check, for Serve configs that bypass `farm serve` (serve deploy, KubeRay)."""
+    import deploy.ingress as ingress
+
+    ingress_class = ingress.RewardIngress.func_or_class
+    raw = {"judges": [{"name": "a", "kind": "final_answer"}]}
+    monkeypatch.setattr(ingress, "_proxy_host", lambda: "0.0.0.0")
+    with pytest.raises(ConfigError, match="refusing to serve without auth: Serve's HTTP proxy binds 0.0.0.0"):
+        ingress_class({"a": object()}, raw)
+    token = tmp_path / "token"
+    token.write_text(GOOD)
+    secured = ingress_class({"a": object()}, {**raw, "serve": {"auth": {"token": {"file": str(token)}}}})
+    assert secured.door.enabled
+    assert not ingress_class({"a": object()}, raw, insecure=True).door.enabled  # the explicit override
+    monkeypatch.setattr(ingress, "_proxy_host", lambda: "127.0.0.1")
+    assert not ingress_class({"a": object()}, raw).door.enabled  # loopback: no token needed
