@@ -18,7 +18,7 @@ from farm.config import FarmConfig
 from farm.errors import ConfigError
 from farm.judges import needs_bedrock
 
-__all__ = ["ANONYMOUS", "Door", "Limited", "TokenBucket"]
+__all__ = ["ANONYMOUS", "Door", "Limited", "TokenBucket", "bedrock_rpm_floor"]
 
 ANONYMOUS = "anonymous"
 """The caller's name when auth is off (loopback-only deployments)."""
