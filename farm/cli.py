@@ -111,16 +111,31 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
 @click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address (0.0.0.0 only behind a firewall).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address; beyond loopback only with a token.")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--num-cpus", type=int, default=None, help="CPUs for a local Ray started here (default: all).")
 @click.option("--detach", is_flag=True, help="Deploy to the cluster at RAY_ADDRESS and exit, leaving the app running.")
-def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, detach: bool) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the API token(s), one per line (a mounted secret).")
+@click.option("--token-secret", help="AWS Secrets Manager secret (name or ARN) holding the API token(s).")
+@click.option("--token-ssm", help="AWS SSM Parameter Store SecureString holding the API token(s).")
+@click.option("--insecure", is_flag=True, help="Serve WITHOUT auth beyond loopback: anyone who reaches the port can spend your quota.")
+def serve(
+    config_path: str | None,
+    host: str,
+    port: int,
+    num_cpus: int | None,
+    detach: bool,
+    token_file: str | None,
+    token_secret: str | None,
+    token_ssm: str | None,
+    insecure: bool,
+) -> None:
     """Deploy the reward farm on Ray Serve: HTTP POST /score, and the app for handle clients."""
     import os
     import signal
     import time
 
+    auth = _serve_auth(config_path, host, token_file, token_secret, token_ssm, insecure)
     _require_free_port(host, port)
     config, emulator, env = _load(config_path)
     cluster = os.environ.get("RAY_ADDRESS")
@@ -128,9 +143,8 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         if emulator is not None:
             emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    for name in ("FARM_API_TOKEN", "FARM_BACKEND"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
+    if os.environ.get("FARM_BACKEND"):
+        env["FARM_BACKEND"] = os.environ["FARM_BACKEND"]
 
     import ray
     from ray import serve as ray_serve
@@ -145,9 +159,8 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
     app_name = config.serve.app_name
     try:
         ray_serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
-        ray_serve.run(
-            build_app(FarmAppArgs(config_path=config_path, env=env)), name=app_name, route_prefix=config.serve.route_prefix, logging_config=quiet
-        )
+        args = FarmAppArgs(config_path=config_path, env=env, auth=auth, insecure=insecure)
+        ray_serve.run(build_app(args), name=app_name, route_prefix=config.serve.route_prefix, logging_config=quiet)
     except Exception as exc:
         if not cluster:
             ray.shutdown()
@@ -157,7 +170,8 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
     url = f"http://{host}:{port}{config.serve.route_prefix.rstrip('/')}"
     click.echo(f"reward farm app {app_name!r} is serving at {url}", err=True)
     click.echo(f"  curl -s {url}/healthz", err=True)
-    click.echo(f"  curl -s {url}/score -H 'Content-Type: application/json' -d @request.json", err=True)
+    bearer = " -H \"Authorization: Bearer $FARM_API_TOKEN\"" if auth is not None and auth.enabled else ""
+    click.echo(f"  curl -s {url}/score{bearer} -H 'Content-Type: application/json' -d @request.json", err=True)
     click.echo(f"  handle: farm.client.FarmClient({app_name!r}) from any process attached to this cluster", err=True)
     if detach:
         return
@@ -180,6 +194,43 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         ray.shutdown()
         if emulator is not None:
             emulator.stop()
+
+
+def _serve_auth(
+    config_path: str | None, host: str, token_file: str | None, token_secret: str | None, token_ssm: str | None, insecure: bool
+) -> Any:
+    """The auth `farm serve` deploys with (options over the config's `serve.auth`), checked here so
+    that a missing or empty token source, or a public bind without one, stops before Ray starts."""
+    import os
+
+    from farm.auth import SecretRef, TokenBook, is_loopback
+    from farm.config import load_config
+    from farm.errors import ConfigError
+
+    if os.environ.get("FARM_API_TOKEN"):
+        raise click.ClickException(
+            "FARM_API_TOKEN is not read by the server (it would land in Ray's logs and the Serve config): "
+            "write the token to a file readable only by you and pass --token-file, or use --token-secret / --token-ssm"
+        )
+    given = {k: v for k, v in (("file", token_file), ("secretsmanager", token_secret), ("ssm", token_ssm)) if v}
+    if len(given) > 1:
+        raise click.UsageError("give one of --token-file, --token-secret, --token-ssm")
+    try:
+        configured = load_config(config_path).serve.auth
+        auth = configured.model_copy(update={"token": SecretRef(**given)}) if given else configured
+        if auth.enabled:
+            TokenBook.load(auth)  # fail now, with the source named, rather than in a replica
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not auth.enabled and not is_loopback(host):
+        if not insecure:
+            raise click.ClickException(
+                f"refusing to listen on {host} without a token: anyone who can reach it could spend the account's "
+                "Bedrock quota and steer training. Pass --token-file (or --token-secret / --token-ssm), bind 127.0.0.1, "
+                "or, on a network you control, --insecure"
+            )
+        click.echo(f"WARNING: --insecure: serving on {host} with NO authentication; anyone who can reach it can use it", err=True)
+    return auth if auth.enabled else None
 
 
 @main.command()
@@ -452,7 +503,10 @@ def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
 @click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")
-def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
+@click.option("--token-secret", help="Secrets Manager secret (name or ARN) with the API token(s), read by the head's instance profile.")
+@click.option("--token-ssm", help="SSM SecureString parameter with the API token(s), instead of --token-secret.")
+@click.option("--insecure", is_flag=True, help="Deploy WITHOUT auth (the proxy listens on every interface of the head).")
+def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | None, token_ssm: str | None, insecure: bool) -> None:
     """Validate, start the EC2 cluster (`ray up`), and deploy the farm on it."""
     import shlex
     import subprocess
@@ -471,8 +525,14 @@ def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
         relative = Path(farm_config).resolve().relative_to(repo)
     except ValueError:
         raise CliError(f"--farm-config must lie inside {repo}", "the repo is what gets synced to the nodes: move the config into it") from None
-    serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 --detach"
-    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock RAY_ADDRESS=auto {serve_command}"
+    if bool(token_secret) + bool(token_ssm) + insecure != 1:
+        raise click.UsageError("give the token's secret (--token-secret or --token-ssm), or --insecure to deploy without auth")
+    token = "--insecure"
+    if token_secret or token_ssm:
+        token = f"--token-secret {shlex.quote(token_secret)}" if token_secret else f"--token-ssm {shlex.quote(str(token_ssm))}"
+    serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 {token} --detach"
+    region = shlex.quote(str(prepared["provider"].get("region", "")))
+    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock AWS_DEFAULT_REGION={region} RAY_ADDRESS=auto {serve_command}"
     commands = [["ray", "up", "-y", cluster_path], ["ray", "exec", cluster_path, remote]]
     left = placeholders(prepared)
     for command in commands:

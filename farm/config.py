@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from farm.auth import AuthConfig
 from farm.errors import ConfigError
 
 __all__ = [
@@ -409,6 +410,10 @@ class ServeConfig(_Section):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_rollouts_per_request: int = Field(default=4096, ge=1)
     retry_after_s: float = Field(default=2.0, ge=0)
+    max_json_depth: int = Field(default=64, ge=4, le=512)
+    """Deepest nesting of arrays/objects accepted in a request (every route and the handle)."""
+    auth: AuthConfig = AuthConfig()
+    """Token sources and named API keys (see farm.auth); never the tokens themselves."""
     ingress: DeploymentOptions = DeploymentOptions()
 
 
