@@ -31,7 +31,8 @@ __all__ = ["LLM_KINDS", "VERIFIABLE_KINDS", "correct_length", "prepare", "screen
 
 VERIFIABLE_KINDS = frozenset({"final_answer", "exact_match", "regex", "json_schema"})
 """Judges that read no instruction: no text in the response can change their mind."""
-LLM_KINDS = frozenset({"rubric", "preference"})
+LLM_KINDS = frozenset({"rubric", "preference", "reward_model"})
+"""Judges that read the response as a model does, and so can be talked round."""
 
 _DETECTOR = InjectionDetector()
 
