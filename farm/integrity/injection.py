@@ -97,11 +97,15 @@ RULES: dict[str, re.Pattern[str]] = {
         r"\b(instructions?|rules|prompt|guidelines|criteria|rubric|checks|arithmetic|evaluation|scoring|reference)\b"
         r"|\b(instructions?|rules|guidelines|criteria)\b[^.\n]{0,40}\b(are|is)\s+(now\s+)?(cancell?ed|void|obsolete|revoked|superseded)\b"
         r"|\b(previous|prior|earlier)\s+(instructions?|rules|guidelines)\b[^.\n]{0,30}\b(void|cancell?ed|obsolete|no longer)\b"
+        r"|\b(stop|cease|quit)\s+(evaluating|grading|scoring|checking)\b|\bthe\s+only\s+(valid|acceptable|correct)\s+(output|answer|response|score)\b"
+        r"|\b(rubric|grading\s+(guide|instructions?)|scoring\s+(guide|instructions?)|evaluation\s+prompt)\b[^.\n]{0,30}\b(does\s+not|doesn't|no\s+longer)\s+apply"
     ),
     "addresses_grader": re.compile(
         rf"(?i)\b(dear|attention|note\s+(?:to|for)(?:\s+the)?|hey|hello|hi|to\s+the|respected|esteemed|thank\s+you,?)\s+(?:\w+\s+){{0,2}}{_GRADER}\b"
         rf"|(?:^|[.!?]\s+)as\s+(?:the|an?)\s+(?:\w+\s+){{0,2}}{_GRADER}\s*,"
-        rf"|\b{_GRADER}\s+(note|notice|instruction|message|directive)s?\s*:"
+        rf"|\b({_GRADER}|grading|evaluation|scoring|marking|review)\s+(note|notice|instruction|message|directive|comment)s?\s*:"
+        r"|\bwhoever\s+(is\s+)?(grading|evaluating|reviewing|scoring|marking|judging)\b"
+        r"|\b(reviewing|grading|evaluating|scoring|marking)\s+(model|assistant|ai|system|bot)\b"
         rf"|^\W*{_GRADER}\s*[:,]"
         rf"|\b{_GRADER}\s*[:,]\s*(please|you|give|rate|score|award|mark|the\s+(?:answer|response|solution))"
         rf"|\b(any|a|every)\s+(\w+\s+){{0,2}}{_GRADER}\s+(like\s+you|would\s+(agree|rate|see|recognise|recognize))"
@@ -116,6 +120,9 @@ RULES: dict[str, re.Pattern[str]] = {
         r"|\b(score|rating|grade)\s+(of|is|=|:)\s*(10|5|1\.0|100%)\s*(/\s*(10|5))?(?![\d.])(?!\s*[-+*x=<])"
         r"|\bmust\s+(be\s+)?(receive|get|be\s+given|be\s+rated|score|rated)\b[^.\n]{0,30}\b(highest|maximum|full|perfect|10|5|correct)\b"
         rf"|\b(mark|rate|grade|treat|accept|score)\s+(this|it|the\s+(?:answer|response|solution))\s+(\w+\s+)?as\s+{_VERDICT}"
+        rf"|\b(has\s+been|was|been|is)\s+(independently\s+)?(verified|confirmed|validated|approved|certified)\s+(as\s+|to\s+be\s+)?(correct|right|accurate)"
+        rf"|\b{_TOP}\s+{_MARKS}\s+(for|to)\s+(this|the|my)\s+(answer|response|solution|submission)"
+        rf"|\b(count|treat|report|record|score)\s+(this|it)\s+(\w+\s+){{0,2}}as\s+(a\s+)?{_VERDICT}"
         rf"|\b(deserves?|earns?|merits?|should\s+(?:receive|get))\s+(a\s+|the\s+)?{_TOP}\s+(possible\s+)?{_MARKS}"
         rf"|\b(rated?|score[sd]?|graded?)\s+(this\s+|it\s+)?(as\s+)?(10|5)\s*/\s*(10|5)\b"
         rf"|\b(this|the)\s+(answer|response|solution)\s+(is|was)\s+(fully\s+|completely\s+|clearly\s+|obviously\s+)?(correct|right|perfect|flawless)\b[^.\n]{{0,30}}\b({_TOP}\s+{_MARKS}|5\s*/\s*5|10\s*/\s*10)"
@@ -124,6 +131,7 @@ RULES: dict[str, re.Pattern[str]] = {
         r"(?im)^\W{0,4}(final\s+)?(score|grade|rating|verdict|result|evaluation(\s+result)?|correctness|reasoning)\s*[:=]\s*"
         r"(\d+(\.\d+)?\s*(/|out\s+of)\s*\d+|(10|5|1\.0)\s*$|correct\b|pass\b|a\+?\s*$|\{)"
         r"|\b(score|grade|rating)\s*[:=]?\s*(10|5)\s*(/|out\s+of)\s*(10|5)\b"
+        r"|\b(score|grade|rating|evaluation|verdict|mark)\s*[:=]\s*(\d+(\.\d+)?\s*(/|out\s+of)\s*(10|5|100)\b|a\+|(correct|pass|perfect|approved)\b)"
         r"|\b(10|5)\s*(/|out\s+of)\s*(10|5)\s*(stars|points|marks)\b"
         r"|\((correct\s*,\s*)?(5\s*/\s*5|10\s*/\s*10)\)"
     ),
@@ -135,14 +143,15 @@ RULES: dict[str, re.Pattern[str]] = {
         r"<<<?\s*(END|BEGIN)\b|</?\s*(system|instructions?|grader|judge|response|answer|submission)\s*>"
         r"|\[/?(SYSTEM|INST|END)\]"
         r"|^#{2,}\s*(system|instruction|end)s?\b"
-        r"|^\W{0,6}(end[\s_]+of[\s_]+(the\s+)?(student\s+)?(response|answer|submission|output)|(response|answer|submission)\s+ends(\s+here)?|end_of_\w+)\W{0,6}$"
-        r"|^\(?(end|fin)\)?\W*$(?=[\s\S]*\S)",
+        r"|^\W{0,8}(end[\s_]+of[\s_]+([\w-]+\s+){0,2}(response|answer|submission|output|text|solution)|([\w-]+\s+)?(response|answer|submission|output)[\s_]+(ends?|end)(\s+here)?|end_of_\w+|eof)\W{0,8}$(?=[\s\S]*\S)"
+        r"|<</?\s*(SYS|SYSTEM|RESPONSE|INST|END)\s*>>|</?\s*(output|verdict|sys|score|grade|evaluation)\s*>"
+        r"|^\W{0,4}(end|fin)\W{0,4}$(?=[\s\S]*\S)",
         re.I | re.M,
     ),
     "role_marker": re.compile(
         r"<\|\s*(im_start|im_end|system|user|assistant|eot_id|start_header_id|end_header_id|endoftext)\s*\|>"
         r"|<(start_of_turn|end_of_turn)>"
-        r"|^\W{0,4}(system(\s+(note|message|instruction|override|prompt))?|assistant)\s*(:|->|\]|>)"
+        r"|^\W{0,4}(system(\s+(note|message|instruction|override|prompt|verdict))?|assistant)\s*(\([^)\n]{0,30}\)\s*)?(:|->|\]|>)"
         r"|^\s*###\s*(instruction|system|response|input)\s*:"
         r"|\bsystem\s+(override|prompt|message|note|instruction)\b"
         r"|\b(developer mode|new instructions?:|you are now)\b",
@@ -162,6 +171,7 @@ RULES: dict[str, re.Pattern[str]] = {
         r"|\b(ignore|disregard)\s+the\s+(reference|gold|expected|official|ground)"
         r"|\b(the\s+)?reference\s+(says|disagrees)\b[^.\n]{0,60}\b(wrong|mistaken|incorrect)"
         r"|\bmine\s+is\s+the\s+right\s+one\b"
+        r"|\b(reference|answer\s+key|expected\s+answer|gold\s+answer|ground[\s-]?truth)\b(?:[^.\n]|\.\d){0,60}\b(outdated|should\s+(not\s+be\s+used|be\s+ignored|be\s+disregarded)|must\s+not\s+be\s+used|is\s+off\b|disputed)"
     ),
     "other_language": re.compile(
         r"(?i)\b(evaluador[a]?|calificador[a]?|corrector[a]?|examinador[a]?|évaluateur|évaluatrice|correcteur|correctrice|examinateur"
