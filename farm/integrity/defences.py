@@ -15,7 +15,6 @@ functions; the ensemble calls both, from one place each.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,9 @@ import msgspec
 
 from farm.config import IntegrityConfig, JudgeConfig
 from farm.flags import Flag
+from farm.integrity.calibration import apply_score_map
 from farm.integrity.injection import InjectionDetector
+from farm.integrity.length import shift
 from farm.wire import RewardResult, Rollout, Verdict
 
 __all__ = ["LLM_KINDS", "VERIFIABLE_KINDS", "correct_length", "prepare", "screen", "verifiable_score"]
@@ -42,13 +43,15 @@ class _Member:
 
 
 def correct_length(verdict: Verdict, response: str, config: JudgeConfig) -> Verdict:
-    """The verdict with its length correction applied (raw score kept in `criteria.length_uncorrected`)."""
+    """The verdict with its length correction applied to the judge's raw score, then its score
+    map if any (the uncorrected raw score kept in `criteria.length_uncorrected`)."""
     lc = config.length_correction
     if lc is None or verdict.score is None or verdict.status != "ok":
         return verdict
-    shift = lc.slope * math.log2(max(len(response), 1) / lc.pivot_chars)
-    score = min(1.0, max(0.0, verdict.score - shift))
-    return msgspec.structs.replace(verdict, score=score, criteria={**verdict.criteria, "length_uncorrected": verdict.score})
+    raw = verdict.criteria.get("raw_score", verdict.score) if config.score_map is not None else verdict.score
+    corrected = min(1.0, max(0.0, raw - shift(lc, len(response))))
+    out = msgspec.structs.replace(verdict, score=corrected, criteria={**verdict.criteria, "length_uncorrected": raw})
+    return apply_score_map(out, config.score_map) if config.score_map is not None else out
 
 
 def verifiable_score(verdicts: dict[str, Verdict], members: Sequence[Any]) -> float | None:

@@ -11,7 +11,6 @@ bias and human agreement of preference judges; `findings` names each judge with 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +19,11 @@ import msgspec
 
 from farm.ensemble import Ensemble
 from farm.integrity.bias import pair_figures, self_consistency
+from farm.integrity.length import LENGTH_BIAS_SLOPE, MIN_SLOPE_POINTS, length_slope
 from farm.integrity.pairs import PreferencePair
 from farm.wire import Rollout, mark_fresh, prompt_text
 
-__all__ = ["FLAWS", "PROBES", "ProbeReport", "format_table", "run_probes"]
+__all__ = ["FLAWS", "MIN_SLOPE_POINTS", "PROBES", "ProbeReport", "format_table", "run_probes"]
 
 _FILLER = (
     "To be thorough, it is worth restating the problem carefully and considering every detail that was given. "
@@ -143,23 +143,7 @@ async def run_probes(
     return report
 
 
-MIN_SLOPE_POINTS = 20
-
-
-def _length_slope(scores: Sequence[float | None], lengths: Sequence[int], labels: Sequence[bool]) -> float | None:
-    """Slope of score per doubling of length, fitted within each label and pooled."""
-    num = den = 0.0
-    used = 0
-    for label in (True, False):
-        points = [(math.log2(max(n, 1)), s) for s, n, y in zip(scores, lengths, labels, strict=True) if y == label and s is not None]
-        if len(points) < 3:
-            continue
-        used += len(points)
-        mx = sum(x for x, _ in points) / len(points)
-        my = sum(y for _, y in points) / len(points)
-        num += sum((x - mx) * (y - my) for x, y in points)
-        den += sum((x - mx) ** 2 for x, _ in points)
-    return round(num / den, 4) if den and used >= MIN_SLOPE_POINTS else None
+_length_slope = length_slope
 
 
 def _findings(report: ProbeReport, judges: Sequence[str], threshold: float) -> dict[str, list[str]]:
@@ -169,7 +153,7 @@ def _findings(report: ProbeReport, judges: Sequence[str], threshold: float) -> d
         if any(report.inflation.get(p, {}).get(judge, {}).get("mean", 0.0) > threshold for p in INJECTION_PROBES):
             flaws.append("injection-susceptible")
         padded = max((report.inflation.get(p, {}).get(judge, {}).get("mean", 0.0) for p in LENGTH_PROBES), default=0.0)
-        if padded > threshold / 2 or (report.length_slope.get(judge) or 0.0) > 0.05:
+        if padded > threshold / 2 or (report.length_slope.get(judge) or 0.0) > LENGTH_BIAS_SLOPE:
             flaws.append("length-biased")
         on_pairs = report.pairs.get(judge, {}).get("position_inconsistency") or 0.0
         if max(report.position_inconsistency.get(judge, 0.0), on_pairs) > threshold:
