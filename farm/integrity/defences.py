@@ -106,9 +106,17 @@ def _contradicts(verdicts: dict[str, Verdict], members: Sequence[Any], threshold
     if anchor is None or anchor > 0.0:
         return False
     return any(
-        m.config.kind in LLM_KINDS and (v := verdicts.get(m.config.name)) is not None and v.score is not None and v.score >= threshold
+        m.config.kind in LLM_KINDS and (v := verdicts.get(m.config.name)) is not None and (own := _own_score(v)) is not None and own >= threshold
         for m in members
     )
+
+
+def _own_score(verdict: Verdict) -> float | None:
+    """What the judge itself said, before length correction and score map: a padded answer the
+    judge rated clearly right is a contradiction even when the correction pulled its score down."""
+    if verdict.score is None:
+        return None
+    return verdict.criteria.get("length_uncorrected", verdict.criteria.get("raw_score", verdict.score))
 
 
 def screen(rollout: Rollout, result: RewardResult, members: Sequence[Any], integrity: IntegrityConfig) -> RewardResult:
