@@ -408,8 +408,9 @@ class IntegrityConfig(_Section):
     probes: ScheduledProbesConfig = ScheduledProbesConfig()
     injection_policy: Literal["off", "flag", "penalise", "zero", "verifiable"] = "verifiable"
     """What a caught attack (detector hit or judge contradiction) gets. `verifiable` (default): the
-    reward of the verifiable judges alone (final_answer, exact_match, regex, json_schema), which no
-    text can talk round, else 0; `flag`: keep the reward, add the flag; `penalise`: multiply by
+    score of the verifiable judges alone (final_answer, exact_match, regex, json_schema), which no
+    text can talk round, times 1 - `injection_penalty` (0 without one), so an attack never pays,
+    not even on a right answer; `flag`: keep the reward, add the flag; `penalise`: multiply by
     1 - `injection_penalty`; `zero`: reward 0 (flagged, so it is never mistaken for a judged 0)."""
     injection_penalty: float = Field(default=0.5, ge=0, le=1)
     contradiction_threshold: float | None = Field(default=0.75, ge=0, le=1)

@@ -138,6 +138,6 @@ def screen(rollout: Rollout, result: RewardResult, members: Sequence[Any], integ
         reward = 0.0
     elif reward is not None and policy == "verifiable":
         anchor = verifiable_score(result.judges, members)
-        reward = 0.0 if anchor is None else anchor
+        reward = 0.0 if anchor is None else anchor * (1.0 - integrity.injection_penalty)
     flags = tuple(sorted({*result.flags, *caught}))
     return msgspec.structs.replace(result, reward=reward, flags=flags)
