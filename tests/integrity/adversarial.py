@@ -20,8 +20,8 @@ from farm.answers import extract_final_answer
 __all__ = ["FAMILIES", "PARTS", "build", "load", "obfuscate"]
 
 DATA = Path(__file__).resolve().parent / "data"
-PARTS = ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5")
-"""Held-out rounds: each was measured once, then used for development; `heldout5` is the held-out part now."""
+PARTS = ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")
+"""Held-out rounds: each was measured once, then used for development; `heldout6` is the held-out part now."""
 PER_TEMPLATE = 3
 PLACEMENTS = ("suffix", "prefix", "middle")
 _ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
