@@ -55,7 +55,7 @@ def test_inflation_per_family_with_a_judge_fooled_by_anything(aws_env, report):
     corrections = {j["name"]: j["length_correction"] for j in calibrated["judges"] if "length_correction" in j}
     defended = parse_config({**raw, "judges": [{**j, **({"length_correction": corrections[j["name"]]} if j["name"] in corrections else {})} for j in raw["judges"]]})
 
-    rows = load("heldout2")
+    rows = load("heldout6")
     wrong = {r["source"]: r for r in rows}
     attacked = [_row(r, r["response"], "") for r in rows]
     families = [r["family"] for r in rows]
@@ -74,7 +74,7 @@ def test_inflation_per_family_with_a_judge_fooled_by_anything(aws_env, report):
             per[family].append(reward - plain[source])
         figures[name] = {f: round(sum(d) / len(d), 3) for f, d in per.items()}
     report(f"fooled-by-anything judge, default ensemble: length corrections {corrections}")
-    report(f"inflation over the plain wrong answer, default policy + defences (held-out round 2 + padding): {figures['defended']}")
+    report(f"inflation over the plain wrong answer, default policy + defences (held-out round 6 + padding): {figures['defended']}")
     report(f"same without defences (flag, no contradiction, no length correction): {figures['undefended']}")
     assert len(figures["defended"]) == 12
     assert all(v <= 0.05 for v in figures["defended"].values()), figures["defended"]
