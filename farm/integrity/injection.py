@@ -36,11 +36,14 @@ _CONFUSABLES = str.maketrans(
     }
 )
 _LATIN = re.compile(r"[A-Za-z]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ALL_LATIN = re.compile(r"[A-Za-z]+")
 
 
 def normalise(text: str) -> str:
     """NFKC, with format (zero-width, bidi, soft hyphen) and control characters removed."""
+    if text.isascii():  # NFKC is the identity on ASCII; only control characters can go
+        return _ASCII_CONTROL.sub("", text)
     text = unicodedata.normalize("NFKC", text)
     return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cf", "Cc", "Co"))
 
@@ -86,8 +89,15 @@ def decoded_payloads(text: str) -> list[str]:
     for match in _HEX.finditer(text):
         if (decoded := _printable(bytes.fromhex(match.group(0)))) is not None:
             out.append(decoded)
-    out.append(codecs.encode(text, "rot13"))
+    if _ROT13_HINT.search(text):
+        out.append(codecs.encode(text, "rot13"))
     return out
+
+
+_ROT13_HINT = re.compile(
+    r"(?i)\b(tenq|whqt|fpbe|znex|rinyhng|vafgehpg|pbeerpg|ersrerapr|flfgrz|ehoevp|erivrj|njneq|ehyrf|cresrpg|shyy|evtug)"
+)
+"""Grading words as ROT13 writes them: the ROT13 reading is only worth scanning when one is there."""
 
 
 _GRADER = r"(?:ai\s+|automated\s+|llm\s+)?(?:judge|grader|evaluator|reviewer|rater|assessor|examiner|marker|grading\s+(?:model|assistant|system)|evaluating\s+model)s?"
@@ -274,8 +284,8 @@ class InjectionDetector:
         """The names of the rules the text trips (empty: looks clean); `encoded_payload` when
         a rule fires only on a decoded base64/hex/ROT13 reading."""
         plain = normalise(text)
-        views = [plain, fold_confusables(plain)]
-        found = [name for name in self.rules if any(RULES[name].search(view) for view in views)]
+        views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
+        found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
         found += [name for name in _line_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
