@@ -10,16 +10,14 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
-
 from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeTimeoutError
 from farm.flags import Flag
-from farm.integrity.calibration import apply_score_map
 from farm.integrity import defences
+from farm.integrity.calibration import apply_score_map
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
 from farm.wire import RewardResult, Rollout, Verdict

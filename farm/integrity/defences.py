@@ -38,10 +38,6 @@ LLM_KINDS = frozenset({"rubric", "preference", "reward_model"})
 _DETECTOR = InjectionDetector()
 
 
-class _Member:
-    config: JudgeConfig
-
-
 def correct_length(verdict: Verdict, response: str, config: JudgeConfig) -> Verdict:
     """The verdict with its length correction applied to the judge's raw score, then its score
     map if any (the uncorrected raw score kept in `criteria.length_uncorrected`)."""
