@@ -240,7 +240,9 @@ def rescore(
     done = prepare_output(store, build_manifest(files, config, chunk_rows, fmt, label_column, **extra), resume)
     total = count_rows(files)
     n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    options: dict[str, Any] = {"runtime_env": {"env_vars": dict(env)}} if env else {}
+    options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}  # one node's loss costs few actors
+    if env:
+        options["runtime_env"] = {"env_vars": dict(env)}
     if worker_resources:
         options["resources"] = dict(worker_resources)
     raw = config.model_dump(mode="json", by_alias=True)
