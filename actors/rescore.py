@@ -76,9 +76,12 @@ class RescoreWorker:
         quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
         self.batch = None
         if batch:
+            from farm.bedrock import ConverseClient
             from farm.offline.bedrock_batch import ReplayClient
+            from farm.ratelimit import QuotaRegistry
 
-            self.ensemble, self.batch = _replay_ensemble(self.config, quotas, ReplayClient)
+            self.batch = ReplayClient(ConverseClient(self.config.bedrock, quotas or QuotaRegistry(self.config.quota_for)))
+            self.ensemble = _ensemble_with(self.config, self.batch)
         else:
             self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
         self.judges = [j.name for j in self.config.judges]
@@ -88,6 +91,21 @@ class RescoreWorker:
 
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    async def collect(self, index: int, rows: list[Row]) -> dict[str, list[Any]]:
+        """The Bedrock requests this chunk's judges would make, recorded, not sent (batch mode)."""
+        from farm.offline.bedrock_batch import RecordingClient
+
+        rollouts, _, _ = await asyncio.to_thread(_decode_rows, rows, None)
+        recorder = RecordingClient()
+        ensemble = _ensemble_with(self.config, recorder)
+        for batch in make_batches(rollouts, self.config.batch_size):
+            await ensemble.score(batch)
+        return recorder.records
+
+    def counters(self) -> dict[str, int]:
+        """Batch answers used and on-demand calls made by this actor (batch mode)."""
+        return dict(self.batch.counters) if self.batch is not None else {}
 
     async def _score(self, rollouts: list[Rollout], labels: list[Any]) -> tuple[list[RewardResult], list[Any]]:
         by_id = {id(r): i for i, r in enumerate(rollouts)}
@@ -176,16 +194,13 @@ class RescoreWorker:
         self.store.write(part_name(index, self.fmt), data)  # the commit
 
 
-def _replay_ensemble(config: FarmConfig, quotas: Any, replay_cls: Any) -> tuple[Ensemble, Any]:
-    """The configured ensemble whose Bedrock judges answer from batch outputs first."""
-    from farm.bedrock import ConverseClient
+def _ensemble_with(config: FarmConfig, client: Any) -> Ensemble:
+    """The configured ensemble with `client` behind its Bedrock judges (recording or replaying)."""
     from farm.cache import VerdictCache
-    from farm.ratelimit import QuotaRegistry
 
     cache = VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
-    client = replay_cls(ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for)))
     members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity), client
+    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
 
 
 @dataclass
@@ -253,9 +268,7 @@ def rescore(
     if batch:
         from farm.offline.bedrock_batch import run_batch_phase
 
-        summary.batch, answers_for = run_batch_phase(
-            pool, files, store, chunk_rows, done, bedrock_batch, config, retry_failed=retry_failed and resume, fmt=fmt
-        )
+        summary.batch, answers_for = run_batch_phase(pool, files, store, chunk_rows, done, bedrock_batch, config)
     pending: dict[Any, tuple[int, list[Row], list[str] | None, int]] = {}
     progress = 0
 
@@ -311,6 +324,11 @@ def rescore(
         submit(index, plain, None, 0)
     while pending:
         collect(block=True)
+    if batch:
+        used: Counter[str] = Counter()
+        for counters in ray.get([actor.counters.remote() for actor in pool]):
+            used.update(counters)
+        summary.batch["replay"] = dict(used)
     for actor in pool:
         ray.kill(actor, no_restart=True)
     summary.elapsed_s = round(time.monotonic() - started, 2)
@@ -352,6 +370,10 @@ def _finish(store: OutputStore, config: FarmConfig, fmt: str, summary: RescoreSu
     report["attempts"] = {str(k): v for k, v in sorted(attempts.items())}
     if summary.batch:
         report["bedrock_batch"] = summary.batch
+        cost = summary.batch.get("cost")
+        if cost:  # the judges' costs are at on-demand prices; the batch answers cost half
+            report["total_cost_usd_at_on_demand_prices"] = report["total_cost_usd"]
+            report["total_cost_usd"] = round(report["total_cost_usd"] - cost["saved_usd"], 6)
     store.sibling(".summary.json").write("", (json.dumps(report, indent=2) + "\n").encode())
     store.sibling(".report.html").write("", render_html(report, f"Rescore report: {store.uri.rsplit('/', 1)[-1]}").encode())
     return report
