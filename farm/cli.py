@@ -163,6 +163,8 @@ def rescore(
     forwarded = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     forwarded += ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
     env = {**{k: os.environ[k] for k in forwarded if os.environ.get(k)}, **env}  # workers on other nodes see the same endpoints
+    if emulator is not None and bedrock_batch:  # the embedded emulator also runs the batch control plane
+        os.environ.setdefault("AWS_ENDPOINT_URL_BEDROCK", emulator.url)
     settings = None
     if bedrock_batch:
         from farm.offline.bedrock_batch import BatchSettings
