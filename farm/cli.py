@@ -130,6 +130,13 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
 @click.option("--workers", type=int, default=None, help="Scoring actors (default: one per CPU in the cluster).")
 @click.option("--worker-resource", default=None, help="Custom Ray resource the scoring actors need (e.g. a node label like 'rescore').")
 @click.option("--chunk-rows", type=int, default=2000, show_default=True, help="Rows per committed part file.")
+@click.option(
+    "--write-from",
+    type=click.Choice(["workers", "driver"]),
+    default="workers",
+    show_default=True,
+    help="Who writes part files: the scoring actors (any node) or the driver (parts travel through the object store).",
+)
 @click.option("--bedrock-batch", "bedrock_batch", is_flag=True, help="LLM judges through Bedrock batch inference (about half price).")
 @click.option("--batch-s3", default=None, help="s3:// prefix for batch inference inputs and outputs (default: <out>/_batch when --out is s3://).")
 @click.option("--batch-role-arn", default=None, help="IAM service role Bedrock batch jobs run as (required on AWS).")
@@ -147,6 +154,7 @@ def rescore(
     workers: int | None,
     worker_resource: str | None,
     chunk_rows: int,
+    write_from: str,
     bedrock_batch: bool,
     batch_s3: str | None,
     batch_role_arn: str | None,
@@ -203,6 +211,7 @@ def rescore(
             fmt=fmt,
             env=env,
             worker_resources={worker_resource: 0.01} if worker_resource else None,
+            collect_in_driver=write_from == "driver",
             bedrock_batch=settings,
             on_progress=progress_printer(),
         )

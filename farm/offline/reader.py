@@ -63,9 +63,9 @@ def describe_inputs(uris: Sequence[str]) -> list[InputFile]:
 
 
 def fingerprint(files: Sequence[InputFile]) -> str:
-    """A streaming BLAKE2b of every input's bytes (compressed files hashed as stored), so that a
-    same-size edit that keeps the modification time is still seen; about 1 GB/s on one core."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A streaming SHA-256 (SHA-NI accelerated) of every input's bytes (compressed files hashed as stored), so that a
+    same-size edit that keeps the modification time is still seen (benchmarks/rescore.py fingerprint)."""
+    digest = hashlib.sha256()
     for file in files:
         digest.update(f"{file.kind}:{file.size}:".encode())
         filesystem, path = _filesystem(file.uri)
