@@ -62,11 +62,11 @@ class OutputStore:
     def write(self, name: str, data: bytes) -> None:
         """Write `name` atomically (whole or not at all)."""
         target = self.path(name)
-        self.fs.create_dir(posixpath.dirname(target), recursive=True)
-        if not self.local:
+        if not self.local:  # object stores have no directories to make (pyarrow would add marker objects)
             with self.fs.open_output_stream(target) as stream:
                 stream.write(data)
             return
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
         tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
         with self.fs.open_output_stream(tmp) as stream:
             stream.write(data)
