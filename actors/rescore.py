@@ -254,7 +254,7 @@ def rescore(
     extra = {"bedrock_batch": bedrock_batch is not None}
     done = prepare_output(store, build_manifest(files, config, chunk_rows, fmt, label_column, **extra), resume)
     total = count_rows(files)
-    n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    n = workers or _default_workers(worker_resources)
     options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}  # one node's loss costs few actors
     if env:
         options["runtime_env"] = {"env_vars": dict(env)}
@@ -334,6 +334,14 @@ def rescore(
     summary.elapsed_s = round(time.monotonic() - started, 2)
     summary.report = _finish(store, config, fmt, summary)
     return summary
+
+
+def _default_workers(resources: dict[str, float] | None) -> int:
+    """One actor per CPU of the nodes the actors may use (those offering the custom resource)."""
+    if not resources:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    nodes = [n for n in ray.nodes() if n.get("Alive") and all(n["Resources"].get(k, 0) > 0 for k in resources)]
+    return max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
 
 
 def _failed_ids(store: OutputStore, index: int, fmt: str) -> list[str]:

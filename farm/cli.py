@@ -238,8 +238,25 @@ def rescore(
     if retry["rows_with_failed_judges"]:
         why = "; ".join(f"{name}: {reasons}" for name, reasons in retry["still_failed"].items())
         click.echo(f"  {retry['rows_with_failed_judges']} rows still have a failed judge ({why}); --resume retries them", err=True)
-    for line in report.get("bedrock_batch", {}).get("notes", []):
-        click.echo(f"  batch: {line}", err=True)
+    batch_info = report.get("bedrock_batch")
+    if batch_info:
+        jobs = batch_info["jobs"]
+        click.echo(
+            f"  batch: {sum(j['records'] for j in jobs)} requests in {len(jobs)} job(s) "
+            f"({', '.join(sorted({j['status'] for j in jobs})) or 'none'}); replay {batch_info.get('replay', {})}",
+            err=True,
+        )
+        cost = batch_info.get("cost")
+        if cost:
+            click.echo(
+                f"  batch: ${cost['batch_usd']:.4f} at batch prices instead of ${cost['on_demand_equivalent_usd']:.4f} on demand "
+                f"(saved ${cost['saved_usd']:.4f})",
+                err=True,
+            )
+        elif batch_info.get("unpriced_models"):
+            click.echo(f"  batch: saving unknown, no price in the config for {', '.join(batch_info['unpriced_models'])}", err=True)
+        for line in batch_info["notes"]:
+            click.echo(f"  batch: {line}", err=True)
     for name, judge in report["judges"].items():
         label = f", vs label {judge['against_label']}" if judge["against_label"] else ""
         click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {judge['status']}{label}", err=True)
