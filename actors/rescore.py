@@ -103,9 +103,11 @@ class RescoreWorker:
             await ensemble.score(batch)
         return recorder.records
 
-    def counters(self) -> dict[str, int]:
-        """Batch answers used and on-demand calls made by this actor (batch mode)."""
-        return dict(self.batch.counters) if self.batch is not None else {}
+    def counters(self) -> dict[str, Any]:
+        """Batch answers used, on-demand calls made and their tokens per model (batch mode)."""
+        if self.batch is None:
+            return {"counts": {}, "tokens": {}}
+        return {"counts": dict(self.batch.counters), "tokens": {m: list(t) for m, t in self.batch.on_demand_tokens.items()}}
 
     async def _score(self, rollouts: list[Rollout], labels: list[Any]) -> tuple[list[RewardResult], list[Any]]:
         by_id = {id(r): i for i, r in enumerate(rollouts)}
@@ -325,10 +327,17 @@ def rescore(
     while pending:
         collect(block=True)
     if batch:
+        from farm.offline.bedrock_batch import billed_cost
+
         used: Counter[str] = Counter()
+        tokens: dict[str, list[int]] = {}
         for counters in ray.get([actor.counters.remote() for actor in pool]):
-            used.update(counters)
+            used.update(counters["counts"])
+            for model, (tokens_in, tokens_out) in counters["tokens"].items():
+                tokens[model] = [tokens.get(model, [0, 0])[0] + tokens_in, tokens.get(model, [0, 0])[1] + tokens_out]
         summary.batch["replay"] = dict(used)
+        summary.batch["on_demand_tokens"] = tokens
+        summary.batch["cost"] = billed_cost(summary.batch, tokens, config)
     for actor in pool:
         ray.kill(actor, no_restart=True)
     summary.elapsed_s = round(time.monotonic() - started, 2)
@@ -379,9 +388,9 @@ def _finish(store: OutputStore, config: FarmConfig, fmt: str, summary: RescoreSu
     if summary.batch:
         report["bedrock_batch"] = summary.batch
         cost = summary.batch.get("cost")
-        if cost:  # the judges' costs are at on-demand prices; the batch answers cost half
+        if cost:  # the judges' costs count every verdict at on-demand prices; the bill is batch + on-demand calls
             report["total_cost_usd_at_on_demand_prices"] = report["total_cost_usd"]
-            report["total_cost_usd"] = round(report["total_cost_usd"] - cost["saved_usd"], 6)
+            report["total_cost_usd"] = cost["billed_usd"]
     store.sibling(".summary.json").write("", (json.dumps(report, indent=2) + "\n").encode())
     store.sibling(".report.html").write("", render_html(report, f"Rescore report: {store.uri.rsplit('/', 1)[-1]}").encode())
     return report

@@ -54,7 +54,9 @@ def write_input(path: Path, rows: int, grouped: bool = False) -> None:
         for i in range(rows):
             row = base[i % len(base)]
             copy = i // len(base)
-            extra = {"group": f"{row['id'].split('-')[0]}-r{copy}"} if grouped else {}
+            extra = {}
+            if grouped:  # every row its own content (no two judge requests alike), groups kept per copy
+                extra = {"group": f"{row['id'].split('-')[0]}-r{copy}", "prompt": f"{row['prompt']} (variant {copy})"}
             handle.write(json.dumps({**row, "id": f"{row['id']}-r{copy}", **extra}) + "\n")
 
 
@@ -236,10 +238,11 @@ def batch_figure(args: argparse.Namespace) -> dict[str, Any]:
             "batch_records": records,
             "jobs": [{k: j[k] for k in ("model", "records", "status")} for j in info["jobs"]],
             "notes": info["notes"],
-            "cost_usd": bt.report["total_cost_usd"],
+            "cost_usd_billed": bt.report["total_cost_usd"],
             "batch_cost": info["cost"],
+            "replay": info["replay"],
         },
-        "baseline_on_demand": {"elapsed_s": round(od_s, 1), "on_demand_calls": od_calls, "cost_usd": od.report["total_cost_usd"]},
+        "baseline_on_demand": {"elapsed_s": round(od_s, 1), "on_demand_calls": od_calls, "cost_usd_billed": od.report["total_cost_usd"]},
         "identical_rewards": {"rows": len(a), "differing": differing},
         "ratio": {
             "batch_over_on_demand_cost": round(bt.report["total_cost_usd"] / od.report["total_cost_usd"], 3),

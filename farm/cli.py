@@ -249,8 +249,9 @@ def rescore(
         cost = batch_info.get("cost")
         if cost:
             click.echo(
-                f"  batch: ${cost['batch_usd']:.4f} at batch prices instead of ${cost['on_demand_equivalent_usd']:.4f} on demand "
-                f"(saved ${cost['saved_usd']:.4f})",
+                f"  batch: billed ${cost['billed_usd']:.4f} (${cost['batch_usd']:.4f} for batch answers that would cost "
+                f"${cost['on_demand_equivalent_usd']:.4f} on demand, saved ${cost['saved_usd']:.4f}; "
+                f"${cost['on_demand_calls_usd']:.4f} for on-demand calls)",
                 err=True,
             )
         elif batch_info.get("unpriced_models"):

@@ -42,6 +42,7 @@ __all__ = [
     "RecordingClient",
     "ReplayClient",
     "batch_config",
+    "billed_cost",
     "plan_jobs",
     "request_key",
     "run_batch_phase",
@@ -133,6 +134,8 @@ class ReplayClient:
         self.stats = inner.stats
         self._answers: dict[str, list[Any]] = {}
         self.counters: Counter[str] = Counter()
+        self.on_demand_tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        """Per model: tokens of the calls that went on demand (billed at the full price)."""
 
     def add(self, answers: dict[str, list[Any]]) -> None:
         for key, (output, uses) in answers.items():
@@ -149,7 +152,11 @@ class ReplayClient:
             self.counters["batch_answers"] += 1
             return reply_from_output(entry[0])
         self.counters["on_demand_calls"] += 1
-        return await self.inner.converse(request, deadline=deadline, region=region)
+        reply = await self.inner.converse(request, deadline=deadline, region=region)
+        tokens = self.on_demand_tokens[request.model]
+        tokens[0] += reply.input_tokens
+        tokens[1] += reply.output_tokens
+        return reply
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -388,6 +395,21 @@ def _read_outputs(job: _Job, phase: _Phase) -> None:
                 phase.record_errors[str(error.get("errorCode", "unknown"))] += 1
 
 
+def billed_cost(batch: dict[str, Any], on_demand_tokens: dict[str, list[int]], config: FarmConfig) -> dict[str, Any] | None:
+    """What the LLM calls of a batch-mode run are billed: the batch answers at the batch price
+    plus the calls that went on demand at the full price; None when a model has no price."""
+    cost = batch.get("cost")
+    if cost is None:
+        return None
+    on_demand = 0.0
+    for model, (tokens_in, tokens_out) in on_demand_tokens.items():
+        price = config.prices.get(model)
+        if price is None:
+            return None
+        on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
+    return {**cost, "on_demand_calls_usd": round(on_demand, 6), "billed_usd": round(cost["batch_usd"] + on_demand, 6)}
+
+
 def _costs(tokens: dict[str, list[int]], config: FarmConfig) -> dict[str, Any]:
     """What the batch answers cost at the batch price, what they would have cost on demand, and
     the difference; None where the config's price table lacks a model."""
@@ -399,7 +421,7 @@ def _costs(tokens: dict[str, list[int]], config: FarmConfig) -> dict[str, Any]:
             unpriced.append(model)
             continue
         on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
-    if unpriced or not tokens:
+    if unpriced:
         return {"batch_tokens": {m: t for m, t in tokens.items()}, "cost": None, "unpriced_models": unpriced}
     return {
         "batch_tokens": {m: t for m, t in tokens.items()},

@@ -199,4 +199,6 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
     assert [j["status"] for j in info["jobs"]] == ["Completed"] * 2 and {j["model"] for j in info["jobs"]} == {MICRO}
     assert calls[MICRO] == 120 and calls[LITE] == od_calls[LITE] == 240
     assert info["replay"] == {"batch_answers": 600, "on_demand_calls": 360} and info["cost"]["saved_usd"] > 0
-    assert batched.report["total_cost_usd"] < on_demand.report["total_cost_usd"]
+    cost = info["cost"]
+    assert batched.report["total_cost_usd"] == cost["billed_usd"] == pytest.approx(cost["batch_usd"] + cost["on_demand_calls_usd"], abs=1e-5)
+    assert cost["on_demand_calls_usd"] > 0 and batched.report["total_cost_usd"] < on_demand.report["total_cost_usd"]
