@@ -207,7 +207,8 @@ def batch_figure(args: argparse.Namespace) -> dict[str, Any]:
                 emulator.reset()
                 batch_settings = BatchSettings(s3_prefix=f"s3://{BUCKET}/jobs", role_arn="arn:aws:iam::000000000000:role/bench", poll_s=1.0)
                 started = time.monotonic()
-                bt = rescore([str(source)], f"s3://{BUCKET}/batch", config, env=env, chunk_rows=args.chunk_rows, bedrock_batch=batch_settings)
+                out = f"s3://{BUCKET}/batch"
+                bt = rescore([str(source)], out, config, env=env, chunk_rows=args.chunk_rows, bedrock_batch=batch_settings)
                 bt_s = time.monotonic() - started
                 bt_calls = {m: s.received for m, s in emulator.stats().items()}
                 records = {m: dict(c) for m, c in emulator.server.batch.stats.items()}

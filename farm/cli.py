@@ -138,7 +138,9 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
     help="Who writes part files: the scoring actors (any node) or the driver (parts travel through the object store).",
 )
 @click.option("--bedrock-batch", "bedrock_batch", is_flag=True, help="LLM judges through Bedrock batch inference (about half price).")
-@click.option("--batch-s3", default=None, help="s3:// prefix for batch inference inputs and outputs (default: <out>/_batch when --out is s3://).")
+@click.option(
+    "--batch-s3", default=None, help="s3:// prefix for batch inference inputs and outputs (default: <out>/_batch when --out is s3://)."
+)
 @click.option("--batch-role-arn", default=None, help="IAM service role Bedrock batch jobs run as (required on AWS).")
 @click.option("--batch-min-records", type=int, default=100, show_default=True, help="Service minimum records per batch job.")
 @click.option("--batch-max-records", type=int, default=50_000, show_default=True, help="Service maximum records per batch job.")

@@ -277,7 +277,7 @@ class BatchJobs:
         return files
 
     def _answer(self, job: BatchJob, record: dict[str, Any]) -> str:
-        from farm.emulator.server import _ApiError, _count_tokens, _FAULT_ERRORS, _validate
+        from farm.emulator.server import _FAULT_ERRORS, _ApiError, _count_tokens, _validate
         from farm.emulator.simjudge import answer_request
 
         stats = self.stats.setdefault(job.model, Counter())

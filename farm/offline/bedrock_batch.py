@@ -314,12 +314,14 @@ def _submit(
     for model, count in sorted(counts.items()):
         sizes, left = plan_jobs(count, settings.min_records, settings.max_records)
         if not sizes:
-            notes.append(f"{model}: {count} requests is under the service minimum of {settings.min_records} records per job; scored on demand")
+            minimum = settings.min_records
+            notes.append(f"{model}: {count} requests is under the service minimum of {minimum} records per job; scored on demand")
             continue
         if len(sizes) > 1:
             notes.append(f"{model}: {count} requests split into {len(sizes)} jobs of at most {settings.max_records} records")
         if left:
-            notes.append(f"{model}: the last {left} requests would make a job under the minimum of {settings.min_records}; scored on demand")
+            minimum = settings.min_records
+            notes.append(f"{model}: the last {left} requests would make a job under the minimum of {minimum}; scored on demand")
         with open(f"{spool}/{_safe(model)}.jsonl", encoding="utf-8") as handle:
             for number, size in enumerate(sizes):
                 lines = [handle.readline() for _ in range(size)]

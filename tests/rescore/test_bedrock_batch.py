@@ -35,7 +35,9 @@ def bedrock():  # noqa: ANN201
 
 def record(i: int, tool: bool = False) -> dict:
     body = {
-        "messages": [{"role": "user", "content": [{"text": f"## Response to grade\n<<<BEGIN RESPONSE t{i}>>>\nA: {i}\n<<<END RESPONSE t{i}>>>"}]}],
+        "messages": [
+            {"role": "user", "content": [{"text": f"## Response to grade\n<<<BEGIN RESPONSE t{i}>>>\nA: {i}\n<<<END RESPONSE t{i}>>>"}]}
+        ],
         "inferenceConfig": {"maxTokens": 200, "temperature": 0},
     }
     if tool:
@@ -168,7 +170,10 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
                 {"name": "preference", "kind": "preference", "model": MICRO, "group_reward": "bradley_terry"},
             ],
             "bedrock": {"default_quota": {"rpm": 600000, "tpm": 1000000000}, "max_concurrency": 32},
-            "prices": {LITE: {"input_per_1k": 0.00006, "output_per_1k": 0.00024}, MICRO: {"input_per_1k": 0.000035, "output_per_1k": 0.00014}},
+            "prices": {
+                LITE: {"input_per_1k": 0.00006, "output_per_1k": 0.00024},
+                MICRO: {"input_per_1k": 0.000035, "output_per_1k": 0.00014},
+            },
             "cache": {"enabled": False},
         }
     )
@@ -176,7 +181,8 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
     on_demand = rescore([str(source)], f"s3://{s3_env.bucket}/od", config, env=env, chunk_rows=80)
     od_calls = {m: s.received for m, s in batch_emulator.stats().items()}
     batch_emulator.reset()
-    settings = BatchSettings(s3_prefix=f"s3://{s3_env.bucket}/jobs", role_arn="arn:aws:iam::000000000000:role/b", min_records=250, max_records=300, poll_s=0.2)
+    role = "arn:aws:iam::000000000000:role/b"
+    settings = BatchSettings(s3_prefix=f"s3://{s3_env.bucket}/jobs", role_arn=role, min_records=250, max_records=300, poll_s=0.2)
     batched = rescore([str(source)], f"s3://{s3_env.bucket}/batch", config, env=env, chunk_rows=80, bedrock_batch=settings)
     calls = {m: s.received for m, s in batch_emulator.stats().items()}
     info = batched.report["bedrock_batch"]
@@ -200,5 +206,6 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
     assert calls[MICRO] == 120 and calls[LITE] == od_calls[LITE] == 240
     assert info["replay"] == {"batch_answers": 600, "on_demand_calls": 360} and info["cost"]["saved_usd"] > 0
     cost = info["cost"]
-    assert batched.report["total_cost_usd"] == cost["billed_usd"] == pytest.approx(cost["batch_usd"] + cost["on_demand_calls_usd"], abs=1e-5)
+    assert batched.report["total_cost_usd"] == cost["billed_usd"]
+    assert cost["billed_usd"] == pytest.approx(cost["batch_usd"] + cost["on_demand_calls_usd"], abs=1e-5)
     assert cost["on_demand_calls_usd"] > 0 and batched.report["total_cost_usd"] < on_demand.report["total_cost_usd"]
