@@ -205,7 +205,45 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
     assert [j["status"] for j in info["jobs"]] == ["Completed"] * 2 and {j["model"] for j in info["jobs"]} == {MICRO}
     assert calls[MICRO] == 120 and calls[LITE] == od_calls[LITE] == 240
     assert info["replay"] == {"batch_answers": 600, "on_demand_calls": 360} and info["cost"]["saved_usd"] > 0
+    jobs_before = set(batch_emulator.server.batch.jobs)
+    for key in s3_env.keys("batch/part-")[:2]:  # as if the run had died before these two chunks
+        s3_env.client().delete_object(Bucket=s3_env.bucket, Key=key)
+    resumed = rescore([str(source)], f"s3://{s3_env.bucket}/batch", config, env=env, chunk_rows=80, bedrock_batch=settings, resume=True)
+    assert set(batch_emulator.server.batch.jobs) == jobs_before  # the saved jobs are polled, not paid for twice
+    assert resumed.report["bedrock_batch"]["jobs"] == info["jobs"] and resumed.report["bedrock_batch"]["replay"]["batch_answers"] > 0
+    assert rewards("batch") == pytest.approx(rewards("od")) and resumed.report["rows"] == len(rows)
     cost = info["cost"]
     assert batched.report["total_cost_usd"] == cost["billed_usd"]
     assert cost["billed_usd"] == pytest.approx(cost["batch_usd"] + cost["on_demand_calls_usd"], abs=1e-5)
     assert cost["on_demand_calls_usd"] > 0 and batched.report["total_cost_usd"] < on_demand.report["total_cost_usd"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_bedrock_batch_reports_jobs_and_saving(batch_emulator, s3_env, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rows = gsm8k_rollouts(limit=30)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "farm.yaml"
+    config.write_text(
+        "judges:\n  - {name: answer, kind: final_answer}\n"
+        f"  - {{name: rubric, kind: rubric, model: {LITE}, criteria: [{{name: c, description: Correct.}}]}}\n"
+        f"prices: {{{LITE}: {{input_per_1k: 0.00006, output_per_1k: 0.00024}}}}\n"
+    )
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    out = f"s3://{s3_env.bucket}/cli-batch"
+    command = [sys.executable, "-m", "farm.cli", "rescore", str(source), "--out", out, "--config", str(config), "--bedrock-batch"]
+    command += ["--batch-min-records", "100", "--batch-poll-s", "0.2", "--workers", "1"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batch: 120 requests in 1 job(s) (Completed)" in done.stderr and "saved $" in done.stderr
+    summary = json.loads(s3_env.get("cli-batch.summary.json"))
+    assert summary["rows"] == 120 and summary["bedrock_batch"]["replay"] == {"batch_answers": 120}
+    assert s3_env.keys("cli-batch/_batch/")  # job inputs and outputs under <out>/_batch by default
