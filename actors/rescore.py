@@ -286,11 +286,12 @@ def rescore(
             index, rows, retry, tries = pending.pop(ref)
             try:
                 stats = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError):
-                if tries >= 5:
+            except ray.exceptions.RayError as exc:  # its node died, or a transient storage error: parts are idempotent
+                if tries >= 4:
                     raise
                 summary.resubmitted_chunks += 1
-                submit(index, rows, retry, tries + 1)  # its node died; parts are idempotent
+                print(f"\nchunk {index}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}; sending it again", file=sys.stderr)
+                submit(index, rows, retry, tries + 1)
                 continue
             if collect_in_driver:
                 errors = stats.pop("errors")

@@ -81,7 +81,8 @@ def test_emulator_batch_jobs_states_outputs_errors_and_limits(batch_emulator, s3
     batch_emulator.server.batch.settings.queue_s = 0.3
     arn = create("ok-job", put_records(s3, "cp/in/a/records.jsonl", records), f"s3://{s3.bucket}/cp/out/")
     job = wait_terminal(arn)
-    assert job["seen"][0] in ("Submitted", "Validating") and "InProgress" in job["seen"]
+    order = ["Submitted", "Validating", "InProgress", "PartiallyCompleted"]
+    assert job["seen"] == sorted(job["seen"], key=order.index) and job["seen"][-1] == "PartiallyCompleted"  # states only move forward
     assert job["status"] == "PartiallyCompleted" and job["successRecordCount"] == 149 and job["errorRecordCount"] == 1
     job_id = arn.rsplit("/", 1)[-1]
     out = [json.loads(line) for line in s3.get(f"cp/out/{job_id}/records.jsonl.out").splitlines()]
@@ -102,7 +103,8 @@ def test_emulator_batch_jobs_states_outputs_errors_and_limits(batch_emulator, s3
     batch_emulator.server.batch.settings.record_ms = 50.0  # slow enough to stop midway
     slow = create("to-stop", put_records(s3, "cp/in/c/records.jsonl", records), f"s3://{s3.bucket}/cp/out/")
     deadline = time.monotonic() + 30
-    while bedrock().get_model_invocation_job(jobIdentifier=slow)["status"] != "InProgress" and time.monotonic() < deadline:
+    while bedrock().get_model_invocation_job(jobIdentifier=slow)["status"] != "InProgress":
+        assert time.monotonic() < deadline, "the slow job never reached InProgress"
         time.sleep(0.05)
     bedrock().stop_model_invocation_job(jobIdentifier=slow)
     stopped = wait_terminal(slow)

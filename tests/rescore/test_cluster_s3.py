@@ -90,7 +90,7 @@ def test_worker_node_and_driver_killed_then_resumed_exactly_once(tmp_path: Path,
             cluster.add_node(num_cpus=2, resources={"rescore": 4})  # the replacement node
             emulator.update(faults={"model_error": 0.0})
             resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-            assert resumed.returncode == 0, resumed.stderr[-3000:]
+            assert resumed.returncode == 0, "\n".join(line for line in resumed.stderr.splitlines() if "task_manager.cc" not in line)[-5000:]
     finally:
         cluster.shutdown()
     ids = part_ids(s3_server, "cluster-run")
@@ -98,7 +98,7 @@ def test_worker_node_and_driver_killed_then_resumed_exactly_once(tmp_path: Path,
     report(
         f"3-node rescore to S3, worker node then driver killed after {at_node_loss} and {committed} of 14 chunks: "
         f"{len(ids)} results, {len(set(ids))} distinct ids of {len(rows)}; {summary['retry']['retried_rows']} failed rows retried, "
-        f"{summary['retry']['rows_with_failed_judges']} still failed; attempts {summary['attempts']}"
+        f"{summary['retry']['rows_with_failed_judges']} still failed {summary['retry']['still_failed']}; attempts {summary['attempts']}"
     )
     assert len(ids) == len(rows) and set(ids) == {r["id"] for r in rows}  # 0 lost, 0 duplicated
     assert summary["rows"] == len(rows) and summary["parts"] == 14
