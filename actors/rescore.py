@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from farm.wire import RewardResult, Rollout
 __all__ = ["RescoreSummary", "RescoreWorker", "progress_printer", "rescore"]
 
 Row = tuple[str, int, Any]
+OWNER = "_owner"
+"""The token of the run that owns the output now; only its actors commit parts."""
 
 
 def _decode_rows(rows: Sequence[Row], label_column: str | None) -> tuple[list[Rollout], list[Any], list[dict[str, Any]]]:
@@ -71,7 +74,9 @@ def _label_of(obj: dict[str, Any], column: str | None) -> Any:
 class RescoreWorker:
     """Owns one ensemble (its Bedrock client and quota leases) and writes parts to the store."""
 
-    def __init__(self, farm_config: dict[str, Any], out: str, fmt: str, label_column: str | None, batch: bool = False):
+    def __init__(
+        self, farm_config: dict[str, Any], out: str, fmt: str, label_column: str | None, batch: bool = False, run_token: str = ""
+    ):
         self.config = parse_config(farm_config, source="farm config")
         quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
         self.batch = None
@@ -86,6 +91,7 @@ class RescoreWorker:
             self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
         self.judges = [j.name for j in self.config.judges]
         self.store = OutputStore(out)
+        self.run_token = run_token
         self.fmt = fmt
         self.label_column = label_column
 
@@ -187,6 +193,11 @@ class RescoreWorker:
         return b"".join(kept_lines) + encode_part(results, self.judges, labels_or_none, "jsonl", attempts)
 
     def _commit(self, index: int, data: bytes, errors: bytes, retry: bool) -> None:
+        owner = self.store.read(OWNER)
+        if self.run_token and owner is not None and owner.decode() != self.run_token:
+            # a newer run (a resume) owns the output: this actor outlived its killed driver, and its
+            # late write must not replace what the newer run wrote
+            raise RuntimeError(f"{self.store.uri} now belongs to another run; not committing chunk {index}")
         if not retry:  # a retry keeps the chunk's invalid-row record as first written
             name = f"errors/part-{index:06d}.jsonl"
             if errors:
@@ -264,7 +275,9 @@ def rescore(
         options["resources"] = dict(worker_resources)
     raw = config.model_dump(mode="json", by_alias=True)
     batch = bedrock_batch is not None
-    pool = [RescoreWorker.options(**options).remote(raw, store.uri, fmt, label_column, batch) for _ in range(n)]
+    token = uuid.uuid4().hex
+    store.write(OWNER, token.encode())  # fences off actors of an earlier, killed driver
+    pool = [RescoreWorker.options(**options).remote(raw, store.uri, fmt, label_column, batch, token) for _ in range(n)]
     summary = RescoreSummary()
     answers_for: Callable[[int], dict[str, Any] | None] = lambda _index: None  # noqa: E731
     if batch:
