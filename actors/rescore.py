@@ -1,25 +1,27 @@
-"""Offline rescoring on Ray: workers parse, score and write fixed chunks of rows; the driver
-streams raw rows to them and keeps a resumable record of what is done.
+"""Offline rescoring on Ray: scoring actors on any node parse, score and write fixed chunks of rows
+to an `OutputStore` (local, shared path or `s3://`); the driver streams raw rows to them, keeps the
+resumable record of what is done (farm.offline.plan) and retries rows whose judges failed.
 
-Chunk k is rows [k*chunk_rows, (k+1)*chunk_rows) of the inputs in order, and its part file is
-written atomically, so a part on disk means the whole chunk is done: after a crash (even
-SIGKILL), `--resume` skips those chunks, and every input row ends up exactly once.
+Inside an actor, parsing and Parquet encoding run in a thread (`asyncio.to_thread`) and several
+chunks are in flight at once, so the event loop keeps Bedrock calls flowing while a chunk is
+decoded or written. Actors restart on another node if theirs dies (`max_restarts`), and a chunk
+whose actor died is sent again: writing a part is idempotent, so a chunk is never counted twice.
 
 The workers run the same `Ensemble` as the online farm, in-process, rather than calling the
-Serve app: offline throughput should not pay the graph's per-request hops (~9 ms measured in
-benchmarks/serve_overhead.py), and a batch job should not depend on a long-running service.
-Bedrock quotas are still the cluster's: workers take leases from the same quota actors.
+Serve app: offline throughput should not pay the graph's per-request hops, and a batch job should
+not depend on a long-running service. Bedrock quotas are still the cluster's (quota actors).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -27,65 +29,36 @@ import ray
 from actors.quota import LeasedQuotas
 from farm.batching import make_batches
 from farm.config import FarmConfig, parse_config
-from farm.ensemble import Ensemble
-from farm.errors import ConfigError
+from farm.ensemble import Ensemble, EnsembleMember
 from farm.jsonl import decode_row
-from farm.judges import needs_bedrock
-from farm.offline.reader import InputFile, RawRow, count_rows, describe_inputs, fingerprint, iter_rows
+from farm.judges import build_judge, needs_bedrock
+from farm.offline.plan import build_manifest, chunks, part_name, prepare_output, retryable_ids
+from farm.offline.reader import count_rows, describe_inputs, iter_rows
 from farm.offline.report import render_html, summarise
-from farm.offline.results import read_columns, write_part
-from farm.wire import Rollout
+from farm.offline.results import encode_part, read_columns, read_part_table
+from farm.offline.store import OutputStore
+from farm.wire import RewardResult, Rollout
 
-__all__ = ["RescoreSummary", "RescoreWorker", "rescore"]
+__all__ = ["RescoreSummary", "RescoreWorker", "progress_printer", "rescore"]
+
+Row = tuple[str, int, Any]
+OWNER = "_owner"
+"""The token of the run that owns the output now; only its actors commit parts."""
 
 
-@ray.remote(num_cpus=1)
-class RescoreWorker:
-    def __init__(self, farm_config: dict[str, Any], out_dir: str, fmt: str, label_column: str | None):
-        self.config = parse_config(farm_config, source="farm config")
-        quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
-        self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
-        self.judges = [j.name for j in self.config.judges]
-        self.out_dir = Path(out_dir)
-        self.fmt = fmt
-        self.label_column = label_column
-
-    async def process(self, index: int, rows: list[tuple[str, int, Any]]) -> dict[str, Any]:
-        started = time.monotonic()
-        rollouts: list[Rollout] = []
-        labels: list[Any] = []
-        errors: list[dict[str, Any]] = []
-        for source, line, data in rows:
-            rollout, obj, error = decode_row(data, f"{source}:{line}")
-            if rollout is None:
-                row_id = obj.get("id") if obj is not None and isinstance(obj.get("id"), str) else None
-                errors.append({"source": source, "line": line, "id": row_id, "error": error})
-                continue
-            rollouts.append(rollout)
-            labels.append(_label_of(obj or {}, self.label_column))
-        by_id = {id(r): i for i, r in enumerate(rollouts)}
-        order: list[int] = []
-        results = []
-        for batch in make_batches(rollouts, self.config.batch_size):
-            results.extend(await self.ensemble.score(batch))
-            order.extend(by_id[id(r)] for r in batch)
-        ordered_labels = [labels[i] for i in order] if self.label_column else None
-        errors_path = self.out_dir / "errors" / f"part-{index:06d}.jsonl"
-        if errors:
-            tmp = errors_path.with_name(errors_path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
-            tmp.replace(errors_path)
-        else:
-            errors_path.unlink(missing_ok=True)
-        write_part(self.out_dir / f"part-{index:06d}.{self.fmt}", results, self.judges, ordered_labels, self.fmt)  # the commit
-        return {
-            "index": index,
-            "rows": len(rows),
-            "scored": len(results),
-            "invalid": len(errors),
-            "status": dict(Counter(r.status for r in results)),
-            "seconds": time.monotonic() - started,
-        }
+def _decode_rows(rows: Sequence[Row], label_column: str | None) -> tuple[list[Rollout], list[Any], list[dict[str, Any]]]:
+    rollouts: list[Rollout] = []
+    labels: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    for source, line, data in rows:
+        rollout, obj, error = decode_row(data, f"{source}:{line}")
+        if rollout is None:
+            row_id = obj.get("id") if obj is not None and isinstance(obj.get("id"), str) else None
+            errors.append({"source": source, "line": line, "id": row_id, "error": error})
+            continue
+        rollouts.append(rollout)
+        labels.append(_label_of(obj or {}, label_column))
+    return rollouts, labels, errors
 
 
 def _label_of(obj: dict[str, Any], column: str | None) -> Any:
@@ -97,6 +70,152 @@ def _label_of(obj: dict[str, Any], column: str | None) -> Any:
     return metadata.get(column) if isinstance(metadata, dict) else None
 
 
+@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)
+class RescoreWorker:
+    """Owns one ensemble (its Bedrock client and quota leases) and writes parts to the store."""
+
+    def __init__(
+        self, farm_config: dict[str, Any], out: str, fmt: str, label_column: str | None, batch: bool = False, run_token: str = ""
+    ):
+        self.config = parse_config(farm_config, source="farm config")
+        quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
+        self.batch = None
+        if batch:
+            from farm.bedrock import ConverseClient
+            from farm.offline.bedrock_batch import ReplayClient
+            from farm.ratelimit import QuotaRegistry
+
+            self.batch = ReplayClient(ConverseClient(self.config.bedrock, quotas or QuotaRegistry(self.config.quota_for)))
+            self.ensemble = _ensemble_with(self.config, self.batch)
+        else:
+            self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
+        self.judges = [j.name for j in self.config.judges]
+        self.store = OutputStore(out)
+        self.run_token = run_token
+        self.fmt = fmt
+        self.label_column = label_column
+
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    async def collect(self, index: int, rows: list[Row]) -> dict[str, list[Any]]:
+        """The Bedrock requests this chunk's judges would make, recorded, not sent (batch mode)."""
+        from farm.offline.bedrock_batch import RecordingClient
+
+        rollouts, _, _ = await asyncio.to_thread(_decode_rows, rows, None)
+        recorder = RecordingClient()
+        ensemble = _ensemble_with(self.config, recorder)
+        for batch in make_batches(rollouts, self.config.batch_size):
+            await ensemble.score(batch)
+        return recorder.records
+
+    def counters(self) -> dict[str, Any]:
+        """Batch answers used, on-demand calls made and their tokens per model (batch mode)."""
+        if self.batch is None:
+            return {"counts": {}, "tokens": {}}
+        return {"counts": dict(self.batch.counters), "tokens": {m: list(t) for m, t in self.batch.on_demand_tokens.items()}}
+
+    async def _score(self, rollouts: list[Rollout], labels: list[Any]) -> tuple[list[RewardResult], list[Any]]:
+        by_id = {id(r): i for i, r in enumerate(rollouts)}
+        order: list[int] = []
+        results: list[RewardResult] = []
+        for batch in make_batches(rollouts, self.config.batch_size):
+            results.extend(await self.ensemble.score(batch))
+            order.extend(by_id[id(r)] for r in batch)
+        return results, [labels[i] for i in order]
+
+    async def process(
+        self, index: int, rows: list[Row], retry_ids: list[str] | None = None, answers: dict[str, Any] | None = None, keep: bool = False
+    ) -> dict[str, Any]:
+        """Score one chunk (or, with `retry_ids`, only those rows of its committed part) and commit
+        it; with `keep` the part's bytes come back to the driver instead of being written here."""
+        started = time.monotonic()
+        if answers and self.batch is not None:
+            self.batch.add(answers)
+        rollouts, labels, errors = await asyncio.to_thread(_decode_rows, rows, self.label_column)
+        previous = None
+        if retry_ids is not None:
+            wanted = set(retry_ids)
+            keep_rows = [i for i, r in enumerate(rollouts) if r.id in wanted]
+            rollouts, labels = [rollouts[i] for i in keep_rows], [labels[i] for i in keep_rows]
+            previous = await asyncio.to_thread(self._read_part, index)
+        results, ordered_labels = await self._score(rollouts, labels)
+        if answers and self.batch is not None:
+            self.batch.forget(answers)
+        data = await asyncio.to_thread(self._encode, results, ordered_labels, previous)
+        error_bytes = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode()
+        stats: dict[str, Any] = {
+            "index": index,
+            "rows": len(rows),
+            "scored": len(results),
+            "invalid": len(errors),
+            "status": dict(Counter(r.status for r in results)),
+            "retried": len(results) if retry_ids is not None else 0,
+            "recovered": sum(1 for r in results if "judge_failed" not in r.flags) if retry_ids is not None else 0,
+            "seconds": time.monotonic() - started,
+            "node": ray.get_runtime_context().get_node_id(),
+        }
+        if keep:
+            stats["part"], stats["errors"] = data, error_bytes
+        else:
+            await asyncio.to_thread(self._commit, index, data, error_bytes, retry_ids is not None)
+        return stats
+
+    def _read_part(self, index: int) -> Any:
+        data = self.store.read(part_name(index, self.fmt))
+        if data is None:
+            raise FileNotFoundError(f"{self.store.uri}: {part_name(index, self.fmt)} vanished before its retry")
+        return read_part_table(data, self.fmt) if self.fmt == "parquet" else data
+
+    def _encode(self, results: list[RewardResult], labels: list[Any], previous: Any) -> bytes:
+        """The part's bytes; on a retry, the previous part's other rows plus the re-scored ones."""
+        labels_or_none = labels if self.label_column else None
+        if previous is None:
+            return encode_part(results, self.judges, labels_or_none, self.fmt)
+        retried = {r.id for r in results}
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            import pyarrow.parquet as pq
+
+            old_attempts = dict(zip(previous.column("id").to_pylist(), previous.column("attempts").to_pylist(), strict=True))
+            attempts = [old_attempts.get(r.id, 0) + 1 for r in results]
+            fresh = pq.read_table(pa.BufferReader(encode_part(results, self.judges, labels_or_none, "parquet", attempts)))
+            kept = previous.filter(pc.invert(pc.is_in(previous.column("id"), pa.array(list(retried), pa.string()))))
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.concat_tables([kept, fresh.select(kept.column_names)]), sink, compression="zstd")
+            return sink.getvalue().to_pybytes()
+        old_lines = [line for line in previous.splitlines() if line.strip()]
+        decoded = [json.loads(line) for line in old_lines]
+        old_attempts = {d["id"]: d.get("attempts", 1) for d in decoded}
+        kept_lines = [line + b"\n" for line, d in zip(old_lines, decoded, strict=True) if d["id"] not in retried]
+        attempts = [old_attempts.get(r.id, 0) + 1 for r in results]
+        return b"".join(kept_lines) + encode_part(results, self.judges, labels_or_none, "jsonl", attempts)
+
+    def _commit(self, index: int, data: bytes, errors: bytes, retry: bool) -> None:
+        owner = self.store.read(OWNER)
+        if self.run_token and owner is not None and owner.decode() != self.run_token:
+            # a newer run (a resume) owns the output: this actor outlived its killed driver, and its
+            # late write must not replace what the newer run wrote
+            raise RuntimeError(f"{self.store.uri} now belongs to another run; not committing chunk {index}")
+        if not retry:  # a retry keeps the chunk's invalid-row record as first written
+            name = f"errors/part-{index:06d}.jsonl"
+            if errors:
+                self.store.write(name, errors)
+            else:
+                self.store.delete(name)
+        self.store.write(part_name(index, self.fmt), data)  # the commit
+
+
+def _ensemble_with(config: FarmConfig, client: Any) -> Ensemble:
+    """The configured ensemble with `client` behind its Bedrock judges (recording or replaying)."""
+    from farm.cache import VerdictCache
+
+    cache = VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
+    members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
+    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
+
+
 @dataclass
 class RescoreSummary:
     rows: int = 0
@@ -104,133 +223,191 @@ class RescoreSummary:
     invalid: int = 0
     skipped_chunks: int = 0
     chunks: int = 0
+    retried_rows: int = 0
+    recovered_rows: int = 0
+    resubmitted_chunks: int = 0
     status: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[tuple[int, list[RawRow]]]:
-    chunk: list[RawRow] = []
-    index = 0
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield index, chunk
-            index, chunk = index + 1, []
-    if chunk:
-        yield index, chunk
-
-
-def _manifest(files: Sequence[InputFile], config: FarmConfig, chunk_rows: int, fmt: str, label_column: str | None) -> dict[str, Any]:
-    return {
-        "inputs": [f.uri for f in files],
-        "inputs_fingerprint": fingerprint(files),
-        "chunk_rows": chunk_rows,
-        "format": fmt,
-        "label_column": label_column,
-        "judges": [j.name for j in config.judges],
-        "config": config.model_dump(mode="json", by_alias=True),
-    }
-
-
-def _prepare_output(out_dir: Path, manifest: dict[str, Any], resume: bool) -> set[int]:
-    """The indices of chunks already committed; refuses to mix runs with different settings."""
-    manifest_path = out_dir / "_manifest.json"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not resume:
-            raise ConfigError(f"{out_dir} already holds results; pass --resume to finish that run, or choose another --out")
-        if not manifest_path.exists():
-            raise ConfigError(f"{out_dir} is not a rescore output (no _manifest.json); refusing to write into it")
-        previous = json.loads(manifest_path.read_text())
-        changed = [k for k in manifest if previous.get(k) != manifest[k]]
-        if changed:
-            raise ConfigError(f"cannot resume {out_dir}: {', '.join(changed)} changed since the run that wrote it")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1))
-    (out_dir / "errors").mkdir(exist_ok=True)
-    for stale in out_dir.glob("**/*.tmp"):
-        stale.unlink()  # a part being written when the last run died
-    return {int(p.name.split("-")[1].split(".")[0]) for p in out_dir.glob(f"part-*.{manifest['format']}")}
+    nodes: Counter[str] = field(default_factory=Counter)
+    batch: dict[str, Any] = field(default_factory=dict)
 
 
 def rescore(
     inputs: Sequence[str],
-    out: str | Path,
+    out: str | Any,
     config: FarmConfig,
     *,
     resume: bool = False,
+    retry_failed: bool = True,
     label_column: str | None = None,
     workers: int | None = None,
     chunk_rows: int = 2000,
     fmt: str = "parquet",
     env: dict[str, str] | None = None,
+    worker_resources: dict[str, float] | None = None,
+    collect_in_driver: bool = False,
+    bedrock_batch: Any = None,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> RescoreSummary:
-    """Score every row of `inputs` into the directory `out`; needs `ray.init()` first."""
+    """Score every row of `inputs` into `out` (a directory or `s3://` prefix); needs `ray.init()`.
+
+    On resume, committed chunks are skipped and, with `retry_failed`, their rows whose judges
+    failed are scored again. `collect_in_driver` returns parts through the object store for the
+    driver to write (the alternative measured in benchmarks/rescore.py). `bedrock_batch` (a
+    `farm.offline.bedrock_batch.BatchSettings`) sends the LLM judges' calls through Bedrock batch
+    inference first."""
     started = time.monotonic()
     files = describe_inputs(inputs)
-    out_dir = Path(out)
-    done = _prepare_output(out_dir, _manifest(files, config, chunk_rows, fmt, label_column), resume)
+    store = OutputStore(str(out))
+    if bedrock_batch is not None:
+        from farm.offline.bedrock_batch import batch_config
+
+        config = batch_config(config)
+    extra = {"bedrock_batch": bedrock_batch is not None}
+    done = prepare_output(store, build_manifest(files, config, chunk_rows, fmt, label_column, **extra), resume)
     total = count_rows(files)
-    n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    options: dict[str, Any] = {"runtime_env": {"env_vars": dict(env)}} if env else {}
+    n = workers or _default_workers(worker_resources)
+    options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}  # one node's loss costs few actors
+    if env:
+        options["runtime_env"] = {"env_vars": dict(env)}
+    if worker_resources:
+        options["resources"] = dict(worker_resources)
     raw = config.model_dump(mode="json", by_alias=True)
-    pool = [RescoreWorker.options(**options).remote(raw, str(out_dir), fmt, label_column) for _ in range(n)]
+    batch = bedrock_batch is not None
+    token = uuid.uuid4().hex
+    store.write(OWNER, token.encode())  # fences off actors of an earlier, killed driver
+    pool = [RescoreWorker.options(**options).remote(raw, store.uri, fmt, label_column, batch, token) for _ in range(n)]
     summary = RescoreSummary()
-    pending: dict[Any, int] = {}
+    answers_for: Callable[[int], dict[str, Any] | None] = lambda _index: None  # noqa: E731
+    if batch:
+        from farm.offline.bedrock_batch import run_batch_phase
+
+        summary.batch, answers_for = run_batch_phase(pool, files, store, chunk_rows, done, bedrock_batch, config)
+    pending: dict[Any, tuple[int, list[Row], list[str] | None, int]] = {}
     progress = 0
+
+    def submit(index: int, rows: list[Row], retry: list[str] | None, tries: int) -> None:
+        worker = pool[(index + tries) % n]
+        ref = worker.process.remote(index, rows, retry, answers_for(index), collect_in_driver)
+        pending[ref] = (index, rows, retry, tries)
 
     def collect(block: bool) -> None:
         nonlocal progress
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
         for ref in ready:
-            stats = ray.get(ref)  # a worker crash raises here: the run stops, --resume continues it
-            del pending[ref]
+            index, rows, retry, tries = pending.pop(ref)
+            try:
+                stats = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # its node died, or a transient storage error: parts are idempotent
+                if tries >= 4:
+                    raise
+                summary.resubmitted_chunks += 1
+                print(f"\nchunk {index}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}; sending it again", file=sys.stderr)
+                submit(index, rows, retry, tries + 1)
+                continue
+            if collect_in_driver:
+                errors = stats.pop("errors")
+                if errors:
+                    store.write(f"errors/part-{index:06d}.jsonl", errors)
+                store.write(part_name(index, fmt), stats.pop("part"))
             summary.chunks += 1
             summary.scored += stats["scored"]
             summary.invalid += stats["invalid"]
+            summary.retried_rows += stats["retried"]
+            summary.recovered_rows += stats["recovered"]
             summary.status.update(stats["status"])
-            progress += stats["rows"]
+            summary.nodes[stats["node"]] += 1
+            progress += 0 if retry is not None else stats["rows"]
             if on_progress:
                 on_progress(progress, total)
 
-    for index, rows in _chunks(iter_rows(files), chunk_rows):
+    for index, rows in chunks(iter_rows(files), chunk_rows):
         summary.rows += len(rows)
+        plain = [(r.source, r.line, r.data) for r in rows]
         if index in done:
             summary.skipped_chunks += 1
             progress += len(rows)
+            retry = _failed_ids(store, index, fmt) if (resume and retry_failed) else []
+            if not retry:
+                continue
+            while len(pending) >= 2 * n:
+                collect(block=True)
+            submit(index, plain, retry, 0)
             continue
         while len(pending) >= 2 * n:
             collect(block=True)
-        worker = pool[index % n]
-        pending[worker.process.remote(index, [(r.source, r.line, r.data) for r in rows])] = index
+        submit(index, plain, None, 0)
     while pending:
         collect(block=True)
-    _merge_errors(out_dir)
+    if batch:
+        from farm.offline.bedrock_batch import billed_cost
+
+        used: Counter[str] = Counter()
+        tokens: dict[str, list[int]] = {}
+        for counters in ray.get([actor.counters.remote() for actor in pool]):
+            used.update(counters["counts"])
+            for model, (tokens_in, tokens_out) in counters["tokens"].items():
+                tokens[model] = [tokens.get(model, [0, 0])[0] + tokens_in, tokens.get(model, [0, 0])[1] + tokens_out]
+        summary.batch["replay"] = dict(used)
+        summary.batch["on_demand_tokens"] = tokens
+        summary.batch["cost"] = billed_cost(summary.batch, tokens, config)
+    for actor in pool:
+        ray.kill(actor, no_restart=True)
     summary.elapsed_s = round(time.monotonic() - started, 2)
-    parts = sorted(out_dir.glob(f"part-*.{fmt}"))
-    columns = read_columns(parts, [j.name for j in config.judges])
-    invalid = sum(1 for _ in _error_lines(out_dir))
-    summary.report = summarise(columns, config, elapsed_s=summary.elapsed_s, invalid_rows=invalid)
-    base = str(out_dir).rstrip("/")
-    Path(base + ".summary.json").write_text(json.dumps(summary.report, indent=2) + "\n", encoding="utf-8")
-    Path(base + ".report.html").write_text(render_html(summary.report, f"Rescore report: {out_dir.name}"), encoding="utf-8")
+    summary.report = _finish(store, config, fmt, summary)
     return summary
 
 
-def _error_lines(out_dir: Path) -> Iterator[str]:
-    for part in sorted((out_dir / "errors").glob("part-*.jsonl")):
-        yield from part.read_text(encoding="utf-8").splitlines()
+def _default_workers(resources: dict[str, float] | None) -> int:
+    """One actor per CPU of the nodes the actors may use (those offering the custom resource)."""
+    if not resources:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    nodes = [n for n in ray.nodes() if n.get("Alive") and all(n["Resources"].get(k, 0) > 0 for k in resources)]
+    return max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
 
 
-def _merge_errors(out_dir: Path) -> None:
-    lines = list(_error_lines(out_dir))
-    target = Path(str(out_dir).rstrip("/") + ".errors.jsonl")
-    if lines:
-        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def _failed_ids(store: OutputStore, index: int, fmt: str) -> list[str]:
+    data = store.read(part_name(index, fmt))
+    return retryable_ids(read_part_table(data, fmt, ["id", "flags"])) if data is not None else []
+
+
+def _finish(store: OutputStore, config: FarmConfig, fmt: str, summary: RescoreSummary) -> dict[str, Any]:
+    """Merge invalid-row records, read every part's columns, write the summary and the report."""
+    error_lines = [line for name in store.list("part-", ".jsonl", folder="errors") for line in (store.read(name) or b"").splitlines()]
+    merged = store.sibling(".errors.jsonl")
+    if error_lines:
+        merged.write("", b"\n".join(error_lines) + b"\n")
     else:
-        target.unlink(missing_ok=True)
+        merged.delete("")
+    names = store.list("part-", "." + fmt)
+    attempts: Counter[int] = Counter()
+
+    def parts() -> Iterator[bytes]:
+        for name in names:
+            data = store.read(name) or b""
+            attempts.update(read_part_table(data, fmt, ["attempts"]).column("attempts").to_pylist())
+            yield data
+
+    columns = read_columns(parts(), [j.name for j in config.judges], fmt)
+    report = summarise(columns, config, elapsed_s=summary.elapsed_s, invalid_rows=len(error_lines))
+    report["parts"] = len(names)
+    report["retry"] = {
+        "retried_rows": summary.retried_rows,
+        "recovered_rows": summary.recovered_rows,
+        "still_failed": {name: j["failures_by_reason"] for name, j in report["judges"].items() if j["failures_by_reason"]},
+        "rows_with_failed_judges": report["flags"].get("judge_failed", 0),
+    }
+    report["attempts"] = {str(k): v for k, v in sorted(attempts.items())}
+    if summary.batch:
+        report["bedrock_batch"] = summary.batch
+        cost = summary.batch.get("cost")
+        if cost:  # the judges' costs count every verdict at on-demand prices; the bill is batch + on-demand calls
+            report["total_cost_usd_at_on_demand_prices"] = report["total_cost_usd"]
+            report["total_cost_usd"] = cost["billed_usd"]
+    store.sibling(".summary.json").write("", (json.dumps(report, indent=2) + "\n").encode())
+    store.sibling(".report.html").write("", render_html(report, f"Rescore report: {store.uri.rsplit('/', 1)[-1]}").encode())
+    return report
 
 
 def progress_printer(stream: Any = sys.stderr) -> Callable[[int, int | None], None]:
@@ -249,3 +426,4 @@ def progress_printer(stream: Any = sys.stderr) -> Callable[[int, int | None], No
         stream.flush()
 
     return show
+

@@ -235,24 +235,55 @@ def _serve_auth(
 
 @main.command()
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
-@click.option("--out", "out", required=True, help="Output directory of part files (local path).")
+@click.option("--out", "out", required=True, help="Output directory of part files: a local or shared path, or s3://bucket/prefix.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: packaged).")
 @click.option("--resume", is_flag=True, help="Finish a run that stopped: only chunks without a part file are scored.")
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="On --resume, score again the rows whose judges failed (their attempt count goes up).",
+)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
 @click.option("--label-column", default=None, help="Gold label (top level or in metadata) to report accuracy/AUC against.")
 @click.option("--workers", type=int, default=None, help="Scoring actors (default: one per CPU in the cluster).")
+@click.option("--worker-resource", default=None, help="Custom Ray resource the scoring actors need (e.g. a node label like 'rescore').")
 @click.option("--chunk-rows", type=int, default=2000, show_default=True, help="Rows per committed part file.")
 @MAX_DEGRADED
+@click.option(
+    "--write-from",
+    type=click.Choice(["workers", "driver"]),
+    default="workers",
+    show_default=True,
+    help="Who writes part files: the scoring actors (any node) or the driver (parts travel through the object store).",
+)
+@click.option("--bedrock-batch", "bedrock_batch", is_flag=True, help="LLM judges through Bedrock batch inference (about half price).")
+@click.option(
+    "--batch-s3", default=None, help="s3:// prefix for batch inference inputs and outputs (default: <out>/_batch when --out is s3://)."
+)
+@click.option("--batch-role-arn", default=None, help="IAM service role Bedrock batch jobs run as (required on AWS).")
+@click.option("--batch-min-records", type=int, default=100, show_default=True, help="Service minimum records per batch job.")
+@click.option("--batch-max-records", type=int, default=50_000, show_default=True, help="Service maximum records per batch job.")
+@click.option("--batch-poll-s", type=float, default=30.0, show_default=True, help="Seconds between job status polls.")
 def rescore(
     inputs: tuple[str, ...],
     out: str,
     config_path: str | None,
     resume: bool,
+    retry_failed: bool,
     fmt: str,
     label_column: str | None,
     workers: int | None,
+    worker_resource: str | None,
     chunk_rows: int,
     max_degraded: float,
+    write_from: str,
+    bedrock_batch: bool,
+    batch_s3: str | None,
+    batch_role_arn: str | None,
+    batch_min_records: int,
+    batch_max_records: int,
+    batch_poll_s: float,
 ) -> None:
     """Re-score JSONL (plain/gzip) or Parquet files, local or s3://, on Ray; resumable, with a report.
     Exits 3 when the run is degraded (see `farm score --help`)."""
@@ -265,6 +296,26 @@ def rescore(
 
     _check_rescore_paths(inputs, out, resume)  # before Ray: seconds saved on a typo
     config, emulator, env = _load(config_path)
+    forwarded = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    forwarded += ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+    env = {**{k: os.environ[k] for k in forwarded if os.environ.get(k)}, **env}  # workers on other nodes see the same endpoints
+    if emulator is not None and bedrock_batch:  # the embedded emulator also runs the batch control plane
+        os.environ.setdefault("AWS_ENDPOINT_URL_BEDROCK", emulator.url)
+    settings = None
+    if bedrock_batch:
+        from farm.offline.bedrock_batch import BatchSettings
+
+        prefix = batch_s3 or (out.rstrip("/") + "/_batch" if out.startswith("s3://") else None)
+        if prefix is None:
+            raise CliError("--bedrock-batch needs somewhere in S3 for its records", "pass --batch-s3 s3://bucket/prefix, or an s3:// --out")
+        settings = BatchSettings(
+            s3_prefix=prefix,
+            role_arn=batch_role_arn or "arn:aws:iam::000000000000:role/farm-batch",
+            min_records=batch_min_records,
+            max_records=batch_max_records,
+            poll_s=batch_poll_s,
+            region=config.bedrock.region,
+        )
     import ray
 
     from actors.rescore import rescore as run
@@ -283,11 +334,15 @@ def rescore(
             out,
             config,
             resume=resume,
+            retry_failed=retry_failed,
             label_column=label_column,
             workers=workers,
             chunk_rows=chunk_rows,
             fmt=fmt,
             env=env,
+            worker_resources={worker_resource: 0.01} if worker_resource else None,
+            collect_in_driver=write_from == "driver",
+            bedrock_batch=settings,
             on_progress=progress.set,
         )
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -308,9 +363,35 @@ def rescore(
         f"{report['invalid_rows']} invalid rows",
         err=True,
     )
-    click.echo(f"  results: {out}/part-*.{fmt}   report: {base}.report.html   summary: {base}.summary.json", err=True)
+    click.echo(f"  results: {base}/part-*.{fmt}   report: {base}.report.html   summary: {base}.summary.json", err=True)
     if report["invalid_rows"]:
         click.echo(f"  invalid rows, with file and line: {base}.errors.jsonl", err=True)
+    retry = report["retry"]
+    if retry["retried_rows"]:
+        click.echo(f"  retried {retry['retried_rows']} rows whose judges had failed; {retry['recovered_rows']} now fully scored", err=True)
+    if retry["rows_with_failed_judges"]:
+        why = "; ".join(f"{name}: {reasons}" for name, reasons in retry["still_failed"].items())
+        click.echo(f"  {retry['rows_with_failed_judges']} rows still have a failed judge ({why}); --resume retries them", err=True)
+    batch_info = report.get("bedrock_batch")
+    if batch_info:
+        jobs = batch_info["jobs"]
+        click.echo(
+            f"  batch: {sum(j['records'] for j in jobs)} requests in {len(jobs)} job(s) "
+            f"({', '.join(sorted({j['status'] for j in jobs})) or 'none'}); replay {batch_info.get('replay', {})}",
+            err=True,
+        )
+        cost = batch_info.get("cost")
+        if cost:
+            click.echo(
+                f"  batch: billed ${cost['billed_usd']:.4f} (${cost['batch_usd']:.4f} for batch answers that would cost "
+                f"${cost['on_demand_equivalent_usd']:.4f} on demand, saved ${cost['saved_usd']:.4f}; "
+                f"${cost['on_demand_calls_usd']:.4f} for on-demand calls)",
+                err=True,
+            )
+        elif batch_info.get("unpriced_models"):
+            click.echo(f"  batch: saving unknown, no price in the config for {', '.join(batch_info['unpriced_models'])}", err=True)
+        for line in batch_info["notes"]:
+            click.echo(f"  batch: {line}", err=True)
     for name, judge in report["judges"].items():
         against = judge["against_label"]
         label = f", vs label: accuracy {against['accuracy']}, AUC {against['auc']} (n {against['n']})" if against else ""

@@ -121,6 +121,10 @@ class EmulatorServer:
         self.app.router.add_post("/_emulator/settings", self._patch_settings)
         self.app.router.add_post("/_emulator/reset", self._reset)
         self.app.router.add_get("/ping", self._ping)
+        from farm.emulator.batch import BatchJobs  # the batch inference control plane (service `bedrock`)
+
+        self.batch = BatchJobs(self)
+        self.batch.register(self.app.router)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

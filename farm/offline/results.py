@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +12,22 @@ import msgspec
 
 from farm.wire import RewardResult
 
-__all__ = ["ScoreColumns", "read_columns", "results_table", "write_part"]
+__all__ = ["ScoreColumns", "encode_part", "read_columns", "read_part_table", "results_table"]
 
 _encode = msgspec.json.Encoder().encode
 _JUDGE_FIELDS = ("score", "status", "error", "input_tokens", "output_tokens", "cached")
 
 
-def results_table(results: Sequence[RewardResult], judges: Sequence[str], labels: Sequence[Any] | None = None) -> Any:
-    """A pyarrow Table: id, reward, status, disagreement, flags, judges (full JSON), and
+def results_table(
+    results: Sequence[RewardResult], judges: Sequence[str], labels: Sequence[Any] | None = None, attempts: Sequence[int] | None = None
+) -> Any:
+    """A pyarrow Table: id, attempts, reward, status, disagreement, flags, judges (full JSON), and
     `judge.<name>.<field>` columns for analysis; `label` when given."""
     import pyarrow as pa
 
     columns: dict[str, Any] = {
         "id": pa.array([r.id for r in results], pa.string()),
+        "attempts": pa.array(list(attempts) if attempts is not None else [1] * len(results), pa.int32()),
         "reward": pa.array([r.reward for r in results], pa.float64()),
         "status": pa.array([r.status for r in results], pa.string()),
         "disagreement": pa.array([r.disagreement for r in results], pa.float64()),
@@ -60,21 +63,48 @@ def _label(value: Any) -> float | None:
     return None
 
 
-def write_part(path: Path, results: Sequence[RewardResult], judges: Sequence[str], labels: Sequence[Any] | None, fmt: str) -> None:
-    """Write one part file atomically: a crash leaves either the whole part or none of it."""
-    tmp = path.with_name(path.name + ".tmp")
+def encode_part(
+    results: Sequence[RewardResult],
+    judges: Sequence[str],
+    labels: Sequence[Any] | None,
+    fmt: str,
+    attempts: Sequence[int] | None = None,
+) -> bytes:
+    """One part file's bytes (Parquet, or JSONL with `attempts` and `label` added to each result)."""
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(results_table(results, judges, labels, attempts), sink, compression="zstd")
+        return sink.getvalue().to_pybytes()
+    lines = []
+    for index, result in enumerate(results):
+        line = _encode(result)[:-1] + b',"attempts":' + str(attempts[index] if attempts is not None else 1).encode()
+        if labels is not None:
+            line += b',"label":' + json.dumps(_label(labels[index])).encode()
+        lines.append(line + b"}\n")
+    return b"".join(lines)
+
+
+def read_part_table(data: bytes, fmt: str, columns: Sequence[str] | None = None) -> Any:
+    """A part file's bytes back as a pyarrow Table (JSONL parts keep id, attempts, flags, judges)."""
+    import pyarrow as pa
+
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(results_table(results, judges, labels), tmp, compression="zstd")
-    else:
-        with tmp.open("wb") as handle:
-            for index, result in enumerate(results):
-                line = _encode(result)
-                if labels is not None:
-                    line = line[:-1] + b',"label":' + json.dumps(_label(labels[index])).encode() + b"}"
-                handle.write(line + b"\n")
-    tmp.replace(path)
+        return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
+    rows = [msgspec.json.decode(line) for line in data.splitlines() if line.strip()]
+    table = pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "attempts": pa.array([r.get("attempts", 1) for r in rows], pa.int32()),
+            "flags": pa.array([r.get("flags") or [] for r in rows], pa.list_(pa.string())),
+            "judges": [json.dumps(r.get("judges") or {}) for r in rows],
+        }
+    )
+    return table.select(list(columns)) if columns else table
 
 
 class ScoreColumns:
@@ -124,10 +154,13 @@ class ScoreColumns:
         return joined(self.reward), joined(self.label), {n: joined(c) for n, c in self.score.items()}
 
 
-def read_columns(parts: Sequence[Path], judges: Sequence[str]) -> ScoreColumns:
+def read_columns(parts: Iterable[bytes | Path], judges: Sequence[str], fmt: str = "parquet") -> ScoreColumns:
+    """The report's columns from part files (their bytes, or local paths)."""
     out = ScoreColumns(judges)
     for part in parts:
-        out.add(_parquet_part(part, judges) if part.suffix == ".parquet" else _jsonl_part(part, judges))
+        if isinstance(part, Path):
+            fmt, part = ("parquet" if part.suffix == ".parquet" else "jsonl"), part.read_bytes()
+        out.add(_parquet_part(part, judges) if fmt == "parquet" else _jsonl_part(part, judges))
     return out
 
 
@@ -137,11 +170,12 @@ def _floats(values: Any) -> Any:
     return np.array([np.nan if v is None else v for v in values], dtype=float) if isinstance(values, list) else values
 
 
-def _parquet_part(part: Path, judges: Sequence[str]) -> dict[str, Any]:
+def _parquet_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(part)
+    table = pq.read_table(pa.BufferReader(part))
     n = table.num_rows
 
     def numbers(name: str, fill: float = np.nan) -> Any:
@@ -165,11 +199,11 @@ def _parquet_part(part: Path, judges: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _jsonl_part(part: Path, judges: Sequence[str]) -> dict[str, Any]:
+def _jsonl_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
     import numpy as np
 
     decoder = msgspec.json.Decoder()
-    rows = [decoder.decode(line) for line in part.read_bytes().splitlines() if line.strip()]
+    rows = [decoder.decode(line) for line in part.splitlines() if line.strip()]
     out: dict[str, Any] = {
         "reward": _floats([r.get("reward") for r in rows]),
         "label": _floats([r.get("label") for r in rows]),

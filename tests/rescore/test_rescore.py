@@ -130,3 +130,34 @@ def test_output_is_never_mixed_across_runs(ray_local, tmp_path):
         rescore([str(source)], tmp_path / "out", RULES, chunk_rows=8, resume=True)
     with pytest.raises(ConfigError, match="chunk_rows changed"):
         rescore([str(source)], tmp_path / "out", RULES, chunk_rows=9, resume=True)
+
+
+def test_resume_retries_failed_rows_in_jsonl_parts_and_counts_attempts(ray_local, tmp_path, emulator):
+    from actors.rescore import rescore
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in gsm8k_rollouts(limit=10)))
+    config = parse_config(
+        {
+            "judges": [
+                {"name": "answer", "kind": "final_answer"},
+                {"name": "rubric", "kind": "rubric", "model": "amazon.nova-lite-v1:0", "criteria": [{"name": "c", "description": "d"}]},
+            ],
+            "bedrock": {"default_quota": {"rpm": 600000, "tpm": 1000000000}, "retry": {"max_attempts": 1}},
+            "cache": {"enabled": False},
+        }
+    )
+    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}
+    emulator.update(faults={"model_error": 0.4})
+    first = rescore([str(source)], tmp_path / "out", config, env=env, chunk_rows=15, fmt="jsonl")
+    failed = first.report["retry"]["rows_with_failed_judges"]
+    assert failed > 0 and first.report["retry"]["still_failed"]["rubric"] == {"upstream": failed}
+    emulator.update(faults={"model_error": 0.0})
+    again = rescore([str(source)], tmp_path / "out", config, env=env, chunk_rows=15, fmt="jsonl", resume=True)
+    lines = [json.loads(line) for part in sorted((tmp_path / "out").glob("part-*.jsonl")) for line in part.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(r["id"] for r in gsm8k_rollouts(limit=10))  # still exactly once
+    assert sum(1 for r in lines if r["attempts"] == 2) == failed and all(r["status"] == "ok" for r in lines)
+    assert again.report["retry"] == {"retried_rows": failed, "recovered_rows": failed, "still_failed": {}, "rows_with_failed_judges": 0}
+    assert again.skipped_chunks == 3 and again.report["attempts"] == {"1": 40 - failed, "2": failed}
+    none_left = rescore([str(source)], tmp_path / "out", config, env=env, chunk_rows=15, fmt="jsonl", resume=True, retry_failed=True)
+    assert none_left.retried_rows == 0

@@ -1,4 +1,8 @@
-"""`farm rescore` killed with SIGKILL midway, then resumed: every input id exactly once."""
+"""`farm rescore` killed with SIGKILL midway, then resumed: every input id exactly once.
+
+The driver joins a cluster this test starts (`ray.cluster_utils.Cluster`), so killing it leaves
+no Ray processes behind and the test never needs `ray stop` (which would stop every Ray on the
+machine)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,16 @@ RULES = "judges:\n  - {name: answer, kind: final_answer}\n  - {name: length, kin
 
 def test_sigkill_midway_then_resume_yields_each_id_once(tmp_path: Path, report):
     import pyarrow.parquet as pq
+    from ray.cluster_utils import Cluster
 
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        _run(tmp_path, report, pq, cluster.address)
+    finally:
+        cluster.shutdown()
+
+
+def _run(tmp_path: Path, report, pq, address: str) -> None:  # noqa: ANN001
     base = gsm8k_rollouts()
     source = tmp_path / "big.jsonl"
     with source.open("w") as handle:
@@ -32,7 +45,7 @@ def test_sigkill_midway_then_resume_yields_each_id_once(tmp_path: Path, report):
     config.write_text(RULES)
     out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = address
     command = [sys.executable, "-m", "farm.cli", "rescore", str(source), "--out", str(out), "--config", str(config), "--chunk-rows", "1000"]
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -40,7 +53,6 @@ def test_sigkill_midway_then_resume_yields_each_id_once(tmp_path: Path, report):
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
     committed = len(list(out.glob("part-*.parquet")))
     assert 5 <= committed < 43, committed  # killed midway
     assert not (tmp_path / "out.summary.json").exists()
