@@ -16,7 +16,7 @@ from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
-from farm.errors import JudgeTimeoutError
+from farm.errors import JudgeTimeoutError, JudgeUnavailableError
 from farm.flags import Flag
 from farm.integrity.calibration import apply_score_map
 from farm.integrity.injection import InjectionDetector
@@ -164,6 +164,13 @@ class Ensemble:
             verdicts = await asyncio.wait_for(member.judge.score(batch), member.config.deadline_s + _GRACE_S)
         except TimeoutError:
             error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
+            return [failed_verdict(error) for _ in batch]
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # this request itself is being cancelled: let it go
+            # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
+            error = JudgeUnavailableError(f"judge {member.config.name!r} was cancelled by work shared with another request")
             return [failed_verdict(error) for _ in batch]
         except Exception as exc:
             return [failed_verdict(exc) for _ in batch]
