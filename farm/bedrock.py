@@ -155,12 +155,17 @@ class ConverseClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 quotas.cancel(model, region, reservation, refund_request=True)
-                break
+                raise JudgeTimeoutError(
+                    f"{request.model}: the deadline passed before attempt {attempt} could be sent (last error: {last_error or 'none'})"
+                )
             started = time.monotonic()
             self.stats.attempts += 1
             try:
                 async with self._semaphore:
                     response = await asyncio.wait_for(client.converse(**api_request), remaining)
+            except asyncio.CancelledError:
+                quotas.cancel(model, region, reservation, refund_request=False)  # the caller left; its tokens return
+                raise
             except TimeoutError:
                 quotas.cancel(model, region, reservation, refund_request=False)
                 self.stats.errors["DeadlineExceeded"] += 1
@@ -196,10 +201,10 @@ class ConverseClient:
             if attempt == retry.max_attempts:
                 break
             if time.monotonic() + delay >= deadline:
-                raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error}")
+                raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error or 'none'}")
             await asyncio.sleep(delay)
         error_class = ThrottledError if last_throttled else TransientJudgeError
-        raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error}")
+        raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error or 'none recorded'}")
 
     def _reply(
         self, response: Mapping[str, Any], region: str, reservation: Reservation, started: float, attempt: int, model: str

@@ -63,7 +63,7 @@ def combine(
         flags.add(Flag.HIGH_DISAGREEMENT)
     if reward is None:
         status = "failed"
-    elif Flag.JUDGE_FAILED in flags:
+    elif Flag.JUDGE_FAILED in flags or Flag.JUDGE_INCOMPLETE in flags:
         status = "partial"
     else:
         status = "ok"
@@ -152,7 +152,9 @@ class Ensemble:
         self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]
     ) -> None:
         batch = [rollouts[i] for i in indices]
-        answers = await asyncio.gather(*(self._guarded(m, batch) for m in members))
+        async with asyncio.TaskGroup() as group:  # a cancelled request cancels every judge call
+            tasks = [group.create_task(self._guarded(m, batch)) for m in members]
+        answers = [task.result() for task in tasks]
         for member, member_verdicts in zip(members, answers, strict=True):
             score_map = member.config.score_map
             for i, verdict in zip(indices, member_verdicts, strict=True):
