@@ -150,10 +150,35 @@ class ModelQuota:
         self.tokens.give(reservation.tokens - used_tokens)
 
     def grant(self, requests: int, tokens: int) -> Grant:
-        """Hand out a lease of several requests and tokens at once (for the quota actor)."""
+        """Hand out a lease of several requests and tokens at once (for the quota actor), capped
+        at the buckets' depth as `reserve` is, so one lease can never outrun a whole burst."""
         self._recover()
+        requests = min(requests, max(1, int(self.requests.capacity)))
+        tokens = min(tokens, int(self.tokens.capacity))
         wait = max(self.requests.take(requests), self.tokens.take(tokens))
         return Grant(requests=requests, tokens=tokens, wait_s=wait)
+
+    def export_state(self) -> dict[str, float]:
+        """What a restarted holder needs to carry on: the back-off level and how far ahead slots
+        are already booked (seconds of debt), so a restart hands out neither a fresh burst nor
+        slots that were already granted."""
+        self._recover()
+        return {
+            "scale": self._scale,
+            "requests_booked_s": max(0.0, -self.requests.level / self.requests.rate),
+            "tokens_booked_s": max(0.0, -self.tokens.level / self.tokens.rate),
+        }
+
+    def restore_state(self, state: dict[str, float], elapsed_s: float) -> None:
+        """Adopt `export_state()` taken `elapsed_s` ago: the back-off recovers for the time that
+        passed, and both buckets start empty (or still in debt), never full."""
+        self._last_decrease = self._clock()  # the cut is recent: no second cut within the cool-down
+        self._scale_stamp = self._clock()
+        scale = float(state.get("scale", 1.0)) + max(0.0, elapsed_s - self._cooldown_s) * self._recovery_per_s
+        self._set_scale(min(1.0, max(self._min_scale, scale)))
+        for bucket, key in ((self.requests, "requests_booked_s"), (self.tokens, "tokens_booked_s")):
+            booked = max(0.0, float(state.get(key, 0.0)) - elapsed_s)
+            bucket.take(bucket.level + booked * bucket.rate)
 
     def reconfigure(self, config: QuotaConfig) -> bool:
         """Adopt a new quota in place, keeping bucket levels and the AIMD state, so a change

@@ -93,3 +93,33 @@ def test_reconfigure_adopts_a_new_quota_without_a_fresh_burst():
     assert quota.requests.capacity == pytest.approx(10) and quota.requests.level == pytest.approx(10)  # clipped, not 1000
     waits = [quota.reserve(10).wait_s for _ in range(12)]
     assert waits[9] == 0.0 and waits[10] == pytest.approx(0.1) and waits[11] == pytest.approx(0.2)  # the new 10/s pace
+
+
+def test_grant_is_capped_at_the_bucket_depth_like_reserve():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=60_000, burst_s=1), clock=clock)
+    grant = quota.grant(requests=500, tokens=10**9)
+    assert (grant.requests, grant.tokens) == (10, 1000)  # one burst at most, never 50 s of quota
+    assert grant.wait_s == 0.0
+
+
+def test_restored_state_starts_empty_keeps_bookings_and_back_off():
+    clock = FakeClock()
+    config = QuotaConfig(rpm=600, tpm=60_000, burst_s=1)
+    quota = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1)
+    quota.throttled()  # scale 0.5: 5 requests/s
+    for _ in range(20):
+        quota.grant(1, 0)  # 10 from the burst, then 10 booked ahead at 5/s: 2 s of debt
+    state = quota.export_state()
+    assert state["scale"] == pytest.approx(0.5) and state["requests_booked_s"] == pytest.approx(2.0)
+
+    restarted = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1)
+    restarted.restore_state(state, elapsed_s=0.5)
+    assert restarted.scale == pytest.approx(0.5)  # still backed off, not a fresh 1.0
+    assert restarted.requests.level == pytest.approx(-1.5 * 5)  # the 1.5 s still booked, no fresh burst
+    assert restarted.grant(1, 0).wait_s == pytest.approx(1.5 + 0.2)
+
+    late = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1)
+    late.restore_state(state, elapsed_s=7.0)
+    assert late.scale == pytest.approx(0.5 + 5.0 * 0.09)  # recovered for the time it was down
+    assert late.requests.level == pytest.approx(0.0)  # empty, not full
