@@ -33,7 +33,8 @@ def test_a_deadline_passed_before_any_attempt_says_so(aws_env):
     async def main():
         client = ConverseClient(config, _LateQuota(lambda m, r: config.default_quota))
         try:
-            await client.converse(ConverseRequest(model=MODEL, user_text="hi"), deadline=time.monotonic() + 0.2)
+            await client._get_client()  # the session is set up before the clock starts
+            await client.converse(ConverseRequest(model=MODEL, user_text="hi"), deadline=time.monotonic() + 0.5)
         finally:
             await client.aclose()
 
