@@ -27,7 +27,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, TaskCancelledError
 
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError, JudgeUnavailableError
-from farm.ratelimit import Grant, ModelQuota, Reservation
+from farm.ratelimit import Grant, ModelQuota, Reservation, time_left
 
 __all__ = ["HEAD_NODE", "NAMESPACE", "LeasedQuotas", "QuotaActor", "quota_actor", "quota_actor_name"]
 
@@ -201,8 +201,8 @@ class LeasedQuotas:
         delay = 0.05
         last: BaseException | None = None
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = time_left(deadline)
+            if remaining is not None and remaining <= 0:
                 break
             try:
                 return await asyncio.wait_for(_awaitable(lease.actor.grant.remote(requests, tokens)), remaining)
@@ -212,7 +212,7 @@ class LeasedQuotas:
                 last = exc
                 self.ray_errors += 1
                 _log.warning("quota actor for %s in %s: %s; retrying", model, region, type(exc).__name__)
-                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))  # inf - now stays inf
                 delay = min(1.0, delay * 2)
                 try:
                     lease.actor = quota_actor(model, region, lease.config, self.version)  # by name; re-sends our config
@@ -225,7 +225,7 @@ class LeasedQuotas:
         lease = self._lease(model, region)
         late = JudgeTimeoutError(f"cluster quota for {model} in {region} would not admit the call before its deadline")
         try:
-            await asyncio.wait_for(lease.lock.acquire(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(lease.lock.acquire(), time_left(deadline))
         except TimeoutError:
             raise late from None
         try:

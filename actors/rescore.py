@@ -44,7 +44,7 @@ class RescoreWorker:
     def __init__(self, farm_config: dict[str, Any], out_dir: str, fmt: str, label_column: str | None):
         self.config = parse_config(farm_config, source="farm config")
         quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
-        self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
+        self.ensemble = Ensemble.from_config(self.config, quotas=quotas, patient=True)  # offline: quota waits, never fails
         self.judges = [j.name for j in self.config.judges]
         self.out_dir = Path(out_dir)
         self.fmt = fmt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -28,6 +29,8 @@ RETRYABLE_CODES = THROTTLE_CODES | frozenset(
     {"ModelTimeoutException", "ModelErrorException", "InternalServerException", "ServiceUnavailableException"}
 )
 RETRYABLE_STATUS = frozenset({408, 424, 429, 500, 502, 503, 504})
+_PATIENT_THROTTLES = 10
+"""A patient call retries 429s without using attempts, up to this many times `max_attempts`."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -101,9 +104,13 @@ class ClientStats:
 class ConverseClient:
     """An async Converse client shared by every judge of one process."""
 
-    def __init__(self, config: BedrockConfig, quotas: QuotaBackend):
+    def __init__(self, config: BedrockConfig, quotas: QuotaBackend, *, patient: bool = False):
+        """`patient`: no caller is waiting (offline scoring), so a call waits for quota as long as
+        it takes, the deadline bounds each call from the moment the quota admits it, and 429s
+        do not use up attempts: offline work never fails on quota alone."""
         self.config = config
         self.quotas = quotas
+        self.patient = patient
         self.stats = ClientStats()
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -150,8 +157,15 @@ class ConverseClient:
         self.stats.calls += 1
         last_error = ""
         last_throttled = False
-        for attempt in range(1, retry.max_attempts + 1):
-            reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), deadline)
+        budget = deadline - time.monotonic()
+        attempt = throttles = 0
+        while attempt < retry.max_attempts:
+            attempt += 1
+            if self.patient:
+                reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), math.inf)
+                deadline = max(deadline, time.monotonic() + budget)
+            else:
+                reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), deadline)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 quotas.cancel(model, region, reservation, refund_request=True)
@@ -183,6 +197,9 @@ class ConverseClient:
                 if last_throttled:
                     self.stats.throttled += 1
                     quotas.throttled(model, region)
+                    throttles += 1
+                    if self.patient and throttles <= _PATIENT_THROTTLES * retry.max_attempts:
+                        attempt -= 1  # quota, not a fault: an offline call waits instead of giving up
                 if code not in RETRYABLE_CODES and status not in RETRYABLE_STATUS:
                     raise PermanentJudgeError(f"{request.model}: {code} ({status}): {message}") from None
                 last_error = f"{code} ({status}): {message}"
@@ -197,10 +214,10 @@ class ConverseClient:
                 last_throttled = False
             else:
                 return self._reply(response, region, reservation, started, attempt, model)
-            delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (attempt - 1)))
+            delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (max(attempt, 1) - 1)))
             if attempt == retry.max_attempts:
                 break
-            if time.monotonic() + delay >= deadline:
+            if time.monotonic() + delay >= deadline and not self.patient:
                 raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error or 'none'}")
             await asyncio.sleep(delay)
         error_class = ThrottledError if last_throttled else TransientJudgeError

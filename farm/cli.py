@@ -36,7 +36,8 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     total = count_rows(describe_inputs([input_path])) or 0
     try:
         with click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True, show_eta=True) as bar:
-            summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, on_progress=bar.update))
+            quotas = _cluster_quotas(config)
+            summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, on_progress=bar.update, quotas=quotas))
     finally:
         if emulator is not None:
             emulator.stop()
@@ -290,8 +291,10 @@ def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
     emulator are closed whatever happens."""
     from farm.ensemble import Ensemble
 
+    quotas = _cluster_quotas(config)
+
     async def run() -> Any:
-        ensemble = Ensemble.from_config(config)
+        ensemble = Ensemble.from_config(config, quotas=quotas, patient=True)  # offline: quota waits, never fails
         try:
             return await work(ensemble)
         finally:
@@ -302,6 +305,29 @@ def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
     finally:
         if emulator is not None:
             emulator.stop()
+
+
+def _cluster_quotas(config: Any) -> Any:
+    """The cluster's quota actors when RAY_ADDRESS names a reachable cluster, so every process
+    on one AWS account spends one quota; else None, and the command says it holds its own."""
+    import os
+
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        click.echo("quota: this process holds a quota of its own (set RAY_ADDRESS to share a cluster's)", err=True)
+        return None
+    try:
+        import ray
+
+        from actors.quota import LeasedQuotas
+
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means: no shared quota
+        click.echo(f"quota: no cluster reachable at RAY_ADDRESS={address} ({type(exc).__name__}); this process holds a quota of its own", err=True)
+        return None
+    click.echo(f"quota: leases from the quota actors of the cluster at {address}", err=True)
+    return LeasedQuotas(config.quota_for)
 
 
 def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:

@@ -83,8 +83,13 @@ class Ensemble:
         client: ConverseClient | None = None,
         cache: VerdictCache | None = None,
         integrity: IntegrityConfig | None = None,
+        patient: bool = False,
     ):
+        """`patient`: nobody waits on the answer (offline scoring, probes, calibration): judges
+        are not cut off at their deadline while they wait for quota; each Bedrock call is
+        bounded from the moment the quota admits it instead."""
         self.members = list(members)
+        self.patient = patient
         self.aggregation = aggregation
         self.client = client
         self.cache = cache
@@ -92,15 +97,17 @@ class Ensemble:
         self._detector = InjectionDetector()
 
     @classmethod
-    def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None) -> Ensemble:
+    def from_config(
+        cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None, patient: bool = False
+    ) -> Ensemble:
         """Judges built from config; Bedrock judges share one client whose quota lives in this
         process, or in `quotas` (the cluster's quota actors, for Ray workers)."""
         cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
         client = None
         if any(needs_bedrock(j) for j in config.judges):
-            client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for))
+            client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for), patient=patient)
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-        return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
+        return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=patient)
 
     async def aclose(self) -> None:
         for member in self.members:
@@ -163,7 +170,8 @@ class Ensemble:
     async def _guarded(self, member: EnsembleMember, batch: list[Rollout]) -> list[Verdict]:
         """A judge that raises, hangs or miscounts still yields one verdict per rollout."""
         try:
-            verdicts = await asyncio.wait_for(member.judge.score(batch), member.config.deadline_s + _GRACE_S)
+            bound = None if self.patient else member.config.deadline_s + _GRACE_S
+            verdicts = await asyncio.wait_for(member.judge.score(batch), bound)
         except TimeoutError:
             error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
             return [failed_verdict(error) for _ in batch]

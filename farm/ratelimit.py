@@ -24,7 +24,7 @@ from typing import Protocol
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError
 
-__all__ = ["Grant", "ModelQuota", "QuotaBackend", "QuotaRegistry", "Reservation", "TokenBucket", "wait_turn"]
+__all__ = ["Grant", "ModelQuota", "QuotaBackend", "QuotaRegistry", "Reservation", "TokenBucket", "time_left", "wait_turn"]
 
 Clock = Callable[[], float]
 
@@ -301,10 +301,15 @@ class ModelQuota:
         self.tokens.set_rate(self.config.tpm / 60.0 * scale)
 
 
+def time_left(deadline: float, clock: Clock = time.monotonic) -> float | None:
+    """Seconds to `deadline` for `asyncio.wait_for`: None (no limit) for an infinite deadline."""
+    return None if math.isinf(deadline) else max(0.0, deadline - clock())
+
+
 async def wait_turn(queue: asyncio.Lock, deadline: float, late: Exception, clock: Clock = time.monotonic) -> None:
     """Take `queue` (first come, first served) or raise `late` if the deadline passes first."""
     try:
-        await asyncio.wait_for(queue.acquire(), max(0.0, deadline - clock()))
+        await asyncio.wait_for(queue.acquire(), time_left(deadline, clock))
     except TimeoutError:
         raise late from None
 
@@ -359,7 +364,7 @@ class QuotaRegistry:
         queue = self._queues[(model, region)]
         late = JudgeTimeoutError(f"quota for {model} in {region} would not admit the call before its deadline")
         try:
-            await asyncio.wait_for(queue.acquire(), max(0.0, deadline - self._clock()))
+            await asyncio.wait_for(queue.acquire(), time_left(deadline, self._clock))
         except TimeoutError:
             raise late from None
         try:

@@ -18,6 +18,7 @@ from farm.batching import make_batches
 from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
+from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
 
 __all__ = ["ScoreSummary", "score_file"]
@@ -55,6 +56,7 @@ async def score_file(
     *,
     concurrency: int = 4,
     on_progress: Callable[[int], None] | None = None,
+    quotas: QuotaBackend | None = None,
 ) -> ScoreSummary:
     """Score every valid row of `input_path` into `output_path`; invalid rows go to `<output>.errors.jsonl`."""
     started = time.monotonic()
@@ -71,7 +73,7 @@ async def score_file(
                 handle.write(json.dumps(asdict(error), ensure_ascii=False) + "\n")
         summary.invalid_rows = len(errors)
         summary.errors_file = str(errors_path)
-    ensemble = Ensemble.from_config(config)
+    ensemble = Ensemble.from_config(config, quotas=quotas, patient=True)  # offline: never fail on quota alone
     gate = asyncio.Semaphore(concurrency)
     rewards: list[float] = []
 
