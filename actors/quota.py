@@ -130,6 +130,7 @@ class QuotaActor:
     def snapshot(self) -> dict[str, Any]:
         return {
             "scale": self._quota.scale,
+            "ceiling": self._quota.export_state()["ceiling"],
             "rpm": self._quota.config.rpm,
             "tpm": self._quota.config.tpm,
             "version": self._version,

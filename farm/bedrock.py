@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.config import BedrockConfig
+from farm.deadlines import bounded
 from farm.errors import JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
 from farm.ratelimit import QuotaBackend, Reservation
 
@@ -150,6 +151,8 @@ class ConverseClient:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
         region = region or self.config.region
+        if not self.patient:
+            deadline = bounded(deadline)  # the request's own deadline, set where it entered the farm
         client = await self._get_client()
         quotas, model = self.quotas, request.model
         api_request = request.to_api()

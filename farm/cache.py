@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from farm.deadlines import REQUEST_DEADLINE
 from farm.errors import TransientJudgeError
 from farm.wire import Verdict
 
@@ -116,7 +117,9 @@ class VerdictCache:
     def _start(self, key: str, compute: Callable[[], Awaitable[Verdict]]) -> _Flight:
         # A fresh context detaches the work from the caller that happened to start it: Ray Serve
         # cancels a disconnected request together with the Ray calls it made (found by context).
-        flight = _Flight(asyncio.get_running_loop().create_task(_awaited(compute), context=contextvars.Context()))
+        context = contextvars.Context()
+        context.run(REQUEST_DEADLINE.set, REQUEST_DEADLINE.get())  # the starter's deadline bounds the shared work
+        flight = _Flight(asyncio.get_running_loop().create_task(_awaited(compute), context=context))
         self._inflight[key] = flight
 
         def settle(task: asyncio.Future[Verdict]) -> None:

@@ -28,7 +28,8 @@ __all__ = ["Grant", "ModelQuota", "QuotaBackend", "QuotaRegistry", "Reservation"
 
 Clock = Callable[[], float]
 
-_CATCH_UP_PER_S = math.log(2)
+_CATCH_UP_PER_S = 2 * math.log(2)
+_SLOW_START = 0.1
 _PROBE_DOUBLING_S = 20.0
 _LEAST_CUT = 0.9
 """A measured cut goes to what the service served, and at least this far down."""
@@ -153,8 +154,8 @@ class ModelQuota:
         self.throttle_events = 0
         self.cuts = 0
         """Times the admitted rate was cut (overload seen), as opposed to 429s ignored as noise."""
-        if slow_start:  # one request a second at first, doubling each second until a 429 says stop
-            self._set_scale(min(1.0, max(min_scale, 1.0 / rps)))
+        if slow_start:  # a tenth of the quota (at least a request a second), doubling every 0.5 s until a 429 says stop
+            self._set_scale(min(1.0, max(min_scale, _SLOW_START, 1.0 / rps)))
 
     @property
     def scale(self) -> float:
@@ -285,7 +286,7 @@ class ModelQuota:
         if self._scale >= 1.0 or now <= since:
             return
         elapsed, scale = now - since, self._scale
-        if scale < self._ceiling:  # back to the level the service last let through (or slow start): doubles each second
+        if scale < self._ceiling:  # back to the level the service last let through (or slow start): doubles every 0.5 s
             scale = min(self._ceiling, scale * math.exp(_CATCH_UP_PER_S * elapsed))
         else:  # probe above it, faster the longer nothing was throttled
             quiet = now - self._last_decrease
