@@ -32,7 +32,9 @@ _CATCH_UP_PER_S = 2 * math.log(2)
 _SLOW_START = 0.1
 _PROBE_DOUBLING_S = 20.0
 _LEAST_CUT = 0.9
-"""A measured cut goes to what the service served, and at least this far down."""
+"""Near the real quota, a cut steps this far below the rate that drew the 429s."""
+_FAR_BELOW = 0.3
+"""A service that served less than this share of the admitted rate is far below it: learn it in one step."""
 _BELOW_LEARNED = 0.95
 """After a cut, run at this share of the rate the service was seen to serve."""
 
@@ -255,15 +257,19 @@ class ModelQuota:
         throttles = len(self._throttles)
         if throttles < self._min_throttles or throttles <= self._noise_share * admitted:
             return
-        span = max(1.0, now - max(self._window_start, now - self._window_s))
-        succeeded = max(0, admitted - throttles)
+        # Since the window's first 429 the service was saturated: what got through since then is
+        # what it serves (the window as a whole would include time this limiter sent less).
+        first = self._throttles[0]
+        span = max(1.0, now - first)
+        succeeded = max(0, sum(n for t, n in self._admitted if t >= first) - throttles)
         served = succeeded / span / (self.config.rpm / 60.0)
-        if succeeded >= 2:  # enough to measure what the service serves: go there at once
-            new = max(self._min_scale, min(self._scale * _LEAST_CUT, served * _BELOW_LEARNED))
-            self._ceiling = min(1.0, max(new, served))
+        if succeeded >= 2 and served < self._scale * _FAR_BELOW:  # far below what was admitted: go there at once
+            new = max(self._min_scale, served * _BELOW_LEARNED)
+        elif succeeded >= 2:  # near the real quota: step just below the rate that drew the 429s
+            new = max(self._min_scale, self._scale * _LEAST_CUT)
         else:  # nothing measured yet: a plain multiplicative cut
             new = max(self._min_scale, self._scale * self._decrease)
-            self._ceiling = new
+        self._ceiling = new
         self._last_decrease = now
         self._window_start = now
         self._admitted.clear()
