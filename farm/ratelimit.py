@@ -33,7 +33,7 @@ _SLOW_START = 0.1
 _PROBE_DOUBLING_S = 20.0
 _LEAST_CUT = 0.9
 """Near the real quota, a cut steps this far below the rate that drew the 429s."""
-_FAR_BELOW = 0.3
+_FAR_BELOW = 0.45
 """A service that served less than this share of the admitted rate is far below it: learn it in one step."""
 _BELOW_LEARNED = 0.95
 """After a cut, run at this share of the rate the service was seen to serve."""
