@@ -116,7 +116,7 @@ class ModelQuota:
     really let through in that window, so a quota far below the configured one is learned in a
     step or two, and cuts by at least `decrease_factor`. The rate then climbs back quickly to
     that learned level and probes above it ever faster (doubling speed every 20 quiet seconds),
-    so it reaches the configured rate about `recovery_s` after throttling stops.
+    so it reaches the configured rate about `recovery_s` (3 min from the floor) after throttling stops.
     """
 
     def __init__(
@@ -126,7 +126,7 @@ class ModelQuota:
         clock: Clock = time.monotonic,
         decrease_factor: float = 0.7,
         min_scale: float = 0.01,
-        recovery_s: float = 120.0,
+        recovery_s: float = 180.0,
         cooldown_s: float = 2.0,
         window_s: float = 10.0,
         min_throttles: int = 3,
