@@ -153,6 +153,7 @@ def main() -> None:
             if farm["offered_over_quota"]
             else None,
             "throttled_share_baseline_minus_farm": round(baseline["throttled_share"] - farm["throttled_share"], 4),
+            "elapsed_baseline_over_farm": round(baseline["elapsed_s"] / farm["elapsed_s"], 3) if farm["elapsed_s"] else None,
         },
     }
     print(json.dumps(report, indent=2))
