@@ -150,6 +150,7 @@ class ModelQuota:
         self._window_start = clock()
         self._admitted: deque[tuple[float, int]] = deque()
         self._throttles: deque[float] = deque()
+        self._settled: deque[float] = deque()
         rps, tps = config.rpm / 60.0, config.tpm / 60.0
         self.requests = TokenBucket(rps, max(1.0, rps * config.burst_s), clock)
         self.tokens = TokenBucket(tps, max(1.0, tps * config.burst_s), clock)
@@ -190,8 +191,9 @@ class ModelQuota:
         self._admitted.append((self._clock(), -requests))
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """Correct the token reservation with what the model really used."""
+        """Correct the token reservation with what the model really used (and count the answer)."""
         self.tokens.give(reservation.tokens - used_tokens)
+        self._settled.append(self._clock())
 
     def grant(self, requests: int, tokens: int) -> Grant:
         """Hand out a lease of several requests and tokens at once (for the quota actor), capped
@@ -253,27 +255,28 @@ class ModelQuota:
         self._prune(now)
         if now - self._last_decrease < self._cooldown_s:
             return
-        admitted = sum(n for _, n in self._admitted)
-        throttles = len(self._throttles)
+        # The trigger counts only what happened since the last cut, so one episode cuts once.
+        throttles = sum(1 for t in self._throttles if t >= self._last_decrease)
+        admitted = sum(n for t, n in self._admitted if t >= self._last_decrease)
         if throttles < self._min_throttles or throttles <= self._noise_share * admitted:
             return
         # Since the window's first 429 the service was saturated: what got through since then is
         # what it serves (the window as a whole would include time this limiter sent less).
         first = self._throttles[0]
         span = max(1.0, now - first)
-        succeeded = max(0, sum(n for t, n in self._admitted if t >= first) - throttles)
+        if self._settled:  # answers counted where they arrive (this process holds the quota)
+            succeeded = sum(1 for t in self._settled if t >= first)
+        else:  # the quota actor sees grants and 429s only
+            succeeded = max(0, sum(n for t, n in self._admitted if t >= first) - len(self._throttles))
         served = succeeded / span / (self.config.rpm / 60.0)
         if succeeded >= 2 and served < self._scale * _FAR_BELOW:  # far below what was admitted: go there at once
             new = max(self._min_scale, served * _BELOW_LEARNED)
-        elif succeeded >= 2:  # near the real quota: step just below the rate that drew the 429s
+        elif succeeded >= 2 or self.cuts:  # near the real quota: step just below the rate that drew the 429s
             new = max(self._min_scale, self._scale * _LEAST_CUT)
         else:  # nothing measured yet: a plain multiplicative cut
             new = max(self._min_scale, self._scale * self._decrease)
         self._ceiling = new
         self._last_decrease = now
-        self._window_start = now
-        self._admitted.clear()
-        self._throttles.clear()
         self.cuts += 1
         self._set_scale(new)
 
@@ -283,6 +286,8 @@ class ModelQuota:
             self._admitted.popleft()
         while self._throttles and self._throttles[0] < horizon:
             self._throttles.popleft()
+        while self._settled and self._settled[0] < horizon:
+            self._settled.popleft()
         self._window_start = max(self._window_start, horizon)
 
     def _recover(self) -> None:
