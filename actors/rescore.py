@@ -85,10 +85,10 @@ class RescoreWorker:
             from farm.offline.bedrock_batch import ReplayClient
             from farm.ratelimit import QuotaRegistry
 
-            self.batch = ReplayClient(ConverseClient(self.config.bedrock, quotas or QuotaRegistry(self.config.quota_for)))
+            self.batch = ReplayClient(ConverseClient(self.config.bedrock, quotas or QuotaRegistry(self.config.quota_for), patient=True))
             self.ensemble = _ensemble_with(self.config, self.batch)
         else:
-            self.ensemble = Ensemble.from_config(self.config, quotas=quotas)
+            self.ensemble = Ensemble.from_config(self.config, quotas=quotas, patient=True)  # offline: quota waits, never fails
         self.judges = [j.name for j in self.config.judges]
         self.store = OutputStore(out)
         self.run_token = run_token
@@ -213,7 +213,7 @@ def _ensemble_with(config: FarmConfig, client: Any) -> Ensemble:
 
     cache = VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
     members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
+    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=True)
 
 
 @dataclass

@@ -10,6 +10,9 @@ Both face the same closed-loop load: `--callers` concurrent callers, each callin
 as its previous call returns. Prints one JSON document.
 
     python benchmarks/quota.py --seconds 60 --rpm 600 --latency-ms 200 --callers 64
+
+A watchdog ends the run with an error document after `--timeout-s` (one run once hung after
+its baseline phase).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -46,6 +50,8 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], s
         sys.executable, "-m", "farm.cli", "emulator", "--port", str(port), "--rpm", str(args.rpm),
         "--tpm", str(args.tpm), "--latency-ms", str(args.latency_ms), "--burst-s", str(args.emulator_burst_s),
     ]  # fmt: skip
+    for fault in getattr(args, "faults", None) or ():
+        command += ["--fault", fault]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -86,7 +92,8 @@ async def closed_loop(call: Any, callers: int, seconds: float) -> dict[str, Any]
     await asyncio.sleep(seconds)
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # a caller stuck in a connection that never closes must not hang the benchmark
+    await asyncio.wait(tasks, timeout=30)
     latencies.sort()
     return {
         "succeeded": succeeded,
@@ -139,10 +146,25 @@ async def run_baseline(url: str, args: argparse.Namespace) -> dict[str, Any]:
         return await closed_loop(call, args.callers, args.seconds)
 
 
+def watchdog(seconds: float, cleanup: Any = None) -> threading.Timer:
+    """Print one JSON error document and exit if the benchmark runs past `seconds`."""
+
+    def expire() -> None:
+        print(json.dumps({"error": f"benchmark exceeded its {seconds:g}s timeout"}), flush=True)
+        if cleanup is not None:
+            cleanup()
+        os._exit(2)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     admin(url, "reset", "POST")
     runner = run_farm if name == "farm" else run_baseline
-    result = asyncio.run(runner(url, args))
+    result = asyncio.run(asyncio.wait_for(runner(url, args), args.seconds + 60))
     seen = admin(url, "stats").get(MODEL, {})
     received, throttled = seen.get("received", 0), seen.get("throttled", 0)
     achieved_rpm = result["succeeded"] / args.seconds * 60.0
@@ -166,15 +188,18 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--deadline-s", type=float, default=60.0)
     parser.add_argument("--emulator-burst-s", type=float, default=2.0)
+    parser.add_argument("--timeout-s", type=float, default=None, help="Give up (exit 2) after this long (default: 2 x seconds + 180).")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     process, url = start_emulator(args)
+    timer = watchdog(args.timeout_s or 2 * args.seconds + 180, process.kill)
     try:
         farm = measure("farm", url, args)
         baseline = measure("baseline", url, args)
     finally:
+        timer.cancel()
         process.terminate()
         process.wait(timeout=10)
     offered = args.callers / (args.latency_ms / 1000.0) * 60.0

@@ -29,6 +29,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deploy.admission import Admission, Refused
 from deploy.door import ANONYMOUS, Door, Limited
 from deploy.handle_judge import HandleJudge
 from deploy.integrity_watch import IntegrityWatch
@@ -36,8 +37,10 @@ from deploy.metrics import FarmMetrics
 from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
 from farm.auth import TokenBook, is_loopback
 from farm.config import AggregationConfig, FarmConfig, parse_config
+from farm.deadlines import request_deadline
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
+from farm.judges import needs_bedrock
 from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
 __all__ = ["RewardIngress", "RuntimeTuning"]
@@ -92,6 +95,8 @@ class RewardIngress:
         self.reconfigured = 0
         self._apply(RuntimeTuning())
         self.watch = IntegrityWatch(self.config.integrity, self.config.serve.app_name)
+        self.admission = Admission(self.config)
+        self.request_budget_s = max((j.deadline_s for j in self.config.judges), default=60.0)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         try:
@@ -108,7 +113,8 @@ class RewardIngress:
         members = []
         for judge in self.config.judges:
             weighted = judge.model_copy(update={"weight": tuning.weights[judge.name]}) if judge.name in tuning.weights else judge
-            members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name])))
+            deadline_s = judge.deadline_s if needs_bedrock(judge) else None  # the replica gets an absolute deadline
+            members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name], deadline_s=deadline_s)))
         self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation, integrity=self.config.integrity)
 
     async def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
@@ -128,7 +134,8 @@ class RewardIngress:
         self.watch.ensure_probing(lambda: self.ensemble)
         started = time.monotonic()
         canaries = self.watch.draw(len(rollouts))
-        results = await self.ensemble.score([*rollouts, *canaries] if canaries else rollouts)
+        with request_deadline(started + self.request_budget_s):  # travels to every judge replica
+            results = await self.ensemble.score([*rollouts, *canaries] if canaries else rollouts)
         live = results[: len(rollouts)]
         self.metrics.record(live, (time.monotonic() - started) * 1000.0)
         self.watch.observe(canaries, results[len(rollouts) :])
@@ -188,15 +195,28 @@ class RewardIngress:
                 except InputError as exc:
                     raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
                 self._admit(caller, len(rollouts))
-                return _respond(200, openrlhf_response(await self._score(rollouts)))
+                return _respond(200, openrlhf_response(await self._admitted(rollouts)))
             if not isinstance(payload.get("rollouts"), list):
                 raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
             rollouts = self._rollouts(payload["rollouts"])
             self._admit(caller, len(rollouts))
-            return _respond(200, {"results": await self._score(rollouts)})
+            return _respond(200, {"results": await self._admitted(rollouts)})
         except _HTTPError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
             return _respond(exc.status, exc.body, headers)
+
+    async def _admitted(self, rollouts: list[Rollout]) -> list[RewardResult]:
+        """Score, if the quota can serve this request before its deadline; else refuse now
+        (503 with Retry-After), so that a 200 always carries complete rewards."""
+        try:
+            ticket = await self.admission.admit(rollouts)
+        except Refused as exc:
+            headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+            raise _HTTPError(exc.status, str(exc), headers) from None
+        try:
+            return await self._score(rollouts)
+        finally:
+            self.admission.release(ticket)
 
     async def _caller(self, request: Request) -> str:
         """`_authorise`, re-reading the token sources once when a token is refused and they are due

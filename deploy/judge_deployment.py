@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,9 @@ from ray import serve
 
 from actors.judge_host import JudgeHost
 from deploy.metrics import FarmMetrics
+from farm.deadlines import request_deadline, wall_to_monotonic
+from farm.errors import JudgeTimeoutError
+from farm.judges.base import failed_verdict
 from farm.wire import Rollout, Verdict
 
 __all__ = ["JudgeDeployment", "LocalJudgeDeployment"]
@@ -23,8 +27,17 @@ class JudgeDeployment:
         self.metrics = FarmMetrics(app_name)
         self._throttles_reported = 0
 
-    async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
-        verdicts = await self.host.score(rollouts)
+    async def score(self, rollouts: Sequence[Rollout], deadline_at: float | None = None) -> list[Verdict]:
+        """`deadline_at`: the wall-clock moment the ingress must answer by; time queued here counts."""
+        if deadline_at is not None:
+            deadline = wall_to_monotonic(deadline_at)
+            if deadline <= time.monotonic():
+                late = JudgeTimeoutError(f"judge {self.name!r}: the request's deadline passed while it queued for this replica")
+                return [failed_verdict(late) for _ in rollouts]
+            with request_deadline(deadline):
+                verdicts = await self.host.score(rollouts)
+        else:
+            verdicts = await self.host.score(rollouts)
         stats = self.host.client_stats()
         if stats is not None and stats.throttled > self._throttles_reported:
             self.metrics.record_throttles(self.name, stats.throttled - self._throttles_reported)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.config import BedrockConfig
+from farm.deadlines import bounded
 from farm.errors import JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
 from farm.ratelimit import QuotaBackend, Reservation
 
@@ -28,6 +30,8 @@ RETRYABLE_CODES = THROTTLE_CODES | frozenset(
     {"ModelTimeoutException", "ModelErrorException", "InternalServerException", "ServiceUnavailableException"}
 )
 RETRYABLE_STATUS = frozenset({408, 424, 429, 500, 502, 503, 504})
+_PATIENT_THROTTLES = 10
+"""A patient call retries 429s without using attempts, up to this many times `max_attempts`."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -101,9 +105,13 @@ class ClientStats:
 class ConverseClient:
     """An async Converse client shared by every judge of one process."""
 
-    def __init__(self, config: BedrockConfig, quotas: QuotaBackend):
+    def __init__(self, config: BedrockConfig, quotas: QuotaBackend, *, patient: bool = False):
+        """`patient`: no caller is waiting (offline scoring), so a call waits for quota as long as
+        it takes, the deadline bounds each call from the moment the quota admits it, and 429s
+        do not use up attempts: offline work never fails on quota alone."""
         self.config = config
         self.quotas = quotas
+        self.patient = patient
         self.stats = ClientStats()
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._stack: contextlib.AsyncExitStack | None = None
@@ -143,6 +151,8 @@ class ConverseClient:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
         region = region or self.config.region
+        if not self.patient:
+            deadline = bounded(deadline)  # the request's own deadline, set where it entered the farm
         client = await self._get_client()
         quotas, model = self.quotas, request.model
         api_request = request.to_api()
@@ -150,17 +160,29 @@ class ConverseClient:
         self.stats.calls += 1
         last_error = ""
         last_throttled = False
-        for attempt in range(1, retry.max_attempts + 1):
-            reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), deadline)
+        budget = deadline - time.monotonic()
+        attempt = throttles = 0
+        while attempt < retry.max_attempts:
+            attempt += 1
+            if self.patient:
+                reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), math.inf)
+                deadline = max(deadline, time.monotonic() + budget)
+            else:
+                reservation = await self.quotas.acquire(request.model, region, request.token_estimate(), deadline)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 quotas.cancel(model, region, reservation, refund_request=True)
-                break
+                raise JudgeTimeoutError(
+                    f"{request.model}: the deadline passed before attempt {attempt} could be sent (last error: {last_error or 'none'})"
+                )
             started = time.monotonic()
             self.stats.attempts += 1
             try:
                 async with self._semaphore:
                     response = await asyncio.wait_for(client.converse(**api_request), remaining)
+            except asyncio.CancelledError:
+                quotas.cancel(model, region, reservation, refund_request=False)  # the caller left; its tokens return
+                raise
             except TimeoutError:
                 quotas.cancel(model, region, reservation, refund_request=False)
                 self.stats.errors["DeadlineExceeded"] += 1
@@ -178,6 +200,9 @@ class ConverseClient:
                 if last_throttled:
                     self.stats.throttled += 1
                     quotas.throttled(model, region)
+                    throttles += 1
+                    if self.patient and throttles <= _PATIENT_THROTTLES * retry.max_attempts:
+                        attempt -= 1  # quota, not a fault: an offline call waits instead of giving up
                 if code not in RETRYABLE_CODES and status not in RETRYABLE_STATUS:
                     raise PermanentJudgeError(f"{request.model}: {code} ({status}): {message}") from None
                 last_error = f"{code} ({status}): {message}"
@@ -192,14 +217,14 @@ class ConverseClient:
                 last_throttled = False
             else:
                 return self._reply(response, region, reservation, started, attempt, model)
-            delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (attempt - 1)))
+            delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (max(attempt, 1) - 1)))
             if attempt == retry.max_attempts:
                 break
-            if time.monotonic() + delay >= deadline:
-                raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error}")
+            if time.monotonic() + delay >= deadline and not self.patient:
+                raise JudgeTimeoutError(f"{request.model}: deadline reached after {attempt} attempt(s); last error: {last_error or 'none'}")
             await asyncio.sleep(delay)
         error_class = ThrottledError if last_throttled else TransientJudgeError
-        raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error}")
+        raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error or 'none recorded'}")
 
     def _reply(
         self, response: Mapping[str, Any], region: str, reservation: Reservation, started: float, attempt: int, model: str

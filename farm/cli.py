@@ -83,7 +83,8 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     progress = Progress("scoring", total)
     progress.start()
     try:
-        summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, progress=progress))
+        quotas = _cluster_quotas(config)
+        summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, progress=progress, quotas=quotas))
     except KeyboardInterrupt:
         raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} is incomplete; rerun with --force", exit_code=130) from None
     finally:
@@ -533,8 +534,10 @@ def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judgi
     judge_status: dict[str, Counter[str]] = {}
     judge_errors: dict[str, Counter[str]] = {}
 
+    quotas = _cluster_quotas(config)
+
     async def run() -> Any:
-        ensemble = Ensemble.from_config(config)
+        ensemble = Ensemble.from_config(config, quotas=quotas, patient=True)  # offline: quota waits, never fails
         score = ensemble.score
         client = ensemble.client
         if client is not None:
@@ -570,6 +573,29 @@ def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judgi
     if over:
         raise CliError(f"degraded run: {line}", "its figures would mean nothing; fix the cause (see the backend line above) and run again", exit_code=EXIT_DEGRADED)
     return outcome
+
+
+def _cluster_quotas(config: Any) -> Any:
+    """The cluster's quota actors when RAY_ADDRESS names a reachable cluster, so every process
+    on one AWS account spends one quota; else None, and the command says it holds its own."""
+    import os
+
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        click.echo("quota: this process holds a quota of its own (set RAY_ADDRESS to share a cluster's)", err=True)
+        return None
+    try:
+        import ray
+
+        from actors.quota import LeasedQuotas
+
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means: no shared quota
+        click.echo(f"quota: no cluster reachable at RAY_ADDRESS={address} ({type(exc).__name__}); this process holds a quota of its own", err=True)
+        return None
+    click.echo(f"quota: leases from the quota actors of the cluster at {address}", err=True)
+    return LeasedQuotas(config.quota_for)
 
 
 def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:

@@ -175,6 +175,10 @@ class PreferenceJudgeConfig(_BedrockJudgeBase):
     """`group`: compare rollouts of one group pairwise; `reference`: each against its reference;
     `auto`: group when the group has two or more rollouts, else reference."""
     group_reward: Literal["win_rate", "bradley_terry"] = "bradley_terry"
+    max_comparisons: int = Field(default=4, ge=2, le=64)
+    """Opponents per rollout inside a group (each compared in both orders): a group of n costs
+    about n × max_comparisons calls instead of n × (n − 1). Groups up to max_comparisons + 1
+    compare every pair."""
     max_tokens: int = Field(default=384, ge=16, le=10_000)
     criteria: str = "helpfulness, correctness and harmlessness"
 

@@ -14,7 +14,7 @@ from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
-from farm.errors import JudgeTimeoutError
+from farm.errors import JudgeTimeoutError, JudgeUnavailableError
 from farm.flags import Flag
 from farm.integrity import defences
 from farm.integrity.calibration import apply_score_map
@@ -61,7 +61,7 @@ def combine(
         flags.add(Flag.HIGH_DISAGREEMENT)
     if reward is None:
         status = "failed"
-    elif Flag.JUDGE_FAILED in flags:
+    elif Flag.JUDGE_FAILED in flags or Flag.JUDGE_INCOMPLETE in flags:
         status = "partial"
     else:
         status = "ok"
@@ -81,8 +81,13 @@ class Ensemble:
         client: ConverseClient | None = None,
         cache: VerdictCache | None = None,
         integrity: IntegrityConfig | None = None,
+        patient: bool = False,
     ):
+        """`patient`: nobody waits on the answer (offline scoring, probes, calibration): judges
+        are not cut off at their deadline while they wait for quota; each Bedrock call is
+        bounded from the moment the quota admits it instead."""
         self.members = list(members)
+        self.patient = patient
         self.aggregation = aggregation
         self.client = client
         self.cache = cache
@@ -90,7 +95,13 @@ class Ensemble:
 
     @classmethod
     def from_config(
-        cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None, embedded: bool = False
+        cls,
+        config: FarmConfig,
+        *,
+        cache: VerdictCache | None = None,
+        quotas: QuotaBackend | None = None,
+        embedded: bool = False,
+        patient: bool = False,
     ) -> Ensemble:
         """Judges built from config; Bedrock judges share one client whose quota lives in this
         process, or in `quotas` (the cluster's quota actors, for Ray workers). `embedded=True`
@@ -102,9 +113,9 @@ class Ensemble:
         cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
         client = None
         if any(needs_bedrock(j) for j in config.judges):
-            client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for))
+            client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for), patient=patient)
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-        return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity)
+        return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=patient)
 
     async def aclose(self) -> None:
         for member in self.members:
@@ -149,7 +160,9 @@ class Ensemble:
         self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]
     ) -> None:
         batch = [rollouts[i] for i in indices]
-        answers = await asyncio.gather(*(self._guarded(m, batch) for m in members))
+        async with asyncio.TaskGroup() as group:  # a cancelled request cancels every judge call
+            tasks = [group.create_task(self._guarded(m, batch)) for m in members]
+        answers = [task.result() for task in tasks]
         for member, member_verdicts in zip(members, answers, strict=True):
             score_map = member.config.score_map
             for i, verdict in zip(indices, member_verdicts, strict=True):
@@ -158,9 +171,17 @@ class Ensemble:
     async def _guarded(self, member: EnsembleMember, batch: list[Rollout]) -> list[Verdict]:
         """A judge that raises, hangs or miscounts still yields one verdict per rollout."""
         try:
-            verdicts = await asyncio.wait_for(member.judge.score(batch), member.config.deadline_s + _GRACE_S)
+            bound = None if self.patient else member.config.deadline_s + _GRACE_S
+            verdicts = await asyncio.wait_for(member.judge.score(batch), bound)
         except TimeoutError:
             error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
+            return [failed_verdict(error) for _ in batch]
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # this request itself is being cancelled: let it go
+            # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
+            error = JudgeUnavailableError(f"judge {member.config.name!r} was cancelled by work shared with another request")
             return [failed_verdict(error) for _ in batch]
         except Exception as exc:
             return [failed_verdict(exc) for _ in batch]

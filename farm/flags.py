@@ -14,6 +14,8 @@ class Flag(StrEnum):
     """Judges' normalised scores spread more than `aggregation.disagreement_threshold`."""
     JUDGE_FAILED = "judge_failed"
     """At least one judge failed or timed out; its verdict says why."""
+    JUDGE_INCOMPLETE = "judge_incomplete"
+    """A judge answered from only some of its sub-calls (e.g. comparisons); the result is `partial`."""
     QUORUM_MISSED = "quorum_missed"
     """Fewer judges answered than `aggregation.quorum`; the reward is null."""
     POSITION_INCONSISTENT = "position_inconsistent"

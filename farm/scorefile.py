@@ -18,6 +18,7 @@ from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
 from farm.progress import Progress
+from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
 
 __all__ = ["ScoreSummary", "degradation", "score_file"]
@@ -58,6 +59,7 @@ async def score_file(
     *,
     concurrency: int = 4,
     progress: Progress | None = None,
+    quotas: QuotaBackend | None = None,
 ) -> ScoreSummary:
     """Score every valid row of `input_path` into `output_path`; invalid rows go to `<output>.errors.jsonl`
     (removed when there are none, so no stale file survives a rerun). `progress` sees every batch
@@ -77,7 +79,7 @@ async def score_file(
                 handle.write(json.dumps(asdict(error), ensure_ascii=False) + "\n")
         summary.invalid_rows = len(errors)
         summary.errors_file = str(errors_path)
-    ensemble = Ensemble.from_config(config)
+    ensemble = Ensemble.from_config(config, quotas=quotas, patient=True)  # offline: never fail on quota alone
     client = ensemble.client
     if progress is not None and client is not None:
         progress.throttled = lambda: client.stats.throttled

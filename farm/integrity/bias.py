@@ -32,7 +32,9 @@ async def pair_figures(ensemble: Ensemble, pairs: Sequence[PreferencePair]) -> d
     members = [m for m in ensemble.members if m.config.kind == "preference" and getattr(m.config, "mode", "") != "reference"]
     if not members or not pairs:
         return {}
-    sub = Ensemble(members, ensemble.aggregation, integrity=ensemble.integrity.model_copy(update={"injection_policy": "off"}))
+    sub = Ensemble(
+        members, ensemble.aggregation, integrity=ensemble.integrity.model_copy(update={"injection_policy": "off"}), patient=ensemble.patient
+    )
     results = await sub.score(_pair_rollouts(pairs))
     out: dict[str, dict[str, Any]] = {}
     for member in members:

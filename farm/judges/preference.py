@@ -1,6 +1,7 @@
 """Preference judge: head-to-head comparison on Bedrock, judged in both orders.
 
-Inside a group (rollouts of one prompt) every pair is compared, and pairwise outcomes become
+Inside a group (rollouts of one prompt) each rollout meets up to `max_comparisons` others
+(every pair in small groups; a ring in large ones, so cost grows linearly), and outcomes become
 group rewards by win rate or Bradley–Terry. A rollout with a reference and no group is
 compared against its reference. A verdict that flips when the responses swap places counts as
 a tie and carries `position_inconsistent`.
@@ -26,7 +27,7 @@ from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preferenc
 from farm.ranking import bradley_terry, win_rates
 from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
-__all__ = ["PreferenceJudge", "combine_orders"]
+__all__ = ["PreferenceJudge", "combine_orders", "opponent_pairs"]
 
 PROMPT_VERSION = "preference-v1"
 _OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
@@ -42,6 +43,20 @@ def combine_orders(first_winner: str, swapped_winner: str) -> tuple[float, bool]
     if forward == backward:
         return forward, False
     return 0.5, True
+
+
+def opponent_pairs(size: int, max_opponents: int) -> list[tuple[int, int]]:
+    """Pairs (i < j) to compare in a group of `size`: every pair when that is at most
+    `max_opponents` per member, else a ring with offsets 1..k/2 (plus the opposite member when
+    k is odd and the group even), so each member meets at most `max_opponents` others, the
+    comparison graph stays connected and the cost grows linearly with the group."""
+    if size - 1 <= max_opponents:
+        return list(itertools.combinations(range(size), 2))
+    offsets = list(range(1, max_opponents // 2 + 1))
+    if max_opponents % 2 and size % 2 == 0:
+        offsets.append(size // 2)
+    pairs = {tuple(sorted((i, (i + d) % size))) for i in range(size) for d in offsets}
+    return sorted((a, b) for a, b in pairs)
 
 
 @dataclass
@@ -64,7 +79,7 @@ class PreferenceJudge:
         self._client = client
         self._cache = cache
         self._schema = preference_schema()
-        scoring = config.model_dump(exclude={"name", "weight", "deadline_s", "gate", "mode", "group_reward"})
+        scoring = config.model_dump(exclude={"name", "weight", "deadline_s", "gate", "mode", "group_reward", "max_comparisons"})
         self.fingerprint = content_key(PROMPT_VERSION, scoring)
 
     async def aclose(self) -> None:
@@ -95,28 +110,32 @@ class PreferenceJudge:
                     else "a group of two or more rollouts" + (" or a reference" if mode == "auto" else "")
                 )
                 verdicts[index] = skipped_verdict(f"preference judging needs {need}")
-        await asyncio.gather(*tasks)
+        async with asyncio.TaskGroup() as group:  # one failing group cancels the rest and their reservations
+            for task in tasks:
+                group.create_task(task)
         assert all(v is not None for v in verdicts)
         return [v for v in verdicts if v is not None]
 
     async def _score_group(self, rollouts: Sequence[Rollout], members: list[int], deadline: float, out: list[Verdict | None]) -> None:
-        pairs = list(itertools.combinations(range(len(members)), 2))
+        pairs = opponent_pairs(len(members), self.config.max_comparisons)
         first = rollouts[members[0]]
         prompt = prompt_text(first.prompt)
         reference = first.reference if all(rollouts[m].reference == first.reference for m in members) else None
         fresh = any(wants_fresh(rollouts[m]) for m in members)
-        comparisons = await asyncio.gather(
-            *(
-                self._compare(prompt, rollouts[members[i]].response, rollouts[members[j]].response, deadline, reference, fresh=fresh)
+        async with asyncio.TaskGroup() as group:
+            calls = [
+                group.create_task(
+                    self._compare(prompt, rollouts[members[i]].response, rollouts[members[j]].response, deadline, reference, fresh=fresh)
+                )
                 for i, j in pairs
-            )
-        )
+            ]
+        comparisons = [call.result() for call in calls]
         outcomes = {pair: c.outcome for pair, c in zip(pairs, comparisons, strict=True) if c.outcome is not None}
         rank = bradley_terry if self.config.group_reward == "bradley_terry" else win_rates
         rewards = rank(len(members), outcomes)
         for local, index in enumerate(members):
             mine = [(pair, c) for pair, c in zip(pairs, comparisons, strict=True) if local in pair]
-            out[index] = self._verdict(rewards[local], [c for _, c in mine], len(members) - 1, [pair[0] == local for pair, _ in mine])
+            out[index] = self._verdict(rewards[local], [c for _, c in mine], len(mine), [pair[0] == local for pair, _ in mine])
 
     async def _score_against_reference(self, rollout: Rollout, index: int, deadline: float, out: list[Verdict | None]) -> None:
         assert rollout.reference is not None
@@ -147,6 +166,8 @@ class PreferenceJudge:
             status = "timeout" if comparisons and all(c.timed_out for c in comparisons) else "failed"
             return Verdict(score=None, status=status, error="; ".join(errors) or "no comparison succeeded", **common)
         inconsistent = sum(c.inconsistent for c in done)
+        if errors:  # the reward rests on fewer comparisons than planned: say so
+            common["flags"] = tuple(sorted({*common["flags"], str(Flag.JUDGE_INCOMPLETE)}))
         return Verdict(
             score=reward,
             status="ok",
@@ -163,10 +184,10 @@ class PreferenceJudge:
     async def _compare(
         self, prompt: str, first: str, second: str, deadline: float, reference: str | None = None, *, fresh: bool = False
     ) -> _Comparison:
-        forward, backward = await asyncio.gather(
-            self._ordered(prompt, first, second, deadline, reference, fresh),
-            self._ordered(prompt, second, first, deadline, reference, fresh),
-        )
+        async with asyncio.TaskGroup() as group:
+            ahead = group.create_task(self._ordered(prompt, first, second, deadline, reference, fresh))
+            behind = group.create_task(self._ordered(prompt, second, first, deadline, reference, fresh))
+        forward, backward = ahead.result(), behind.result()
         result = _Comparison(
             input_tokens=forward.input_tokens + backward.input_tokens,
             output_tokens=forward.output_tokens + backward.output_tokens,

@@ -102,3 +102,40 @@ def test_score_map_is_applied_before_aggregation_and_keeps_the_raw_score():
     for result in results:
         assert result.judges["a"].score == pytest.approx(expected) and result.judges["a"].criteria["raw_score"] == 0.8
         assert result.reward == pytest.approx(expected / 2) and "raw_score" not in result.judges["b"].criteria
+
+
+class _StrayCancel:
+    """A judge whose shared work was cancelled under it (what a cache without single-flight
+    ownership did): it raises CancelledError although nobody cancelled this request."""
+
+    name = "stray"
+
+    async def score(self, rollouts):
+        raise asyncio.CancelledError()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_leaked_cancellation_is_a_failed_judge_not_a_lost_request():
+    ensemble = Ensemble(members((FakeJudge("up", lambda r: 0.6), {}), (_StrayCancel(), {})), AggregationConfig())
+    result = run(ensemble)[0]
+    assert result.reward == 0.6 and result.status == "partial"
+    assert result.judges["stray"].status == "failed" and "cancelled" in result.judges["stray"].error
+
+
+def test_cancelling_the_request_itself_still_cancels():
+    slow = FakeJudge("slow", lambda r: 1.0)
+
+    async def main():
+        async def hang(rollouts):
+            await asyncio.sleep(10)
+
+        slow.score = hang  # type: ignore[method-assign]
+        task = asyncio.ensure_future(Ensemble(members((slow, {})), AggregationConfig()).score(ROLLOUTS))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())

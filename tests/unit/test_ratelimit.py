@@ -33,7 +33,7 @@ def test_bucket_never_exceeds_capacity():
 
 def test_reservation_is_corrected_from_usage():
     clock = FakeClock()
-    quota = ModelQuota(QuotaConfig(rpm=60, tpm=6000, burst_s=10), clock=clock)
+    quota = ModelQuota(QuotaConfig(rpm=60, tpm=6000, burst_s=10), clock=clock, slow_start=False)
     start = quota.tokens.level
     reservation = quota.reserve(600)
     assert quota.tokens.level == pytest.approx(start - 600)
@@ -43,31 +43,56 @@ def test_reservation_is_corrected_from_usage():
 
 def test_requests_per_minute_is_the_long_run_rate():
     clock = FakeClock()
-    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock)
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock, slow_start=False)
     waits = [quota.reserve(1).wait_s for _ in range(110)]
     # 10 requests of burst, then one every 100 ms: request 110 goes out after 10 s
     assert waits[9] == 0.0
     assert waits[-1] == pytest.approx(10.0, abs=1e-6)
 
 
-def test_aimd_halves_once_per_cooldown_then_recovers():
+def test_sporadic_throttles_are_noise_not_overload():
+    """2-5% of calls answered 429 with no real overload: the rate stays at the quota (the old
+    limiter halved on every 429 episode and ran at a fifth of the quota)."""
     clock = FakeClock()
-    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9), clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1)
-    quota.throttled()
-    quota.throttled()  # same congestion episode: no second cut
-    assert quota.scale == pytest.approx(0.5)
-    assert quota.requests.rate == pytest.approx(5.0)
-    clock.now += 2.5  # 0.5 s past the cool-down: recovers 0.5 s * 0.09/s, then halves
-    quota.throttled()
-    assert quota.scale == pytest.approx((0.5 + 0.5 * 0.09) / 2)
-    clock.now += 60
+    quota = ModelQuota(QuotaConfig(rpm=2000, tpm=10**9), clock=clock)
+    for second in range(120):
+        for call in range(33):
+            quota.reserve(10)
+            if (second * 33 + call) % 23 == 0:  # ~4.4% of calls
+                quota.throttled()
+        clock.now += 1.0
+    assert quota.scale == 1.0 and quota.cuts == 0 and quota.throttle_events > 150
+
+
+def test_overload_is_learned_in_a_step_or_two_then_probed_and_recovered():
+    """Configured at 2,000 rpm against a service that serves 60: the cut goes straight to what
+    was served, the rate then stays near it, and recovers fully once throttling stops."""
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=2000, tpm=10**9, burst_s=1), clock=clock)
+    served_per_s = 1.0
+    credit = 0.0
+    learned_at = None
+    for step in range(200):  # 20 s in steps of 0.1 s, sending whatever the limiter admits
+        clock.now += 0.1
+        if learned_at is None and quota.requests.rate * 60 < 80:
+            learned_at = step / 10
+        credit = min(1.0, credit + served_per_s * 0.1)
+        while quota.requests.wait_for(1) == 0:
+            quota.reserve(10)
+            if credit >= 1.0:
+                credit -= 1.0
+            else:
+                quota.throttled()
+    rpm_now = quota.requests.rate * 60
+    assert 40 <= rpm_now <= 80, rpm_now  # learned: about 60, not 2,000 nor the 20 of a floor
+    assert learned_at is not None and learned_at < 5.0  # seconds, not minutes of halving
+    clock.now += 120  # throttling stops (the quota was raised): back to the configured rate
     assert quota.scale == pytest.approx(1.0)
-    assert quota.requests.rate == pytest.approx(10.0)
 
 
 def test_grant_leases_several_at_once():
     clock = FakeClock()
-    quota = ModelQuota(QuotaConfig(rpm=600, tpm=60_000, burst_s=1), clock=clock)
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=60_000, burst_s=1), clock=clock, slow_start=False)
     grant = quota.grant(requests=10, tokens=1000)
     assert grant.wait_s == 0.0
     assert quota.grant(requests=5, tokens=0).wait_s == pytest.approx(0.5)
@@ -87,9 +112,38 @@ def test_acquire_refuses_when_deadline_would_pass():
 
 def test_reconfigure_adopts_a_new_quota_without_a_fresh_burst():
     clock = FakeClock()
-    quota = ModelQuota(QuotaConfig(rpm=60_000, tpm=100_000_000, burst_s=1.0), clock=clock)
+    quota = ModelQuota(QuotaConfig(rpm=60_000, tpm=100_000_000, burst_s=1.0), clock=clock, slow_start=False)
     assert quota.reconfigure(QuotaConfig(rpm=60_000, tpm=100_000_000, burst_s=1.0)) is False
     assert quota.reconfigure(QuotaConfig(rpm=600, tpm=1_000_000, burst_s=1.0)) is True
     assert quota.requests.capacity == pytest.approx(10) and quota.requests.level == pytest.approx(10)  # clipped, not 1000
     waits = [quota.reserve(10).wait_s for _ in range(12)]
     assert waits[9] == 0.0 and waits[10] == pytest.approx(0.1) and waits[11] == pytest.approx(0.2)  # the new 10/s pace
+
+
+def test_grant_is_capped_at_the_bucket_depth_like_reserve():
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=60_000, burst_s=1), clock=clock, slow_start=False)
+    grant = quota.grant(requests=500, tokens=10**9)
+    assert (grant.requests, grant.tokens) == (10, 1000)  # one burst at most, never 50 s of quota
+    assert grant.wait_s == 0.0
+
+
+def test_restored_state_starts_empty_keeps_bookings_and_back_off():
+    clock = FakeClock()
+    config = QuotaConfig(rpm=600, tpm=60_000, burst_s=1)
+    quota = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.5, min_throttles=1, decrease_factor=0.5, slow_start=False)
+    quota.throttled()  # overload (1 of 0 calls): scale 0.5, 5 requests/s
+    for _ in range(20):
+        quota.grant(1, 0)  # 5 from the (halved) burst, then 15 booked ahead at 5/s: 3 s of debt
+    state = quota.export_state()
+    assert state["scale"] == pytest.approx(0.5) and state["requests_booked_s"] == pytest.approx(3.0)
+
+    restarted = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1, slow_start=False)
+    restarted.restore_state(state, elapsed_s=0.5)
+    assert restarted.scale == pytest.approx(0.5)  # still backed off, not a fresh 1.0
+    assert restarted.requests.level == pytest.approx(-2.5 * 5)  # the 2.5 s still booked, no fresh burst
+    assert restarted.grant(1, 0).wait_s == pytest.approx(2.5 + 0.2)
+
+    late = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1, slow_start=False)
+    late.restore_state(state, elapsed_s=7.0)
+    assert late.requests.level == pytest.approx(0.0)  # empty, not full
