@@ -31,7 +31,7 @@ from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
 from farm.wire import RewardResult, Rollout, parse_rollout
 
-__all__ = ["RewardIngress", "RuntimeTuning"]
+__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
 
 _json = msgspec.json.Encoder()
 
@@ -43,6 +43,26 @@ class RuntimeTuning(BaseModel):
 
     weights: dict[str, float] = Field(default_factory=dict)
     aggregation: AggregationConfig | None = None
+
+
+class OpenRLHFSettings(BaseModel):
+    """The `/openrlhf` route, from the replicas' environment: `FARM_OPENRLHF_KEY` (secret path
+    segment), `FARM_OPENRLHF_STRIP` (1/0, strip chat-template markup), `FARM_OPENRLHF_FAILED_REWARD`."""
+
+    key: str | None = None
+    strip_template: bool = True
+    failed_reward: float = Field(default=0.0, allow_inf_nan=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OpenRLHFSettings:
+        try:
+            return cls(
+                key=environ.get("FARM_OPENRLHF_KEY") or None,
+                strip_template=environ.get("FARM_OPENRLHF_STRIP", "1").strip().lower() not in ("0", "false", "no", "off"),
+                failed_reward=float(environ.get("FARM_OPENRLHF_FAILED_REWARD", "0")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"FARM_OPENRLHF_FAILED_REWARD must be a number: {exc}") from None
 
 
 class _HTTPError(Exception):
@@ -58,6 +78,7 @@ class RewardIngress:
         self.config: FarmConfig = parse_config(farm_config, source="farm config")
         self.handles = judges
         self.token = os.environ.get("FARM_API_TOKEN") or None
+        self.openrlhf = OpenRLHFSettings.from_env(os.environ)
         self.metrics = FarmMetrics(self.config.serve.app_name)
         self.started_at = time.time()
         self.reconfigured = 0
@@ -122,28 +143,42 @@ class RewardIngress:
         }
 
     async def __call__(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        segments = request.url.path.rstrip("/").split("/")
+        path = segments[-1]
+        openrlhf_key = None
+        if len(segments) >= 2 and segments[-2] == "openrlhf":  # POST /openrlhf/<key>: OpenRLHF sends no headers
+            path, openrlhf_key = "openrlhf", segments[-1]
         try:
             if path == "healthz" and request.method == "GET":
                 return _respond(200, self.info())
-            self._authorise(request)
+            if openrlhf_key is not None:
+                self._authorise_openrlhf(openrlhf_key)
+            else:
+                self._authorise(request)
             if path == "integrity" and request.method == "GET":
                 return _respond(200, self.integrity())
             if request.method != "POST" or path not in ("score", "openrlhf"):
-                routes = "POST /score, POST /openrlhf, GET /integrity or GET /healthz"
+                routes = "POST /score, POST /openrlhf[/<key>], GET /integrity or GET /healthz"
                 raise _HTTPError(404, f"no route {request.method} {request.url.path}; use {routes}")
             payload = await self._read_json(request)
             if path == "openrlhf":
                 try:
-                    rollouts = rollouts_from_openrlhf(payload)
+                    rollouts = rollouts_from_openrlhf(payload, strip_template=self.openrlhf.strip_template)
                 except InputError as exc:
                     raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
-                return _respond(200, openrlhf_response(await self._score(rollouts)))
+                return _respond(200, openrlhf_response(await self._score(rollouts), failed_reward=self.openrlhf.failed_reward))
             rollouts = self._rollouts(payload)
             return _respond(200, {"results": await self._score(rollouts)})
         except _HTTPError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return _respond(exc.status, exc.body, headers)
+
+    def _authorise_openrlhf(self, supplied: str) -> None:
+        """The `/openrlhf/<key>` route: the key (`FARM_OPENRLHF_KEY`) compared in constant time, never
+        echoed or logged. Without a configured key the route does not exist."""
+        key = self.openrlhf.key
+        if key is None or not hmac.compare_digest(supplied.encode(), key.encode()):
+            raise _HTTPError(404, "no such route; OpenRLHF's route is POST /openrlhf/<FARM_OPENRLHF_KEY> when a key is set")
 
     def _authorise(self, request: Request) -> None:
         if self.token is None:
