@@ -67,7 +67,7 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         if emulator is not None:
             emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    for name in ("FARM_API_TOKEN", "FARM_BACKEND"):
+    for name in ("FARM_API_TOKEN", "FARM_BACKEND", "FARM_OPENRLHF_KEY", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
         if os.environ.get(name):
             env[name] = os.environ[name]
 
