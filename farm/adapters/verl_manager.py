@@ -8,8 +8,9 @@
 
 verl's reward-loop worker calls `run_single` once per sample, all of its chunk concurrently.
 The manager holds each sample until its `uid` group is complete (`actor_rollout_ref.rollout.n`
-samples) or no sample has arrived for `FARM_VERL_GATHER_S` (default 0.5 s), then scores
-everything pending in one farm call, so the preference judge compares each group whole. Keep
+samples) and no other sample is already on its way, or until no sample has arrived for
+`FARM_VERL_GATHER_S` (default 0.5 s), then scores everything pending in one farm call: the
+worker's whole chunk, each group whole, so the preference judge compares each group. Keep
 each worker's chunk made of whole groups (batch size / `reward.num_workers` a multiple of
 `rollout.n`). Failure policy and `reward_extra_info` keys are those of `farm.adapters.verl`.
 
@@ -38,7 +39,7 @@ class GroupGatherer:
         self.group_size = group_size
         self.gather_s = gather_s
         self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, float]]]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self.calls: list[int] = []  # rollouts per farm call, for tests and logs
 
     async def submit(self, row: dict[str, Any]) -> dict[str, float]:
@@ -47,8 +48,8 @@ class GroupGatherer:
         self._pending.append((row, future))
         if self._timer is not None:
             self._timer.cancel()
-        if self._groups_complete():
-            self._flush()
+        if self._groups_complete():  # flush once the samples already scheduled on this loop have joined
+            self._timer = loop.call_soon(self._flush)
         else:
             self._timer = loop.call_later(self.gather_s, self._flush)
         return await future
