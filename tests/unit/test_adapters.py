@@ -167,3 +167,28 @@ def test_trainer_facing_modules_import_without_ray_or_aiobotocore():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_verl_gatherer_sends_concurrent_samples_as_one_call_of_whole_groups():
+    import asyncio
+
+    from farm.adapters.verl_manager import GroupGatherer
+
+    sent: list[list[str]] = []
+
+    async def score(rows):
+        sent.append([r["group"] for r in rows])
+        return [{"score": float(i)} for i in range(len(rows))]
+
+    async def run() -> list[dict[str, float]]:
+        gatherer = GroupGatherer(score, group_size=2, gather_s=5.0)
+        return await asyncio.gather(*(gatherer.submit({"id": str(i), "group": g}) for i, g in enumerate("aabb")))
+
+    outputs = asyncio.run(asyncio.wait_for(run(), timeout=2.0))  # complete groups flush at once, not after gather_s
+    assert sent == [["a", "a", "b", "b"]] and [o["score"] for o in outputs] == [0.0, 1.0, 2.0, 3.0]
+
+    async def incomplete() -> list[dict[str, float]]:
+        gatherer = GroupGatherer(score, group_size=4, gather_s=0.05)
+        return await asyncio.gather(*(gatherer.submit({"id": str(i), "group": "c"}) for i in range(3)))
+
+    assert len(asyncio.run(incomplete())) == 3 and sent[-1] == ["c", "c", "c"]  # a short group still goes, after the wait
