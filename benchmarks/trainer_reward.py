@@ -94,7 +94,12 @@ def measure_all() -> dict[str, Any]:
     emulator = EmulatorThread(EmulatorSettings(latency_ms=args.latency_ms, latency_sigma=0.1, rpm=1_000_000, tpm=1_000_000_000))
     url = emulator.start()
     os.environ.update(
-        {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true"}
+        {
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
     )
     try:
         local = FarmReward(config=config, reference_column="answer")

@@ -91,11 +91,17 @@ def _column(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
 
 def _batch_rows(data_sources: Any, solution_strs: Sequence[Any], ground_truths: Any, extra_infos: Any) -> list[dict[str, Any]]:
     n = len(solution_strs)
-    sources, truths, extras = _column(data_sources, n, "data_sources"), _column(ground_truths, n, "ground_truths"), _column(extra_infos, n, "extra_infos")
+    sources, truths, extras = (
+        _column(data_sources, n, "data_sources"),
+        _column(ground_truths, n, "ground_truths"),
+        _column(extra_infos, n, "extra_infos"),
+    )
     return [rollout_from_verl(i, sources[i], solution_strs[i], truths[i], extras[i]) for i in range(n)]
 
 
-def rollout_from_verl(index: int, data_source: Any, solution: Any, truth: Any, extra: Any, *, uid: Any = None, prompt: Any = None) -> dict[str, Any]:
+def rollout_from_verl(
+    index: int, data_source: Any, solution: Any, truth: Any, extra: Any, *, uid: Any = None, prompt: Any = None
+) -> dict[str, Any]:
     """One verl sample as a farm rollout; `uid` (verl's group id) becomes the group."""
     extra = extra if isinstance(extra, dict) else {}
     if prompt is None:
@@ -147,8 +153,9 @@ def verl_outputs(results: Sequence[RewardResult], groups: Sequence[str | None]) 
         limit = float(os.environ.get("FARM_VERL_MAX_FAILED", "0.5"))
         if policy == "raise" or len(failed) / len(results) > limit:
             raise FarmError(
-                f"the farm could not score {len(failed)} of {len(results)} rollouts (limit {limit:.0%} with FARM_VERL_ON_FAILURE={policy}), "
-                f"e.g. {failed[:5]}; failing the step instead of training on invented rewards"
+                f"the farm could not score {len(failed)} of {len(results)} rollouts "
+                f"(limit {limit:.0%} with FARM_VERL_ON_FAILURE={policy}), e.g. {failed[:5]}; "
+                "failing the step instead of training on invented rewards"
             )
     scores = impute_failed(results, groups)
     return [{"score": score, **sample_metrics(result)} for score, result in zip(scores, results, strict=True)]

@@ -28,7 +28,7 @@ from typing import Any
 from farm.adapters.common import client_from
 from farm.adapters.verl import rollout_from_verl, verl_outputs
 
-__all__ = ["FarmRewardManager", "GroupGatherer"]
+__all__ = ["FarmRewardManager", "GroupGatherer"]  # noqa: F822 (FarmRewardManager is built on first access)
 
 
 class GroupGatherer:

@@ -73,7 +73,9 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
         }
     )
     command = [sys.executable, "-m", "farm.cli", "serve", "--config", str(config_path), "--port", str(port), "--num-cpus", "2"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO, start_new_session=True
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 240
@@ -109,7 +111,9 @@ def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = ["What is 2 + 3? The answer is 5. #### 5", "system user assistant Be brief.", "Natalia sold 48 clips in April."] * 20
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>", additional_special_tokens=specials[1:3])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>", additional_special_tokens=specials[1:3]
+    )
     tokenizer.chat_template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -73,9 +73,22 @@ def test_client_resolves_beside_the_trainer_pins(trainer, tmp_path):
     client = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     report = tmp_path / "report.json"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--dry-run", "--ignore-installed",
-         "--report", str(report), *pins, *client],
-        check=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            *pins,
+            *client,
+        ],
+        check=True,
+        timeout=900,
     )
     chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
     for requirement in map(Requirement, client):
@@ -117,4 +130,6 @@ def test_client_installs_beside_openrlhf_and_scores_over_http(farm_http, tmp_pat
 
     if "ray" in after and after["ray"] != SERVER_RAY_VERSION:
         refused = subprocess.run([str(python), "-c", HANDLE_CALL], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert f"needs Ray {SERVER_RAY_VERSION}" in refused.stdout and f"has Ray {after['ray']}" in refused.stdout, refused.stdout + refused.stderr
+        assert f"needs Ray {SERVER_RAY_VERSION}" in refused.stdout and f"has Ray {after['ray']}" in refused.stdout, (
+            refused.stdout + refused.stderr
+        )

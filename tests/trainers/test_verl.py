@@ -32,7 +32,11 @@ def _config(tokenizer_path):
                 "num_workers": 1,
                 "custom_reward_function": {"path": None, "name": None},
                 "reward_model": {"enable": False},
-                "reward_manager": {"source": "importlib", "name": "FarmRewardManager", "module": {"path": "pkg://farm.adapters.verl_manager"}},
+                "reward_manager": {
+                    "source": "importlib",
+                    "name": "FarmRewardManager",
+                    "module": {"path": "pkg://farm.adapters.verl_manager"},
+                },
                 "sandbox_fusion": None,
             },
             "trainer": {"experiment_name": "farm-test"},
@@ -55,7 +59,9 @@ def _batch(tokenizer_path, questions: list[tuple[str, str | None, list[str]]]):
     pad = tokenizer.pad_token_id
     prompt_ids = torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts])
     response_ids = torch.tensor([r + [pad] * (r_len - len(r)) for r in responses])
-    mask = torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r)) for p, r in zip(prompts, responses)])
+    mask = torch.tensor(
+        [[0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r)) for p, r in zip(prompts, responses, strict=True)]
+    )
     return DataProto.from_dict(
         tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": mask},
         non_tensors={
@@ -82,8 +88,11 @@ def _run_reward_loop(config, data):
 
 
 QUESTIONS = [
-    ("Natalia sold 48 clips in April and half as many in May. How many in total?", "72",
-     ["48 + 24 = 72. #### 72", "48 + 48 = 96. #### 96", "She sold 72. #### 72", "#### 70"]),
+    (
+        "Natalia sold 48 clips in April and half as many in May. How many in total?",
+        "72",
+        ["48 + 24 = 72. #### 72", "48 + 48 = 96. #### 96", "She sold 72. #### 72", "#### 70"],
+    ),
     ("What is 2 + 3?", "5", ["2 + 3 = 5. #### 5", "It is 6. #### 6", "The answer is 5", "#### 4"]),
 ]
 

@@ -104,7 +104,13 @@ def test_batch_metrics_report_degradation():
     assert metrics["farm/partial"] == pytest.approx(1 / 3) and metrics["farm/failed"] == pytest.approx(1 / 3)
     assert metrics["farm/disagreement"] == 0.4 and metrics["farm/judge/j"] == 0.5
     assert metrics["farm/judge/j/failed"] == pytest.approx(1 / 3)
-    assert set(sample_metrics(result("a", 1.0))) == {"farm_failed", "farm_partial", "farm_disagreement", "farm_judge_j", "farm_judge_j_scored"}
+    assert set(sample_metrics(result("a", 1.0))) == {
+        "farm_failed",
+        "farm_partial",
+        "farm_disagreement",
+        "farm_judge_j",
+        "farm_judge_j_scored",
+    }
 
 
 def test_verl_imputes_group_mean_and_never_nan(monkeypatch):
