@@ -26,9 +26,12 @@ pytestmark = [pytest.mark.trainers, pytest.mark.integration, pytest.mark.ray, py
 QUESTION = "What is 2 + 3?"
 
 
-def _vllm_import_stubs() -> None:
-    if "vllm" in sys.modules:
-        return
+def _import_samples_generator() -> Any:
+    """OpenRLHF's `SamplesGenerator`, imported with stand-ins for the `vllm` names its modules
+    import; the stand-ins leave `sys.modules` again at once (TRL probes for a real vLLM)."""
+    module = sys.modules.get("openrlhf.trainer.ppo_utils.samples_generator")
+    if module is not None:
+        return module.SamplesGenerator
     vllm = types.ModuleType("vllm")
     vllm.SamplingParams = type("SamplingParams", (), {})  # type: ignore[attr-defined]
     vllm.__version__ = "0.29.0"  # type: ignore[attr-defined]
@@ -36,7 +39,14 @@ def _vllm_import_stubs() -> None:
     inputs.TokensPrompt = dict  # type: ignore[attr-defined]
     utils = types.ModuleType("vllm.utils")
     utils.random_uuid = lambda: "0"  # type: ignore[attr-defined]
-    sys.modules.update({"vllm": vllm, "vllm.inputs": inputs, "vllm.utils": utils})
+    stubs = {"vllm": vllm, "vllm.inputs": inputs, "vllm.utils": utils}
+    sys.modules.update(stubs)
+    try:
+        from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+    finally:
+        for name in stubs:
+            sys.modules.pop(name, None)
+    return SamplesGenerator
 
 
 class FixedEngine:
@@ -52,8 +62,7 @@ class FixedEngine:
 
 def _rollout(url: str, tokenizer_path: Path, answer: str, label: str | None) -> tuple[dict[str, Any], Any]:
     """One OpenRLHF rollout through its own executor and experience code."""
-    _vllm_import_stubs()
-    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+    SamplesGenerator = _import_samples_generator()  # noqa: N806
     from openrlhf.utils.agent import SingleTurnAgentExecutor
     from transformers import AutoTokenizer
 
