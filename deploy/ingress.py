@@ -10,6 +10,7 @@ Canaries ride along with live requests and scheduled probes run in the backgroun
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import time
@@ -31,7 +32,7 @@ from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
 from farm.wire import RewardResult, Rollout, parse_rollout
 
-__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
+__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning", "key_digest"]
 
 _json = msgspec.json.Encoder()
 
@@ -46,23 +47,32 @@ class RuntimeTuning(BaseModel):
 
 
 class OpenRLHFSettings(BaseModel):
-    """The `/openrlhf` route, from the replicas' environment: `FARM_OPENRLHF_KEY` (secret path
-    segment), `FARM_OPENRLHF_STRIP` (1/0, strip chat-template markup), `FARM_OPENRLHF_FAILED_REWARD`."""
+    """The `/openrlhf` route, from the replicas' environment: the secret path segment as its SHA-256
+    (`FARM_OPENRLHF_KEY_SHA256`, which `farm serve` derives from `FARM_OPENRLHF_KEY` so that the key
+    itself never sits in a runtime env that Ray logs), `FARM_OPENRLHF_STRIP` (1/0, strip
+    chat-template markup) and `FARM_OPENRLHF_FAILED_REWARD`."""
 
-    key: str | None = None
+    key_sha256: str | None = None
     strip_template: bool = True
     failed_reward: float = Field(default=0.0, allow_inf_nan=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OpenRLHFSettings:
+        digest = environ.get("FARM_OPENRLHF_KEY_SHA256") or None
+        if digest is None and environ.get("FARM_OPENRLHF_KEY"):
+            digest = key_digest(environ["FARM_OPENRLHF_KEY"])
         try:
             return cls(
-                key=environ.get("FARM_OPENRLHF_KEY") or None,
+                key_sha256=digest,
                 strip_template=environ.get("FARM_OPENRLHF_STRIP", "1").strip().lower() not in ("0", "false", "no", "off"),
                 failed_reward=float(environ.get("FARM_OPENRLHF_FAILED_REWARD", "0")),
             )
         except ValueError as exc:
             raise ConfigError(f"FARM_OPENRLHF_FAILED_REWARD must be a number: {exc}") from None
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class _HTTPError(Exception):
@@ -159,7 +169,8 @@ class RewardIngress:
                 return _respond(200, self.integrity())
             if request.method != "POST" or path not in ("score", "openrlhf"):
                 routes = "POST /score, POST /openrlhf[/<key>], GET /integrity or GET /healthz"
-                raise _HTTPError(404, f"no route {request.method} {request.url.path}; use {routes}")
+                shown = "/openrlhf/<key>" if openrlhf_key is not None else request.url.path  # the key is never echoed
+                raise _HTTPError(404, f"no route {request.method} {shown}; use {routes}")
             payload = await self._read_json(request)
             if path == "openrlhf":
                 try:
@@ -176,8 +187,8 @@ class RewardIngress:
     def _authorise_openrlhf(self, supplied: str) -> None:
         """The `/openrlhf/<key>` route: the key (`FARM_OPENRLHF_KEY`) compared in constant time, never
         echoed or logged. Without a configured key the route does not exist."""
-        key = self.openrlhf.key
-        if key is None or not hmac.compare_digest(supplied.encode(), key.encode()):
+        expected = self.openrlhf.key_sha256
+        if expected is None or not hmac.compare_digest(key_digest(supplied), expected):
             raise _HTTPError(404, "no such route; OpenRLHF's route is POST /openrlhf/<FARM_OPENRLHF_KEY> when a key is set")
 
     def _authorise(self, request: Request) -> None:

@@ -67,9 +67,13 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         if emulator is not None:
             emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    for name in ("FARM_API_TOKEN", "FARM_BACKEND", "FARM_OPENRLHF_KEY", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
+    for name in ("FARM_API_TOKEN", "FARM_BACKEND", "FARM_OPENRLHF_KEY_SHA256", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
         if os.environ.get(name):
             env[name] = os.environ[name]
+    if os.environ.get("FARM_OPENRLHF_KEY"):  # replicas get its digest: Ray logs runtime envs
+        import hashlib
+
+        env["FARM_OPENRLHF_KEY_SHA256"] = hashlib.sha256(os.environ["FARM_OPENRLHF_KEY"].encode("utf-8")).hexdigest()
 
     import ray
     from ray import serve as ray_serve

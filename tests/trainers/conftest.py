@@ -7,9 +7,11 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,7 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
     config_path.write_text(yaml.safe_dump(farm_config()))
     key = secrets.token_urlsafe(16)
     port = free_port()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))  # this farm's own Ray logs (short: socket paths)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FARM_", "RAY_ADDRESS"))}
     env.update(
         {
@@ -70,6 +73,7 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
             "FARM_OPENRLHF_KEY": key,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(REPO),
+            "RAY_TMPDIR": str(ray_tmp),
         }
     )
     command = [sys.executable, "-m", "farm.cli", "serve", "--config", str(config_path), "--port", str(port), "--num-cpus", "2"]
@@ -88,13 +92,14 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
                 break
         found = re.search(r"is serving at (http://\S+)", "".join(lines))
         assert found, "".join(lines)[-3000:]
-        yield {"url": found.group(1), "token": TOKEN, "key": key, "emulator": trainer_emulator}
+        yield {"url": found.group(1), "token": TOKEN, "key": key, "emulator": trainer_emulator, "ray_tmp": ray_tmp}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ def test_openrlhf_auth_needs_the_key(farm_http, tiny_tokenizer, nova, caplog):
     assert post_json(f"{farm_http['url']}/openrlhf", body)[0] == 401  # the bearer token is required without the key
     assert post_json(f"{farm_http['url']}/openrlhf/wrong-key", body)[0] == 404
     assert post_json(f"{farm_http['url']}/openrlhf/{farm_http['key']}", body)[0] == 200
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:  # a GET with the right key: 404 that does not echo the key
+        urllib.request.urlopen(f"{farm_http['url']}/openrlhf/{farm_http['key']}", timeout=60)
+    assert info.value.code == 404 and farm_http["key"] not in info.value.read().decode()
     # OpenRLHF's own client on a wrong key: it retries, then gives up and leaves the reward unset
     import openrlhf.utils.agent as agent
 
@@ -129,3 +136,8 @@ def test_openrlhf_auth_needs_the_key(farm_http, tiny_tokenizer, nova, caplog):
     finally:
         agent.asyncio.sleep = original
     assert response["reward"] is None
+    time.sleep(1.0)  # the replicas' and proxy's access logs are written as requests finish
+    logs = [path for path in farm_http["ray_tmp"].rglob("*") if path.is_file() and path.suffix in (".log", ".out", ".err")]
+    assert any("openrlhf" in p.name or "proxy" in p.name or "replica" in p.name or p.suffix == ".log" for p in logs)
+    leaked = [str(path) for path in logs if farm_http["key"] in path.read_text(errors="replace")]
+    assert leaked == [], f"the OpenRLHF key appears in {leaked}"
