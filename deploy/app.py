@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from deploy.ingress import RewardIngress, RuntimeTuning
 from deploy.judge_deployment import JudgeDeployment, LocalJudgeDeployment
+from farm.auth import AuthConfig
 from farm.config import DeploymentOptions, FarmConfig, JudgeConfig, load_config, parse_config
 from farm.judges import is_local, needs_bedrock
 from farm.judges.local_runtime import model_directory
@@ -31,11 +32,22 @@ class FarmAppArgs(BaseModel):
     config: dict[str, Any] | None = None
     """An inline farm config, instead of `config_path`."""
     env: dict[str, str] = Field(default_factory=dict)
-    """Environment variables for every replica (e.g. the emulator's endpoint)."""
+    """Environment variables for every replica (e.g. the emulator's endpoint); never a secret."""
     check_model_paths: bool = True
     """Fail the build when a local judge's model_path is missing here (off when only workers have it)."""
     tuning: dict[str, Any] | None = None
     """The ingress `user_config` (weights, aggregation); changing only this reconfigures in place."""
+    auth: AuthConfig | None = None
+    """Replaces the farm config's `serve.auth`: where the ingress reads its tokens (never the tokens)."""
+    insecure: bool = False
+    """Serve without auth even where the HTTP proxy binds beyond loopback (refused otherwise)."""
+
+    @field_validator("env")
+    @classmethod
+    def _no_token_in_env(cls, env: dict[str, str]) -> dict[str, str]:
+        if "FARM_API_TOKEN" in env:
+            raise ValueError("env must not carry FARM_API_TOKEN: it would be stored in the Serve config; use auth.token (a file or secret)")
+        return env
 
 
 DEFAULTS: dict[str, DeploymentOptions] = {
@@ -96,6 +108,8 @@ def _judge_deployment(judge: JudgeConfig, env: dict[str, str]) -> tuple[Any, dic
 def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     args = FarmAppArgs.model_validate(args or {}) if not isinstance(args, FarmAppArgs) else args
     config: FarmConfig = parse_config(args.config, source="args.config") if args.config is not None else load_config(args.config_path)
+    if args.auth is not None:
+        config = config.model_copy(update={"serve": config.serve.model_copy(update={"auth": args.auth})})
     if args.check_model_paths:
         for judge in config.judges:
             if is_local(judge) and getattr(judge, "model_path", None):
@@ -108,4 +122,4 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
-    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw)
+    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)

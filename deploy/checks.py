@@ -1,13 +1,25 @@
-"""Checks a cluster config must pass before it costs money: Ray's own validation, and ours.
+"""Checks a deployment manifest must pass before it costs money or exposes the farm.
 
-Ours: no inbound rule open to the world, no dashboard bound to every interface, no credential
-written into a config, and no placeholder left unreplaced.
+- every manifest: no inbound rule open to the world, no dashboard bound to every interface by a
+  command line, no credential or API token written into it, no placeholder left (for `farm up`);
+- Ray cluster YAMLs: Ray's own `prepare_config` + `validate_config`; every node names its security
+  group (else Ray's default group opens SSH to 0.0.0.0/0); no rule admits a CIDR to Ray's ports;
+- security groups (CloudFormation): Ray's ports only from the group itself;
+- Serve configs (also KubeRay's `serveConfigV2`): Ray's `ServeDeploySchema`; a proxy beyond loopback
+  only with `args.auth`;
+- KubeRay: the head Service is not public, and a NetworkPolicy selects every Ray pod and admits
+  Ray's ports only from the farm's own pods;
+- IAM policies: no wildcard action or resource; with a farm config, exactly its models.
+
+`python -m deploy.checks FILE... [--farm-config deploy/farm.cluster.yaml]` exits 1 on any finding.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +28,17 @@ import yaml
 
 from farm.errors import ConfigError
 
-__all__ = ["placeholders", "security_findings", "validate_cluster_yaml"]
+__all__ = [
+    "RAY_PORTS",
+    "check_manifest",
+    "iam_findings",
+    "kuberay_findings",
+    "main",
+    "placeholders",
+    "security_findings",
+    "serve_config_findings",
+    "validate_cluster_yaml",
+]
 
 _OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 _SECRETS = (
@@ -25,8 +47,13 @@ _SECRETS = (
     (re.compile(r"(?i)aws_session_token\s*[:=]"), "an AWS session token"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
     (re.compile(r"(?i)FARM_API_TOKEN\s*[:=]\s*\S+"), "the farm's API token"),
+    (re.compile(r"^FARM_API_TOKEN$"), "the farm's API token"),
     (re.compile(r"(?i)\bpassword\s*[:=]\s*\S+"), "a password"),
 )
+RAY_PORTS = {6379: "GCS", 8265: "dashboard", 10001: "Ray client", 52365: "dashboard agent", 8076: "object manager", 8077: "raylet"}
+"""Ray's fixed ports; workers also listen on 10002-19999."""
+_SERVE_PORT = 8000
+_KUBERAY_PUBLIC_PORTS = {_SERVE_PORT, 8265, 52365}  # Serve; the dashboard and agent the operator calls
 
 
 def _strings(node: Any, path: str = "$") -> Iterator[tuple[str, str]]:
@@ -41,8 +68,18 @@ def _strings(node: Any, path: str = "$") -> Iterator[tuple[str, str]]:
         yield path, node
 
 
+def _nodes(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _nodes(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _nodes(value, f"{path}[{index}]")
+
+
 def security_findings(config: Any) -> list[str]:
-    """What in a config (a parsed YAML/JSON document) would expose the cluster."""
+    """What in any config (a parsed YAML/JSON document) would expose the cluster or leak a secret."""
     findings = []
     for where, text in _strings(config):
         for cidr in _OPEN_CIDRS:
@@ -51,13 +88,56 @@ def security_findings(config: Any) -> list[str]:
         if re.search(r"--dashboard-host[= ]0\.0\.0\.0", text):
             findings.append(f"{where}: the dashboard listens on every interface; use 127.0.0.1 and `ray dashboard`")
         for pattern, what in _SECRETS:
-            if pattern.search(text):
-                findings.append(f"{where}: looks like {what}; use an instance profile or a secret store")
+            if pattern.search(text.strip()):
+                findings.append(f"{where}: looks like {what}; use an instance profile, a mounted secret or a secret store")
+    findings += _rule_findings(config)
     return findings
+
+
+def _rule_findings(config: Any) -> list[str]:
+    """Security-group rules (Ray's IpPermissions or CloudFormation's ingress) that admit a CIDR to Ray's ports."""
+    findings = []
+    for where, rule in _nodes(config):
+        if "IpProtocol" not in rule:
+            continue
+        cidrs = [rule[k] for k in ("CidrIp", "CidrIpv6") if k in rule]
+        cidrs += [r.get("CidrIp", r.get("CidrIpv6")) for r in rule.get("IpRanges", []) + rule.get("Ipv6Ranges", []) if isinstance(r, dict)]
+        if not cidrs:
+            continue  # from a security group: the cluster's own nodes or the trainers'
+        low, high = _port_range(rule)
+        exposed = [f"{port} ({name})" for port, name in RAY_PORTS.items() if low <= port <= high]
+        if low <= 10002 and high >= 19999:
+            exposed.append("10002-19999 (workers)")
+        if exposed:
+            findings.append(
+                f"{where}: admits a CIDR to Ray's ports {', '.join(exposed)}; only the cluster's own security group may reach them"
+            )
+    return findings
+
+
+def _port_range(rule: dict[str, Any]) -> tuple[int, int]:
+    if str(rule.get("IpProtocol")) == "-1":
+        return 0, 65535
+    try:
+        return int(rule.get("FromPort", 0)), int(rule.get("ToPort", 65535))
+    except (TypeError, ValueError):
+        return 0, 65535
 
 
 def placeholders(config: Any) -> list[str]:
     return sorted({f"{where}: {text}" for where, text in _strings(config) if "REPLACE_ME" in text})
+
+
+def _cluster_findings(raw: dict[str, Any]) -> list[str]:
+    findings = []
+    if raw.get("provider", {}).get("type") == "aws":
+        for name, node_type in raw.get("available_node_types", {}).items():
+            if not node_type.get("node_config", {}).get("SecurityGroupIds"):
+                findings.append(
+                    f"$.available_node_types.{name}.node_config: no SecurityGroupIds; Ray would create a default "
+                    "security group that opens SSH to 0.0.0.0/0 (use deploy/cluster/security-group.cfn.yaml)"
+                )
+    return findings
 
 
 def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
@@ -73,7 +153,198 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
         validate_config(prepared)
     except Exception as exc:  # Ray raises ValueError or jsonschema's ValidationError
         raise ConfigError(f"{path} is not a valid Ray cluster config: {exc}") from None
-    findings = security_findings(raw)
+    findings = security_findings(raw) + _cluster_findings(raw)
     if findings:
         raise ConfigError(f"{path} is unsafe:\n" + "\n".join(f"  - {f}" for f in findings))
     return prepared
+
+
+def serve_config_findings(config: dict[str, Any], *, proxy_host: str | None = None, where: str = "$") -> list[str]:
+    """A Serve config: valid for Ray, and a proxy beyond loopback only in front of apps with `args.auth`.
+
+    `proxy_host` overrides `http_options.host` (KubeRay binds the proxy to every interface of the pod)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from farm.auth import is_loopback
+
+    try:
+        schema = ServeDeploySchema.model_validate(config)
+    except Exception as exc:  # pydantic's ValidationError, with every field named
+        return [f"{where}: not a valid Serve config: {exc}"]
+    host = proxy_host or schema.http_options.host
+    if is_loopback(host):
+        return []
+    findings = []
+    for app in schema.applications:
+        args = app.args or {}
+        auth = args.get("auth") or {}
+        if not (auth.get("token") or auth.get("keys")) and not args.get("insecure"):
+            findings.append(
+                f"{where}: application {app.name!r} is served on {host} without auth; "
+                "set args.auth.token (a mounted file or a secret's name) or bind 127.0.0.1"
+            )
+    return findings
+
+
+def kuberay_findings(documents: list[Any]) -> list[str]:
+    """A KubeRay manifest: private head Service, every Ray pod behind a NetworkPolicy, auth on Serve."""
+    findings: list[str] = []
+    policies = [d for d in documents if isinstance(d, dict) and d.get("kind") == "NetworkPolicy"]
+    for doc in documents:
+        if not isinstance(doc, dict) or doc.get("kind") not in ("RayService", "RayCluster"):
+            continue
+        name = doc.get("metadata", {}).get("name", "?")
+        cluster = doc["spec"].get("rayClusterConfig", {}) if doc["kind"] == "RayService" else doc["spec"]
+        if doc["kind"] == "RayService":
+            try:
+                serve_config = yaml.safe_load(doc["spec"].get("serveConfigV2") or "{}")
+            except yaml.YAMLError as exc:
+                findings.append(f"{name}: serveConfigV2 is not YAML: {exc}")
+            else:
+                findings += serve_config_findings(serve_config, proxy_host="0.0.0.0", where=f"{name}.serveConfigV2")
+        head = cluster.get("headGroupSpec", {})
+        if head.get("serviceType") in ("LoadBalancer", "NodePort"):
+            findings.append(f"{name}: headGroupSpec.serviceType {head['serviceType']} exposes Ray's head ports; use ClusterIP")
+        groups = [("head", head), *((g.get("groupName", "?"), g) for g in cluster.get("workerGroupSpecs", []))]
+        for group, spec in groups:
+            labels = spec.get("template", {}).get("metadata", {}).get("labels", {}) or {}
+            covering = [p for p in policies if _selects(p, labels)]
+            if not covering:
+                findings.append(f"{name}: pods of group {group!r} are behind no NetworkPolicy; Ray's ports are open to every pod")
+            for policy in covering:
+                findings += _policy_findings(policy, labels)
+    return findings
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    spec = policy.get("spec", {})
+    wanted = spec.get("podSelector", {}).get("matchLabels", {}) or {}
+    return bool(wanted) and "Ingress" in spec.get("policyTypes", ["Ingress"]) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _policy_findings(policy: dict[str, Any], own_labels: dict[str, str]) -> list[str]:
+    name = policy.get("metadata", {}).get("name", "?")
+    findings = []
+    for index, rule in enumerate(policy.get("spec", {}).get("ingress", []) or []):
+        where = f"NetworkPolicy {name}.ingress[{index}]"
+        sources = rule.get("from")
+        if not sources:
+            findings.append(f"{where}: no `from`: admits every source")
+            continue
+        own = all(
+            set(s) == {"podSelector"}
+            and all(own_labels.get(k) == v for k, v in (s["podSelector"].get("matchLabels") or {"": None}).items())
+            for s in sources
+        )
+        if own:
+            continue  # Ray's own traffic between the farm's pods
+        ports = {p.get("port") for p in rule.get("ports", []) or []}
+        if not ports or not ports <= _KUBERAY_PUBLIC_PORTS:
+            shown = sorted(map(str, ports)) or ["every port"]
+            findings.append(f"{where}: admits pods outside the farm to {', '.join(shown)}; only {sorted(_KUBERAY_PUBLIC_PORTS)} may be")
+    return findings
+
+
+_BEDROCK_ARN = re.compile(r"^arn:aws:bedrock:([a-z0-9-]+):(\w*|REPLACE_ME_ACCOUNT_ID):(foundation-model|inference-profile)/(.+)$")
+_GEO_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
+
+
+def iam_findings(policy: dict[str, Any], farm_config: Any = None) -> list[str]:
+    """Least privilege: no wildcard action or resource (a Secrets Manager ARN may end in `-??????`,
+    its random suffix); with a farm config, Bedrock resources are exactly its models and profiles."""
+    findings = []
+    granted: set[tuple[str, str]] = set()
+    statements = policy.get("Statement", [])
+    for index, statement in enumerate(statements if isinstance(statements, list) else [statements]):
+        where = f"Statement[{index}] ({statement.get('Sid', 'no Sid')})"
+        if statement.get("Effect") != "Allow":
+            continue
+        for key in ("NotAction", "NotResource"):
+            if key in statement:
+                findings.append(f"{where}: {key} grants everything not listed")
+        actions = statement.get("Action", [])
+        for action in [actions] if isinstance(actions, str) else actions:
+            if "*" in action or "?" in action:
+                findings.append(f"{where}: wildcard action {action!r}")
+        resources = statement.get("Resource", [])
+        for resource in [resources] if isinstance(resources, str) else resources:
+            bare = re.sub(r"-\?{6}$", "", resource) if resource.startswith("arn:aws:secretsmanager:") else resource
+            if "*" in bare or "?" in bare:
+                findings.append(f"{where}: wildcard resource {resource!r}; name each model ARN and inference profile")
+                continue
+            match = _BEDROCK_ARN.match(resource)
+            if match:
+                granted.add((match.group(3), match.group(4)))
+    if farm_config is not None:
+        findings += _model_coverage(farm_config, granted)
+    return findings
+
+
+def _model_coverage(config: Any, granted: set[tuple[str, str]]) -> list[str]:
+    from farm.judges import needs_bedrock
+
+    needed: set[tuple[str, str]] = set()
+    for judge in config.judges:
+        model = getattr(judge, "model", None)
+        if not needs_bedrock(judge) or not model:
+            continue
+        if model.startswith(_GEO_PREFIXES):
+            needed |= {("inference-profile", model), ("foundation-model", model.split(".", 1)[1])}
+        else:
+            needed.add(("foundation-model", model))
+    findings = [
+        f"the farm config's judges call {kind} {model!r}, which the policy does not grant" for kind, model in sorted(needed - granted)
+    ]
+    findings += [f"the policy grants {kind} {model!r}, which no configured judge calls" for kind, model in sorted(granted - needed)]
+    return findings
+
+
+def check_manifest(path: str | Path, farm_config: Any = None) -> list[str]:
+    """Every finding for one manifest file, whatever kind it is (cluster, Serve, KubeRay, IAM, CloudFormation)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        documents = [json.loads(text)] if path.suffix == ".json" else [d for d in yaml.safe_load_all(text) if d is not None]
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return [f"cannot read {path}: {exc}"]
+    findings = [f for d in documents for f in security_findings(d)]
+    for doc in documents:
+        if not isinstance(doc, dict):
+            continue
+        if "available_node_types" in doc and "provider" in doc:
+            try:
+                validate_cluster_yaml(path)
+            except ConfigError as exc:
+                findings.append(str(exc))
+        elif "applications" in doc:
+            findings += serve_config_findings(doc)
+        elif "Statement" in doc:
+            findings += iam_findings(doc, farm_config)
+    if any(isinstance(d, dict) and d.get("kind") in ("RayService", "RayCluster") for d in documents):
+        findings += kuberay_findings(documents)
+    return list(dict.fromkeys(findings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m deploy.checks FILE... [--farm-config FARM.yaml]`: findings to stderr, exit 1 on any."""
+    import argparse
+
+    from farm.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.checks", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--farm-config", help="check IAM policies against this farm config's models")
+    args = parser.parse_args(argv)
+    farm_config = load_config(args.farm_config) if args.farm_config else None
+    failed = 0
+    for path in args.paths:
+        findings = check_manifest(path, farm_config)
+        for finding in findings:
+            print(f"{path}: {finding}", file=sys.stderr)
+        failed += bool(findings)
+        print(f"{path}: {'REFUSED' if findings else 'ok'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,11 @@
-"""The ensemble ingress: HTTP `POST /score`, `POST /openrlhf`, `GET /healthz`, `GET /integrity`,
-and the handle methods `score` and `integrity`.
+"""The ensemble ingress: HTTP `POST /score`, `POST /openrlhf`, `GET /healthz`, `GET /info`,
+`GET /integrity`, and the handle methods `score` and `integrity`.
+
+Secure by default: tokens come from the sources `serve.auth` names (read here, at start, never
+from the config or the environment); without auth the app refuses to start behind a proxy that
+listens beyond loopback unless the deployment says `insecure`. `/healthz` says only "alive";
+every other route needs a token, and every route and the handle path share one set of limits
+(body size, rollouts per request, nesting depth, duplicate ids).
 
 Every rollout fans out to every judge deployment concurrently (through `HandleJudge`), and
 `farm.ensemble.Ensemble` applies gates, per-judge deadlines, the quorum and aggregation.
@@ -10,8 +16,9 @@ Canaries ride along with live requests and scheduled probes run in the backgroun
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
+import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -23,16 +30,20 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deploy.door import ANONYMOUS, Door, Limited
 from deploy.handle_judge import HandleJudge
 from deploy.integrity_watch import IntegrityWatch
 from deploy.metrics import FarmMetrics
 from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
+from farm.auth import TokenBook, is_loopback
 from farm.config import AggregationConfig, FarmConfig, parse_config
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
-from farm.wire import RewardResult, Rollout, parse_rollout
+from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
-__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning", "key_digest"]
+__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
+
+logger = logging.getLogger("ray.serve")
 
 _json = msgspec.json.Encoder()
 
@@ -47,23 +58,17 @@ class RuntimeTuning(BaseModel):
 
 
 class OpenRLHFSettings(BaseModel):
-    """The `/openrlhf` route, from the replicas' environment: the secret path segment as its SHA-256
-    (`FARM_OPENRLHF_KEY_SHA256`, which `farm serve` derives from `FARM_OPENRLHF_KEY` so that the key
-    itself never sits in a runtime env that Ray logs), `FARM_OPENRLHF_STRIP` (1/0, strip
-    chat-template markup) and `FARM_OPENRLHF_FAILED_REWARD`."""
+    """How `/openrlhf` reads OpenRLHF's request, from the replicas' environment (`farm serve`
+    passes these on): `FARM_OPENRLHF_STRIP` (1/0, strip chat-template markup before judging) and
+    `FARM_OPENRLHF_FAILED_REWARD` (what an unscorable rollout gets; OpenRLHF cannot take a null)."""
 
-    key_sha256: str | None = None
     strip_template: bool = True
     failed_reward: float = Field(default=0.0, allow_inf_nan=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OpenRLHFSettings:
-        digest = environ.get("FARM_OPENRLHF_KEY_SHA256") or None
-        if digest is None and environ.get("FARM_OPENRLHF_KEY"):
-            digest = key_digest(environ["FARM_OPENRLHF_KEY"])
         try:
             return cls(
-                key_sha256=digest,
                 strip_template=environ.get("FARM_OPENRLHF_STRIP", "1").strip().lower() not in ("0", "false", "no", "off"),
                 failed_reward=float(environ.get("FARM_OPENRLHF_FAILED_REWARD", "0")),
             )
@@ -71,24 +76,38 @@ class OpenRLHFSettings(BaseModel):
             raise ConfigError(f"FARM_OPENRLHF_FAILED_REWARD must be a number: {exc}") from None
 
 
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(message)
         self.status = status
-        self.body = {"error": message, **extra}
+        self.headers = headers
+        self.body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _proxy_host() -> str | None:
+    """The address Serve's HTTP proxies bind, as the controller knows it; None when it cannot say."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config.host
+    except Exception:  # no controller reachable: treat as unknown, which is not loopback
+        return None
 
 
 @serve.deployment
 class RewardIngress:
-    def __init__(self, judges: dict[str, Any], farm_config: dict[str, Any]):
+    def __init__(self, judges: dict[str, Any], farm_config: dict[str, Any], insecure: bool = False):
         self.config: FarmConfig = parse_config(farm_config, source="farm config")
         self.handles = judges
-        self.token = os.environ.get("FARM_API_TOKEN") or None
+        self.door = Door(self.config, TokenBook.load(self.config.serve.auth))
         self.openrlhf = OpenRLHFSettings.from_env(os.environ)
+        if not self.door.enabled and not insecure:
+            host = _proxy_host()
+            if not is_loopback(host):
+                raise ConfigError(
+                    f"refusing to serve without auth: Serve's HTTP proxy binds {host or 'an unknown address'}, "
+                    "beyond loopback; set serve.auth.token (a file or secret holding the token) or deploy with insecure: true"
+                )
         self.metrics = FarmMetrics(self.config.serve.app_name)
         self.started_at = time.time()
         self.reconfigured = 0
@@ -114,8 +133,15 @@ class RewardIngress:
         self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation, integrity=self.config.integrity)
 
     async def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
-        """The handle entry point: a list of rollouts (or rollout dicts) in, one result each out."""
-        parsed = [parse_rollout(r, where=f"rollouts[{i}]") for i, r in enumerate(rollouts)]
+        """The handle entry point: a list of rollouts (or rollout dicts) in, one result each out.
+        The HTTP routes' limits apply here too; a refusal raises `InputError` naming the field."""
+        try:
+            if not isinstance(rollouts, Sequence) or isinstance(rollouts, (str, bytes)):
+                raise _HTTPError(422, f"score() takes a list of rollouts, got {type(rollouts).__name__}", field="rollouts")
+            parsed = self._rollouts(list(rollouts))
+            self._check_size(len(msgspec.json.encode(parsed)))
+        except _HTTPError as exc:
+            raise InputError(exc.body["error"], field=exc.body.get("field")) from None
         return await self._score(parsed)
 
     async def _score(self, rollouts: list[Rollout]) -> list[RewardResult]:
@@ -134,13 +160,20 @@ class RewardIngress:
         return self.watch.status()
 
     async def check_health(self) -> None:
-        """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app."""
+        """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app
+        and re-reads the token sources every `serve.auth.refresh_s`."""
         self.watch.ensure_probing(lambda: self.ensemble)
+        problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
+        if problem:
+            logger.warning("token refresh failed, %s", problem)
 
     def __del__(self) -> None:
-        self.watch.stop()
+        watch = getattr(self, "watch", None)  # absent when __init__ refused to start
+        if watch is not None:
+            watch.stop()
 
     def info(self) -> dict[str, Any]:
+        """Configuration and integrity details: behind auth (`GET /info`), never on `/healthz`."""
         return {
             "status": "ok",
             "app": self.config.serve.app_name,
@@ -155,77 +188,109 @@ class RewardIngress:
     async def __call__(self, request: Request) -> Response:
         segments = request.url.path.rstrip("/").split("/")
         path = segments[-1]
-        openrlhf_key = None
-        if len(segments) >= 2 and segments[-2] == "openrlhf":  # POST /openrlhf/<key>: OpenRLHF sends no headers
-            path, openrlhf_key = "openrlhf", segments[-1]
+        path_token = None
+        if len(segments) >= 2 and segments[-2] == "openrlhf":  # POST /openrlhf/<token>: OpenRLHF sends no headers
+            path, path_token = "openrlhf", segments[-1]
         try:
             if path == "healthz" and request.method == "GET":
+                return _respond(200, {"status": "ok"})  # for load balancers: alive, and nothing else
+            caller = await self._caller(request, path_token)
+            if path == "info" and request.method == "GET":
                 return _respond(200, self.info())
-            if openrlhf_key is not None:
-                self._authorise_openrlhf(openrlhf_key)
-            else:
-                self._authorise(request)
             if path == "integrity" and request.method == "GET":
                 return _respond(200, self.integrity())
             if request.method != "POST" or path not in ("score", "openrlhf"):
-                routes = "POST /score, POST /openrlhf[/<key>], GET /integrity or GET /healthz"
-                shown = "/openrlhf/<key>" if openrlhf_key is not None else request.url.path  # the key is never echoed
+                routes = "POST /score, POST /openrlhf[/<token>], GET /info, GET /integrity or GET /healthz"
+                shown = "/openrlhf/<token>" if path_token is not None else request.url.path  # a token is never echoed
                 raise _HTTPError(404, f"no route {request.method} {shown}; use {routes}")
             payload = await self._read_json(request)
+            if not isinstance(payload, dict):
+                raise _HTTPError(422, f"body must be a JSON object, got {_json_type(payload)}", field="body")
             if path == "openrlhf":
+                queries = payload.get("query")
+                self._check_count(len(queries) if isinstance(queries, list) else 0)
                 try:
                     rollouts = rollouts_from_openrlhf(payload, strip_template=self.openrlhf.strip_template)
                 except InputError as exc:
                     raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
+                self._admit(caller, len(rollouts))
                 return _respond(200, openrlhf_response(await self._score(rollouts), failed_reward=self.openrlhf.failed_reward))
-            rollouts = self._rollouts(payload)
+            if not isinstance(payload.get("rollouts"), list):
+                raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
+            rollouts = self._rollouts(payload["rollouts"])
+            self._admit(caller, len(rollouts))
             return _respond(200, {"results": await self._score(rollouts)})
         except _HTTPError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
             return _respond(exc.status, exc.body, headers)
 
-    def _authorise_openrlhf(self, supplied: str) -> None:
-        """The `/openrlhf/<key>` route: the key (`FARM_OPENRLHF_KEY`) compared in constant time, never
-        echoed or logged. Without a configured key the route does not exist."""
-        expected = self.openrlhf.key_sha256
-        if expected is None or not hmac.compare_digest(key_digest(supplied), expected):
-            raise _HTTPError(404, "no such route; OpenRLHF's route is POST /openrlhf/<FARM_OPENRLHF_KEY> when a key is set")
+    async def _caller(self, request: Request, path_token: str | None = None) -> str:
+        """`_authorise`, re-reading the token sources once when a token is refused and they are due
+        (at most every `serve.auth.refresh_s`): a token rotated in works at once. `path_token` is
+        OpenRLHF's (`POST /openrlhf/<token>`), checked exactly as a bearer token."""
+        try:
+            return self._authorise(request, path_token)
+        except _HTTPError:
+            if not self.door.refresh_due(self.config.serve.auth):
+                raise
+            problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
+            if problem:
+                logger.warning("token refresh failed, %s", problem)
+            return self._authorise(request, path_token)
 
-    def _authorise(self, request: Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, supplied = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.encode(), self.token.encode()):
+    def _authorise(self, request: Request, path_token: str | None = None) -> str:
+        """The one token check for every route: the caller's name (a key name, "token", or
+        "anonymous" when auth is off), or a 401."""
+        header = f"Bearer {path_token}" if path_token is not None else request.headers.get("authorization", "")
+        caller = self.door.caller(header)
+        if caller is None:
             raise _HTTPError(401, "missing or wrong bearer token")
+        return caller
+
+    def _admit(self, caller: str, rollouts: int) -> None:
+        if caller == ANONYMOUS:
+            return
+        try:
+            self.door.admit(caller, rollouts)
+        except Limited as exc:
+            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+            raise _HTTPError(429, str(exc), headers, retry_after_s=exc.retry_after_s) from None
+
+    def _check_size(self, size: int) -> None:
+        limit = self.config.serve.max_request_bytes
+        if size > limit:
+            raise _HTTPError(413, f"request body of {size} bytes exceeds the limit of {limit}")
+
+    def _check_count(self, count: int) -> None:
+        limit = self.config.serve.max_rollouts_per_request
+        if count > limit:
+            raise _HTTPError(413, f"{count} rollouts exceed the limit of {limit} per request; split the batch")
 
     async def _read_json(self, request: Request) -> Any:
         limit = self.config.serve.max_request_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _HTTPError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+        if declared is not None and declared.isdigit():
+            self._check_size(int(declared))
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > limit:
                 raise _HTTPError(413, f"request body exceeds the limit of {limit} bytes")
         try:
-            return msgspec.json.decode(bytes(body))
-        except msgspec.DecodeError as exc:
-            raise _HTTPError(400, f"body is not valid JSON: {exc}") from None
+            return decode_json(bytes(body), max_depth=self.config.serve.max_json_depth)
+        except InputError as exc:
+            status = 400 if exc.field is None else 422
+            raise _HTTPError(status, str(exc), field=exc.field) from None
 
-    def _rollouts(self, payload: Any) -> list[Rollout]:
-        if not isinstance(payload, dict) or not isinstance(payload.get("rollouts"), list):
-            raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
-        rows = payload["rollouts"]
-        limit = self.config.serve.max_rollouts_per_request
-        if len(rows) > limit:
-            raise _HTTPError(413, f"{len(rows)} rollouts exceed the limit of {limit} per request; split the batch")
+    def _rollouts(self, rows: list[Any]) -> list[Rollout]:
+        """Count, parse (depth included) and de-duplicate a batch: the limits every route shares."""
+        self._check_count(len(rows))
+        depth = self.config.serve.max_json_depth
         rollouts = []
         seen: set[str] = set()
         for index, row in enumerate(rows):
             try:
-                rollout = parse_rollout(row, where=f"rollouts[{index}]")
+                rollout = parse_rollout(row, where=f"rollouts[{index}]", max_depth=depth - 2)
             except InputError as exc:
                 raise _HTTPError(422, str(exc), field=exc.field, row=exc.row, index=index) from None
             if rollout.id in seen:
@@ -235,5 +300,14 @@ class RewardIngress:
         return rollouts
 
 
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
+
+
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)
+    try:
+        data = _json.encode(body)
+    except (msgspec.EncodeError, UnicodeEncodeError):  # an error naming a key that holds a lone surrogate
+        data = json.dumps(body, ensure_ascii=True, default=str).encode()
+    return Response(data, status_code=status, media_type="application/json", headers=headers)

@@ -13,7 +13,44 @@ import click
 __all__ = ["main"]
 
 
-@click.group()
+EXIT_ERROR = 1
+"""Bad input, config or environment (click's usage errors are 2)."""
+EXIT_DEGRADED = 3
+"""Results were written, but judges failed beyond --max-degraded: do not train on them unread."""
+SCORE_COMPANIONS = (".summary.json", ".errors.jsonl")
+
+MAX_DEGRADED = click.option(
+    "--max-degraded",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of rows allowed to be partial or failed, or any judge failing on every row, before the run exits 3 (1: never).",
+)
+
+
+class CliError(click.ClickException):
+    """The one error style of every command: `Error: <cause>`, then, indented, what to do."""
+
+    def __init__(self, cause: str, hint: str | None = None, *, exit_code: int = EXIT_ERROR):
+        super().__init__(cause)
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def format_message(self) -> str:
+        return self.message + (f"\n  {self.hint}" if self.hint else "")
+
+
+class _FarmGroup(click.Group):
+    """Ctrl-C anywhere is one line and exit 130, not click's bare "Aborted!" and 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise CliError("interrupted", exit_code=130) from None
+
+
+@click.group(cls=_FarmGroup)
 @click.version_option(package_name="reward-farm")
 def main() -> None:
     """Reward farm: LLM-judge and rule rewards for RL fine-tuning."""
@@ -26,74 +63,116 @@ def main() -> None:
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
 )
 @click.option("--concurrency", default=4, show_default=True, help="Batches scored at once.")
-def score(input_path: str, output_path: str, config_path: str | None, concurrency: int) -> None:
-    """Score a JSONL file of rollouts in this process and write one result per row."""
-    from farm.scorefile import score_file
+@click.option("--force", is_flag=True, help="Overwrite --out (and its .summary.json/.errors.jsonl) if it exists.")
+@MAX_DEGRADED
+def score(input_path: str, output_path: str, config_path: str | None, concurrency: int, force: bool, max_degraded: float) -> None:
+    """Score a JSONL file of rollouts in this process and write one result per row.
 
-    config, emulator, _ = _load(config_path)
+    Exits 0 when every judge answered, 1 on invalid input rows or an error, 3 when the run is
+    degraded: a judge failed on every rollout, or more than --max-degraded of the rollouts are
+    partial or failed (the results are still written)."""
     from farm.offline.reader import count_rows, describe_inputs
+    from farm.progress import Progress
+    from farm.scorefile import degradation, score_file
 
+    _claim_output(output_path, force, companions=SCORE_COMPANIONS)
     total = count_rows(describe_inputs([input_path])) or 0
+    if not total:
+        raise CliError(f"{input_path} holds no rollouts", "give a JSONL file with one rollout per line (see Inputs in the README)")
+    config, emulator, _ = _load(config_path)
+    progress = Progress("scoring", total)
+    progress.start()
     try:
-        with click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True, show_eta=True) as bar:
-            summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, on_progress=bar.update))
+        summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, progress=progress))
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} is incomplete; rerun with --force", exit_code=130) from None
     finally:
+        progress.close()
         if emulator is not None:
             emulator.stop()
-    summary_path = Path(output_path).with_name(Path(output_path).name + ".summary.json")
-    summary_path.write_text(json.dumps(summary.as_dict(), indent=2) + "\n", encoding="utf-8")
-    _print_summary(summary.as_dict(), summary_path)
+    line, over = degradation(
+        summary.rollouts, summary.status, summary.judge_status, summary.judge_errors, max_share=max_degraded
+    ) if summary.rollouts else ("no valid rollouts", False)
+    data = {"degraded": line, "degraded_over_limit": over, **summary.as_dict()}
+    summary_path = _companion(output_path, ".summary.json")
+    summary_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    _print_summary(data, summary_path)
+    if over:
+        raise CliError(
+            f"degraded run: {line}",
+            f"results are in {output_path}, reasons per rollout in its `error` fields; fix the cause, or accept it with --max-degraded 1",
+            exit_code=EXIT_DEGRADED,
+        )
     if summary.invalid_rows:
-        raise click.ClickException(f"{summary.invalid_rows} invalid input row(s); see {summary.errors_file}")
+        raise CliError(f"{summary.invalid_rows} invalid input row(s); see {summary.errors_file}", "the valid rows were scored; fix or drop the rows listed there")
 
 
 @main.command()
 @click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address (0.0.0.0 only behind a firewall).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address; beyond loopback only with a token.")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--num-cpus", type=int, default=None, help="CPUs for a local Ray started here (default: all).")
 @click.option("--detach", is_flag=True, help="Deploy to the cluster at RAY_ADDRESS and exit, leaving the app running.")
-def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, detach: bool) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the API token(s), one per line (a mounted secret).")
+@click.option("--token-secret", help="AWS Secrets Manager secret (name or ARN) holding the API token(s).")
+@click.option("--token-ssm", help="AWS SSM Parameter Store SecureString holding the API token(s).")
+@click.option("--insecure", is_flag=True, help="Serve WITHOUT auth beyond loopback: anyone who reaches the port can spend your quota.")
+def serve(
+    config_path: str | None,
+    host: str,
+    port: int,
+    num_cpus: int | None,
+    detach: bool,
+    token_file: str | None,
+    token_secret: str | None,
+    token_ssm: str | None,
+    insecure: bool,
+) -> None:
     """Deploy the reward farm on Ray Serve: HTTP POST /score, and the app for handle clients."""
     import os
     import signal
     import time
 
+    auth = _serve_auth(config_path, host, token_file, token_secret, token_ssm, insecure)
+    _require_free_port(host, port)
     config, emulator, env = _load(config_path)
     cluster = os.environ.get("RAY_ADDRESS")
     if detach and (not cluster or emulator is not None):
         if emulator is not None:
             emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    for name in ("FARM_API_TOKEN", "FARM_BACKEND", "FARM_OPENRLHF_KEY_SHA256", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
+    for name in ("FARM_BACKEND", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
         if os.environ.get(name):
             env[name] = os.environ[name]
-    if os.environ.get("FARM_OPENRLHF_KEY"):  # replicas get its digest: Ray logs runtime envs
-        import hashlib
-
-        env["FARM_OPENRLHF_KEY_SHA256"] = hashlib.sha256(os.environ["FARM_OPENRLHF_KEY"].encode("utf-8")).hexdigest()
 
     import ray
     from ray import serve as ray_serve
 
     from deploy.app import FarmAppArgs, build_app
 
+    quiet = _quiet_ray()
     if cluster:
-        ray.init(address=cluster)
+        ray.init(address=cluster, logging_level=quiet["log_level"])
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
-    ray_serve.start(http_options={"host": host, "port": port})
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=quiet["log_level"])
     app_name = config.serve.app_name
     try:
-        ray_serve.run(build_app(FarmAppArgs(config_path=config_path, env=env)), name=app_name, route_prefix=config.serve.route_prefix)
+        ray_serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+        args = FarmAppArgs(config_path=config_path, env=env, auth=auth, insecure=insecure)
+        ray_serve.run(build_app(args), name=app_name, route_prefix=config.serve.route_prefix, logging_config=quiet)
     except Exception as exc:
-        raise click.ClickException(f"deploying {app_name!r} failed: {exc}") from None
+        if not cluster:
+            ray.shutdown()
+        if emulator is not None:
+            emulator.stop()
+        raise CliError(f"deploying {app_name!r} failed: {_first_line(exc)}", _deploy_hint(exc, port)) from None
     url = f"http://{host}:{port}{config.serve.route_prefix.rstrip('/')}"
     click.echo(f"reward farm app {app_name!r} is serving at {url}", err=True)
     click.echo(f"  curl -s {url}/healthz", err=True)
-    click.echo(f"  curl -s {url}/score -H 'Content-Type: application/json' -d @request.json", err=True)
+    bearer = " -H \"Authorization: Bearer $FARM_API_TOKEN\"" if auth is not None and auth.enabled else ""
+    click.echo(f"  curl -s {url}/score{bearer} -H 'Content-Type: application/json' -d @request.json", err=True)
     click.echo(f"  handle: farm.client.FarmClient({app_name!r}) from any process attached to this cluster", err=True)
     if detach:
         return
@@ -111,11 +190,48 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
         click.echo("shutting down", err=True)
         if cluster:
             ray_serve.delete(app_name)
-        else:
-            ray_serve.shutdown()
+        # a local Ray started here goes down whole with ray.shutdown(); serve.shutdown() first would
+        # only add a retry warning about the controller it has just killed
         ray.shutdown()
         if emulator is not None:
             emulator.stop()
+
+
+def _serve_auth(
+    config_path: str | None, host: str, token_file: str | None, token_secret: str | None, token_ssm: str | None, insecure: bool
+) -> Any:
+    """The auth `farm serve` deploys with (options over the config's `serve.auth`), checked here so
+    that a missing or empty token source, or a public bind without one, stops before Ray starts."""
+    import os
+
+    from farm.auth import SecretRef, TokenBook, is_loopback
+    from farm.config import load_config
+    from farm.errors import ConfigError
+
+    if os.environ.get("FARM_API_TOKEN"):
+        raise click.ClickException(
+            "FARM_API_TOKEN is not read by the server (it would land in Ray's logs and the Serve config): "
+            "write the token to a file readable only by you and pass --token-file, or use --token-secret / --token-ssm"
+        )
+    given = {k: v for k, v in (("file", token_file), ("secretsmanager", token_secret), ("ssm", token_ssm)) if v}
+    if len(given) > 1:
+        raise click.UsageError("give one of --token-file, --token-secret, --token-ssm")
+    try:
+        configured = load_config(config_path).serve.auth
+        auth = configured.model_copy(update={"token": SecretRef(**given)}) if given else configured
+        if auth.enabled:
+            TokenBook.load(auth)  # fail now, with the source named, rather than in a replica
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not auth.enabled and not is_loopback(host):
+        if not insecure:
+            raise click.ClickException(
+                f"refusing to listen on {host} without a token: anyone who can reach it could spend the account's "
+                "Bedrock quota and steer training. Pass --token-file (or --token-secret / --token-ssm), bind 127.0.0.1, "
+                "or, on a network you control, --insecure"
+            )
+        click.echo(f"WARNING: --insecure: serving on {host} with NO authentication; anyone who can reach it can use it", err=True)
+    return auth if auth.enabled else None
 
 
 @main.command()
@@ -127,6 +243,7 @@ def serve(config_path: str | None, host: str, port: int, num_cpus: int | None, d
 @click.option("--label-column", default=None, help="Gold label (top level or in metadata) to report accuracy/AUC against.")
 @click.option("--workers", type=int, default=None, help="Scoring actors (default: one per CPU in the cluster).")
 @click.option("--chunk-rows", type=int, default=2000, show_default=True, help="Rows per committed part file.")
+@MAX_DEGRADED
 def rescore(
     inputs: tuple[str, ...],
     out: str,
@@ -136,23 +253,31 @@ def rescore(
     label_column: str | None,
     workers: int | None,
     chunk_rows: int,
+    max_degraded: float,
 ) -> None:
-    """Re-score JSONL (plain/gzip) or Parquet files, local or s3://, on Ray; resumable, with a report."""
+    """Re-score JSONL (plain/gzip) or Parquet files, local or s3://, on Ray; resumable, with a report.
+    Exits 3 when the run is degraded (see `farm score --help`)."""
     import os
 
-    from farm.errors import ConfigError
+    from farm.scorefile import degradation
 
+    from farm.errors import ConfigError
+    from farm.progress import Progress
+
+    _check_rescore_paths(inputs, out, resume)  # before Ray: seconds saved on a typo
     config, emulator, env = _load(config_path)
     import ray
 
-    from actors.rescore import progress_printer
     from actors.rescore import rescore as run
 
+    quiet = _quiet_ray()
     cluster = os.environ.get("RAY_ADDRESS")
     if cluster:
-        ray.init(address=cluster, log_to_driver=False)
+        ray.init(address=cluster, log_to_driver=False, logging_level=quiet["log_level"])
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=quiet["log_level"])
+    progress = Progress("rescored", unit="rows")
+    progress.start()
     try:
         summary = run(
             list(inputs),
@@ -164,17 +289,21 @@ def rescore(
             chunk_rows=chunk_rows,
             fmt=fmt,
             env=env,
-            on_progress=progress_printer(),
+            on_progress=progress.set,
         )
     except (ConfigError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc)) from None
     finally:
+        progress.close()
         ray.shutdown()
         if emulator is not None:
             emulator.stop()
     base = out.rstrip("/")
     report = summary.report
-    click.echo("", err=True)
+    statuses = {name: judge["status"] for name, judge in report["judges"].items()}
+    reasons = {name: judge.get("failures_by_reason") or {} for name, judge in report["judges"].items()}
+    line, over = degradation(summary.rows, report.get("status", {}), statuses, reasons, max_share=max_degraded)
+    click.echo(f"{line}", err=True)
     click.echo(
         f"rescored {summary.rows} rows in {summary.elapsed_s}s ({summary.scored} now, {summary.skipped_chunks} chunks already done), "
         f"{report['invalid_rows']} invalid rows",
@@ -184,8 +313,11 @@ def rescore(
     if report["invalid_rows"]:
         click.echo(f"  invalid rows, with file and line: {base}.errors.jsonl", err=True)
     for name, judge in report["judges"].items():
-        label = f", vs label {judge['against_label']}" if judge["against_label"] else ""
-        click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {judge['status']}{label}", err=True)
+        against = judge["against_label"]
+        label = f", vs label: accuracy {against['accuracy']}, AUC {against['auc']} (n {against['n']})" if against else ""
+        click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {_counts(judge['status'])}{label}", err=True)
+    if over:
+        raise CliError(f"degraded run: {line}", f"see {base}.report.html; fix the cause, or accept it with --max-degraded 1", exit_code=EXIT_DEGRADED)
 
 
 @main.command()
@@ -199,6 +331,7 @@ def rescore(
 )
 @click.option("--pairs-limit", type=int, default=50, show_default=True, help="Pairs for position bias and human agreement (0: skip).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+@click.option("--force", is_flag=True, help="Overwrite --json if it exists.")
 def probe(
     config_path: str | None,
     data_path: str | None,
@@ -208,6 +341,7 @@ def probe(
     pairs_path: str | None,
     pairs_limit: int,
     json_path: str | None,
+    force: bool,
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
@@ -215,11 +349,15 @@ def probe(
     from farm.integrity.probes import format_table, run_probes
     from farm.integrity.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
 
+    if json_path:
+        _claim_output(json_path, force)
     rollouts = _read_input(read_sample, data_path, limit)
     known = gold_labels(rollouts, label_key)
     pairs = _read_input(read_pairs, pairs_path or packaged_data(HH_SAMPLE), limit=pairs_limit) if pairs_limit > 0 else []
     config, emulator, _ = _load(config_path)
-    result = _with_ensemble(config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs))
+    result = _with_ensemble(
+        config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs), label="probing"
+    )
     click.echo(format_table(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
@@ -233,6 +371,7 @@ def probe(
 @click.option("--limit", type=int, default=None, help="Rows to use (default: all).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the calibrated config YAML.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
+@click.option("--force", is_flag=True, help="Overwrite --out and --json if they exist.")
 def calibrate(
     config_path: str | None,
     data_path: str | None,
@@ -241,6 +380,7 @@ def calibrate(
     limit: int | None,
     out_path: str,
     json_path: str | None,
+    force: bool,
 ) -> None:
     """Measure every judge against gold labels (or each other), fit calibration maps and weights,
     and write them into a copy of the config."""
@@ -250,14 +390,19 @@ def calibrate(
     from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
     from farm.integrity.samples import gold_labels, read_sample
 
+    for path in (out_path, json_path):
+        if path:
+            _claim_output(path, force)
     rollouts = _read_input(read_sample, data_path, limit)
     labels = gold_labels(rollouts, label_key)
     if labels is None and not label_free:
-        raise click.ClickException(f"some rows lack metadata `{label_key}`; pass --label-free to estimate reliability without labels")
+        raise CliError(f"some rows lack metadata `{label_key}`", "pass --label to name the label key, or --label-free to estimate reliability without labels")
     described = Path(data_path).name if data_path else "packaged GSM8K sample"
     config, emulator, _ = _load(config_path)
 
-    report = _with_ensemble(config, emulator, lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described))
+    report = _with_ensemble(
+        config, emulator, lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described), label="calibrating", total=len(rollouts)
+    )
     raw, _source = load_raw_config(config_path)  # as written: env overrides are not baked in
     written = calibrated_config(raw, config, report)
     parse_config(written, source=out_path)  # never write a config that would not load
@@ -275,37 +420,74 @@ def calibrate(
 @click.option("--data", "data_path", type=click.Path(exists=True), help="Canary rollouts JSONL (default: the packaged GSM8K sample).")
 @click.option("--count", type=int, default=20, show_default=True, help="Canaries to take from the data.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Canary file to write.")
-def pin_canaries(config_path: str | None, data_path: str | None, count: int, out_path: str) -> None:
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def pin_canaries(config_path: str | None, data_path: str | None, count: int, out_path: str, force: bool) -> None:
     """Score canaries with today's judges and write them with `metadata.expected_scores`, so the
     drift alarm compares against known scores even on a replica that starts after a judge drifted."""
     from farm.integrity.canary import pin_canaries as pin
     from farm.integrity.samples import read_sample
 
+    _claim_output(out_path, force)
     rollouts = _read_input(read_sample, data_path, count)
     config, emulator, _ = _load(config_path)
-    pinned = _with_ensemble(config, emulator, lambda e: pin(e, rollouts))
+    pinned = _with_ensemble(config, emulator, lambda e: pin(e, rollouts), label="pinning", total=len(rollouts))
     Path(out_path).write_text("".join(json.dumps(row) + "\n" for row in pinned), encoding="utf-8")
     judged = sum(bool(row["metadata"]["expected_scores"]) for row in pinned)
     click.echo(f"pinned {judged} of {len(pinned)} canaries -> {out_path}; set integrity.canaries.data to it")
 
 
-def _with_ensemble(config: Any, emulator: Any, work: Any) -> Any:
-    """`await work(ensemble)` on an ensemble built from `config`; the ensemble and the embedded
-    emulator are closed whatever happens."""
+def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judging", total: int | None = None) -> Any:
+    """`await work(ensemble)` on an ensemble built from `config`, with progress on every rollout it
+    scores; the ensemble and the embedded emulator are closed whatever happens. Figures from a run
+    in which a judge failed on every rollout, or most rollouts were degraded, mean nothing: exit 3."""
+    from collections import Counter
+
     from farm.ensemble import Ensemble
+    from farm.progress import Progress
+    from farm.scorefile import degradation
+
+    progress = Progress(label, total)
+    status: Counter[str] = Counter()
+    judge_status: dict[str, Counter[str]] = {}
+    judge_errors: dict[str, Counter[str]] = {}
 
     async def run() -> Any:
         ensemble = Ensemble.from_config(config)
+        score = ensemble.score
+        client = ensemble.client
+        if client is not None:
+            progress.throttled = lambda: client.stats.throttled
+
+        async def counted(rollouts: Any, *args: Any, **kwargs: Any) -> Any:
+            results = await score(rollouts, *args, **kwargs)
+            progress.results(results)
+            for result in results:
+                status[result.status] += 1
+                for name, verdict in result.judges.items():
+                    judge_status.setdefault(name, Counter())[verdict.status] += 1
+                    if verdict.status in ("failed", "timeout"):
+                        judge_errors.setdefault(name, Counter())[(verdict.error or verdict.status).splitlines()[0][:160]] += 1
+            return results
+
+        ensemble.score = counted  # type: ignore[method-assign]
+        progress.start()
         try:
             return await work(ensemble)
         finally:
+            progress.close()
             await ensemble.aclose()
 
     try:
-        return asyncio.run(run())
+        outcome = asyncio.run(run())
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted after {progress.done} rollouts", exit_code=130) from None
     finally:
         if emulator is not None:
             emulator.stop()
+    line, over = degradation(sum(status.values()), status, judge_status, judge_errors, max_share=0.5)
+    if over:
+        raise CliError(f"degraded run: {line}", "its figures would mean nothing; fix the cause (see the backend line above) and run again", exit_code=EXIT_DEGRADED)
+    return outcome
 
 
 def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:
@@ -315,14 +497,17 @@ def _read_input(read: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return read(*args, **kwargs)
     except InputError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc), "fix or drop that line") from None
 
 
 @main.command()
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Ray cluster YAML.")
 @click.option("--farm-config", "farm_config", required=True, type=click.Path(exists=True, dir_okay=False), help="Farm config in this repo.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the commands without running them.")
-def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
+@click.option("--token-secret", help="Secrets Manager secret (name or ARN) with the API token(s), read by the head's instance profile.")
+@click.option("--token-ssm", help="SSM SecureString parameter with the API token(s), instead of --token-secret.")
+@click.option("--insecure", is_flag=True, help="Deploy WITHOUT auth (the proxy listens on every interface of the head).")
+def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | None, token_ssm: str | None, insecure: bool) -> None:
     """Validate, start the EC2 cluster (`ray up`), and deploy the farm on it."""
     import shlex
     import subprocess
@@ -335,24 +520,31 @@ def up(cluster_path: str, farm_config: str, dry_run: bool) -> None:
         prepared = validate_cluster_yaml(cluster_path)
         load_config(farm_config)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc)) from None
     repo = Path(__file__).resolve().parents[1]
     try:
         relative = Path(farm_config).resolve().relative_to(repo)
     except ValueError:
-        raise click.ClickException(f"--farm-config must lie inside {repo}: the repo is what gets synced to the nodes") from None
-    serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 --detach"
-    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock RAY_ADDRESS=auto {serve_command}"
+        raise CliError(f"--farm-config must lie inside {repo}", "the repo is what gets synced to the nodes: move the config into it") from None
+    if bool(token_secret) + bool(token_ssm) + insecure != 1:
+        raise click.UsageError("give the token's secret (--token-secret or --token-ssm), or --insecure to deploy without auth")
+    token = "--insecure"
+    if token_secret or token_ssm:
+        token = f"--token-secret {shlex.quote(token_secret)}" if token_secret else f"--token-ssm {shlex.quote(str(token_ssm))}"
+    serve_command = f"farm serve --config {shlex.quote(str(relative))} --host 0.0.0.0 {token} --detach"
+    region = shlex.quote(str(prepared["provider"].get("region", "")))
+    remote = f"cd ~/reward-farm && FARM_BACKEND=bedrock AWS_DEFAULT_REGION={region} RAY_ADDRESS=auto {serve_command}"
     commands = [["ray", "up", "-y", cluster_path], ["ray", "exec", cluster_path, remote]]
     left = placeholders(prepared)
     for command in commands:
         click.echo("$ " + shlex.join(command))
     if left:
-        message = "replace these placeholders first:\n" + "\n".join(f"  - {p}" for p in left)
-        if dry_run:
-            click.echo(message, err=True)
-            return
-        raise click.ClickException(message)
+        for place in left:
+            click.echo(f"  placeholder left: {place}", err=True)
+        raise CliError(
+            f"{len(left)} REPLACE_ME placeholder(s) left in {cluster_path}" + (" (dry run)" if dry_run else ""),
+            "replace each one listed above with your value, then run this again",
+        )
     if dry_run:
         return
     for command in commands:
@@ -416,13 +608,15 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
     try:
         settings = EmulatorSettings.model_validate(data)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid emulator settings:\n{exc}") from None
+        raise CliError(f"invalid emulator settings:\n{exc}") from None
+    if port:
+        _require_free_port(host, port)
 
     async def serve() -> None:
         server = EmulatorServer(settings)
         url = await server.start(host, port)
         click.echo(f"Bedrock emulator listening on {url}", err=True)
-        click.echo(f"  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x", err=True)
+        click.echo(f"  point a command at it: AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x farm ...", err=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -436,38 +630,130 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
 
 def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
     """The config, and, when Bedrock judges would run without AWS credentials, the embedded
-    emulator with the environment that points replicas and workers at it."""
+    emulator with the environment that points replicas and workers at it. Prints the one line
+    saying which backend and endpoint the judges use and where the config came from."""
     import os
 
     from farm.config import load_config
-    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.embedded import choose_backend, describe_backend, start_embedded_emulator
     from farm.errors import ConfigError
     from farm.judges import needs_bedrock
 
+    source = config_path or "packaged default (farm/defaults/default.yaml)"
     try:
         config = load_config(config_path)
-        if not any(needs_bedrock(j) for j in config.judges) or choose_backend() != "emulator":
-            return config, None, {}
+        embedded = any(needs_bedrock(j) for j in config.judges) and choose_backend() == "emulator"
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        message = str(exc)
+        if message.startswith("environment variable"):
+            raise CliError(message, "unset it, or fix its name: FARM_<SECTION>__<KEY>, e.g. FARM_BEDROCK__REGION") from None
+        raise CliError(message, "fix the config (every key is listed under Configuration in the README)") from None
+    if not embedded:
+        click.echo(describe_backend(config, source), err=True)
+        return config, None, {}
     emulator = start_embedded_emulator(config)
+    click.echo(describe_backend(config, source, embedded=True), err=True)
     names = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     return config, emulator, {k: os.environ[k] for k in names}
+
+
+def _companion(output_path: str | Path, suffix: str) -> Path:
+    path = Path(output_path)
+    return path.with_name(path.name + suffix)
+
+
+def _claim_output(path: str, force: bool, companions: tuple[str, ...] = ()) -> None:
+    """Refuse a missing folder, and an existing file unless `force`; with `force`, remove the file
+    and its companions (`<path><suffix>`), so nothing stale survives beside the new results."""
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise CliError(f"folder {folder} does not exist (for {path})", f"create it first: mkdir -p {folder}")
+    existing = [p for p in (target, *(_companion(target, c) for c in companions)) if p.exists()]
+    if target.exists() and not force:
+        raise CliError(f"{path} already exists", "pass --force to overwrite it, or choose another output path")
+    for stale in existing:
+        stale.unlink()
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Fail in one line, before anything starts, when the port is taken."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe_socket.bind((host, port))
+        except OSError as exc:
+            reason = "already in use" if exc.errno in (48, 98) else (exc.strerror or str(exc))
+            raise CliError(f"cannot listen on {host}:{port}: {reason}", f"stop what holds it, or pass another --port (e.g. --port {port + 1})") from None
+
+
+def _check_rescore_paths(inputs: tuple[str, ...], out: str, resume: bool) -> None:
+    """The checks that need no Ray: local inputs exist, --out is not a finished or foreign run."""
+    missing = [uri for uri in inputs if "://" not in uri and not Path(uri).is_file()]
+    if missing:
+        raise CliError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), "check the path")
+    folder = Path(out)
+    if "://" not in out and folder.is_dir() and any(folder.iterdir()) and not resume:
+        raise CliError(f"{out} already holds results", "pass --resume to finish that run, or choose another --out")
+
+
+def _quiet_ray() -> dict[str, Any]:
+    """Keep Ray's start-up chatter out of the user's way: the token-authentication notice of a
+    local cluster, Serve's "New http_options ... will not be applied" (they were applied), and
+    INFO lines from the controller, proxies and replicas (`FARM_RAY_LOG_LEVEL=INFO` brings them
+    back). Returns the Serve logging config to pass to `serve.start`/`serve.run`."""
+    import logging
+    import os
+
+    level = os.environ.get("FARM_RAY_LOG_LEVEL", "WARNING").upper()
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+    class _NotApplied(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "will not be applied" not in record.getMessage()
+
+    for name in ("ray.serve", "ray.serve._private.api"):
+        logging.getLogger(name).addFilter(_NotApplied())
+    return {"log_level": level}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        if "Failed to bind" in line or "address already in use" in line.lower():
+            return line.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _deploy_hint(exc: BaseException, port: int) -> str:
+    text = str(exc).lower()
+    if "bind" in text or "address already in use" in text:
+        return f"port {port} is taken: stop what holds it, or pass another --port"
+    return "see the Serve log above; `farm serve --help` lists the options"
 
 
 def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:
     echo = lambda text="": click.echo(text, err=True)  # noqa: E731
     echo()
-    echo(f"scored {summary['rollouts']} rollouts in {summary['elapsed_s']}s ({summary['rollouts_per_s']}/s) -> {summary['output']}")
-    echo(f"  results: {dict(summary['status'])}   mean reward: {summary['reward_mean']}")
+    echo(f"scored {summary['rollouts']} rollouts -> {summary['output']}: {summary['degraded']}")
+    rate = f" ({summary['rollouts_per_s']}/s)" if summary["rollouts_per_s"] else ""
+    mean = summary["reward_mean"] if summary["reward_mean"] is not None else "n/a (no rollout got a reward)"
+    echo(f"  {summary['elapsed_s']}s{rate}; results: {_counts(summary['status'])}; mean reward: {mean}")
     for name, counts in summary["judge_status"].items():
-        echo(f"  judge {name:<16} {dict(counts)}")
+        echo(f"  judge {name:<16} {_counts(counts)}")
     if summary["flags"]:
-        echo(f"  flags: {dict(summary['flags'])}")
+        echo(f"  flags: {_counts(summary['flags'])}")
     echo(f"  tokens: {summary['input_tokens']} in, {summary['output_tokens']} out; cache hits {summary['cache_hits']}")
     if summary["invalid_rows"]:
         echo(f"  invalid rows: {summary['invalid_rows']} (see {summary['errors_file']})")
     echo(f"  summary: {summary_path}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
 if __name__ == "__main__":

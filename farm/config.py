@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from farm.auth import AuthConfig
 from farm.errors import ConfigError
 
 __all__ = [
@@ -409,6 +410,10 @@ class ServeConfig(_Section):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_rollouts_per_request: int = Field(default=4096, ge=1)
     retry_after_s: float = Field(default=2.0, ge=0)
+    max_json_depth: int = Field(default=64, ge=4, le=512)
+    """Deepest nesting of arrays/objects accepted in a request (every route and the handle)."""
+    auth: AuthConfig = AuthConfig()
+    """Token sources and named API keys (see farm.auth); never the tokens themselves."""
     ingress: DeploymentOptions = DeploymentOptions()
 
 
@@ -449,8 +454,8 @@ def _require_unique(names: list[str], what: str) -> None:
 def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> FarmConfig:
     """Load a config file, or the packaged default when `path` is None, then apply env overrides."""
     data, source = load_raw_config(path)
-    _apply_env(data, os.environ if environ is None else environ)
-    return parse_config(data, source=source)
+    from_env = _apply_env(data, os.environ if environ is None else environ)
+    return parse_config(data, source=source, from_env=from_env)
 
 
 def load_raw_config(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
@@ -475,11 +480,28 @@ def load_raw_config(path: str | Path | None = None) -> tuple[dict[str, Any], str
     return data, source
 
 
-def parse_config(data: Mapping[str, Any], *, source: str = "config") -> FarmConfig:
+def parse_config(data: Mapping[str, Any], *, source: str = "config", from_env: Mapping[tuple[str, ...], str] | None = None) -> FarmConfig:
+    """Validate `data`; `from_env` maps key paths set by environment overrides to the variable that set
+    them, so an error there names the variable, not the file."""
     try:
         return FarmConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source} is invalid:\n" + "\n".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        culprits = [_env_culprit(e["loc"], from_env or {}) for e in errors]
+        if all(culprits):
+            lines = [f"environment variable {name}: {_describe(e).removeprefix('  - ')}" for name, e in zip(culprits, errors, strict=True)]
+            raise ConfigError("\n".join(lines)) from None
+        lines = [_describe(e) + (f" (set by environment variable {name})" if name else "") for name, e in zip(culprits, errors, strict=True)]
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def _env_culprit(loc: tuple[Any, ...], from_env: Mapping[tuple[str, ...], str]) -> str | None:
+    """The environment variable that set the key at `loc` (or one of its parents), if any."""
+    parts = tuple(str(p) for p in loc if not isinstance(p, int) and p not in _union_tags())
+    for length in range(len(parts), 0, -1):
+        if parts[:length] in from_env:
+            return from_env[parts[:length]]
+    return None
 
 
 def _describe(error: Any) -> str:
@@ -541,13 +563,18 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Apply `FARM_<SECTION>__<KEY>` overrides; returns each overridden key path and its variable."""
+    applied: dict[tuple[str, ...], str] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path or path[0] not in FarmConfig.model_fields:
-            continue
+            close = difflib.get_close_matches(path[0] if path else "", list(FarmConfig.model_fields), n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else f"; sections: {', '.join(FarmConfig.model_fields)}"
+            raise ConfigError(f"environment variable {name}: unknown config section `{path[0] if path else ''}`{hint}")
+        applied[tuple(path)] = name
         node = data
         for key in path[:-1]:
             child = node.get(key)
@@ -556,3 +583,4 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
                 node[key] = child
             node = child
         node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return applied

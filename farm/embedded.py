@@ -5,20 +5,34 @@ Which backend runs is decided once, loudly, by `FARM_BACKEND` (`auto`, `bedrock`
 or when `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` already names an endpoint; otherwise the emulator.
 `auto` never probes the EC2 instance metadata service: on an instance whose only credentials
 are its instance profile, set `FARM_BACKEND=bedrock` (the cluster YAMLs do).
+
+Every command says in one line which backend and endpoint it judges with and where its config
+came from (`describe_backend`), and the Python API warns once when it falls back to the emulator
+or would call Bedrock without credentials (`prepare_backend`), so a run never degrades silently.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-import sys
+import threading
+import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from farm.config import FarmConfig
+from farm.config import ENV_PREFIX, FarmConfig
 from farm.errors import ConfigError
 
-__all__ = ["Backend", "choose_backend", "start_embedded_emulator"]
+__all__ = [
+    "Backend",
+    "ENDPOINT_VAR",
+    "choose_backend",
+    "credentials_source",
+    "describe_backend",
+    "prepare_backend",
+    "start_embedded_emulator",
+]
 
 Backend = Literal["bedrock", "emulator"]
 
@@ -30,6 +44,7 @@ _CREDENTIAL_VARS = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
 )
 ENDPOINT_VAR = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
+_EMULATOR_NOTE = "scores come from a simulated judge, not from Amazon Nova; configure AWS credentials or set FARM_BACKEND=bedrock"
 
 
 def choose_backend(environ: MutableMapping[str, str] | None = None) -> Backend:
@@ -39,20 +54,53 @@ def choose_backend(environ: MutableMapping[str, str] | None = None) -> Backend:
         return choice  # type: ignore[return-value]
     if choice != "auto":
         raise ConfigError(f"FARM_BACKEND must be 'auto', 'bedrock' or 'emulator', got {choice!r}")
-    if env.get(ENDPOINT_VAR) or any(env.get(name) for name in _CREDENTIAL_VARS):
+    if env.get(ENDPOINT_VAR) or credentials_source(env):
         return "bedrock"
+    return "emulator"
+
+
+def credentials_source(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Where AWS credentials would come from (without asking the instance metadata service), or None."""
+    env = os.environ if environ is None else environ
+    for name in _CREDENTIAL_VARS:
+        if env.get(name):
+            return f"{name} in the environment"
     home = Path(env.get("HOME", "~")).expanduser()
     files = [Path(env["AWS_SHARED_CREDENTIALS_FILE"])] if env.get("AWS_SHARED_CREDENTIALS_FILE") else [home / ".aws" / "credentials"]
     files.append(Path(env["AWS_CONFIG_FILE"]) if env.get("AWS_CONFIG_FILE") else home / ".aws" / "config")
     for path in files:
         try:
-            if "aws_access_key_id" in path.read_text(encoding="utf-8", errors="replace") or "sso_" in path.read_text(
-                encoding="utf-8", errors="replace"
-            ):
-                return "bedrock"
+            text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-    return "emulator"
+        if "aws_access_key_id" in text or "sso_" in text:
+            return str(path)
+    return None
+
+
+def describe_backend(config: FarmConfig, config_source: str, environ: MutableMapping[str, str] | None = None, *, embedded: bool = False) -> str:
+    """One line: which backend and endpoint the Bedrock judges use, why, and where the config came from.
+
+    `embedded`: the endpoint in the environment is the emulator this process started.
+    """
+    from farm.judges import needs_bedrock
+
+    env = os.environ if environ is None else environ
+    overrides = sorted(name for name in env if name.startswith(ENV_PREFIX) and "__" in name)
+    config_text = config_source + (f" + {', '.join(overrides)}" if overrides else "")
+    if not any(needs_bedrock(j) for j in config.judges):
+        return f"backend: none (no Bedrock judges); config: {config_text}"
+    endpoint = env.get(ENDPOINT_VAR) or config.bedrock.endpoint_url
+    if embedded:
+        why = "FARM_BACKEND=emulator" if env.get("FARM_BACKEND", "").strip().lower() == "emulator" else "no AWS credentials found"
+        backend = f"Bedrock EMULATOR at {endpoint} (started here: {why}; {_EMULATOR_NOTE})"
+    elif endpoint:
+        where = ENDPOINT_VAR if env.get(ENDPOINT_VAR) else "bedrock.endpoint_url"
+        backend = f"endpoint override {endpoint} (from {where}), region {config.bedrock.region}"
+    else:
+        creds = credentials_source(env) or "none in the environment or ~/.aws; botocore will try the instance profile"
+        backend = f"Amazon Bedrock, region {config.bedrock.region} (credentials: {creds})"
+    return f"backend: {backend}; config: {config_text}"
 
 
 def start_embedded_emulator(config: FarmConfig, environ: MutableMapping[str, str] | None = None):  # noqa: ANN201
@@ -70,12 +118,40 @@ def start_embedded_emulator(config: FarmConfig, environ: MutableMapping[str, str
     env.setdefault("AWS_ACCESS_KEY_ID", "emulator")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "emulator")
     env.setdefault("AWS_DEFAULT_REGION", config.bedrock.region)
-    bar = "=" * 78
-    print(
-        f"{bar}\n  NO AWS CREDENTIALS FOUND: judging with the Bedrock EMULATOR at {url}\n"
-        "  Scores come from a simulated judge, not from Amazon Nova. Configure AWS credentials\n"
-        f"  (or set FARM_BACKEND=bedrock) to use Bedrock.\n{bar}",
-        file=sys.stderr,
-        flush=True,
-    )
     return emulator
+
+
+_lock = threading.Lock()
+_shared: dict[str, Any] = {}
+_warned: set[str] = set()
+
+
+def prepare_backend(config: FarmConfig, *, embedded: bool = False) -> None:
+    """For the Python API (`Ensemble.from_config`): with `embedded`, start one shared emulator for
+    this process when `choose_backend()` says so (as the CLI does); warn once when judging falls
+    back to the emulator, or when Bedrock judges would run without an endpoint or credentials."""
+    from farm.judges import needs_bedrock
+
+    if not any(needs_bedrock(j) for j in config.judges) or os.environ.get(ENDPOINT_VAR):
+        return
+    backend = choose_backend()
+    if backend == "emulator" and embedded:
+        with _lock:
+            if "emulator" not in _shared:
+                emulator = start_embedded_emulator(config)
+                _shared["emulator"] = emulator
+                atexit.register(emulator.stop)
+                _warn_once("fallback", f"farm: judging with the Bedrock emulator at {emulator.url}: no AWS credentials found; {_EMULATOR_NOTE}")
+    elif backend == "emulator":
+        _warn_once(
+            "no-credentials",
+            "farm: no AWS credentials found and no Bedrock endpoint set: every Bedrock judge will fail "
+            "('Unable to locate credentials'); pass embedded=True to Ensemble.from_config to judge with the emulator, "
+            "or configure AWS credentials",
+        )
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of Ensemble.from_config

@@ -92,9 +92,16 @@ class Ensemble:
         self._detector = InjectionDetector()
 
     @classmethod
-    def from_config(cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None) -> Ensemble:
+    def from_config(
+        cls, config: FarmConfig, *, cache: VerdictCache | None = None, quotas: QuotaBackend | None = None, embedded: bool = False
+    ) -> Ensemble:
         """Judges built from config; Bedrock judges share one client whose quota lives in this
-        process, or in `quotas` (the cluster's quota actors, for Ray workers)."""
+        process, or in `quotas` (the cluster's quota actors, for Ray workers). `embedded=True`
+        starts the Bedrock emulator when no AWS credentials are found, as the CLI does; either
+        way a fallback, or Bedrock judges without credentials, is warned about once."""
+        from farm.embedded import prepare_backend
+
+        prepare_backend(config, embedded=embedded)
         cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
         client = None
         if any(needs_bedrock(j) for j in config.judges):

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from farm.batching import make_batches
 from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
+from farm.progress import Progress
 from farm.wire import RewardResult, Rollout, encode_result
 
-__all__ = ["ScoreSummary", "score_file"]
+__all__ = ["ScoreSummary", "degradation", "score_file"]
 
 
 @dataclass
@@ -30,6 +30,8 @@ class ScoreSummary:
     status: Counter[str] = field(default_factory=Counter)
     flags: Counter[str] = field(default_factory=Counter)
     judge_status: dict[str, Counter[str]] = field(default_factory=dict)
+    judge_errors: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per judge, how often each error (first line, shortened) was the reason for a failed verdict."""
     reward_mean: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -44,6 +46,7 @@ class ScoreSummary:
         out["status"] = dict(self.status)
         out["flags"] = dict(self.flags)
         out["judge_status"] = {name: dict(counts) for name, counts in self.judge_status.items()}
+        out["judge_errors"] = {name: dict(counts.most_common(5)) for name, counts in self.judge_errors.items()}
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
 
@@ -54,9 +57,11 @@ async def score_file(
     config: FarmConfig,
     *,
     concurrency: int = 4,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ScoreSummary:
-    """Score every valid row of `input_path` into `output_path`; invalid rows go to `<output>.errors.jsonl`."""
+    """Score every valid row of `input_path` into `output_path`; invalid rows go to `<output>.errors.jsonl`
+    (removed when there are none, so no stale file survives a rerun). `progress` sees every batch
+    of results and the client's 429 count."""
     started = time.monotonic()
     summary = ScoreSummary(output=str(output_path))
     rollouts: list[Rollout] = []
@@ -64,14 +69,18 @@ async def score_file(
     for item in read_rollouts(input_path):
         (errors if isinstance(item, LineError) else rollouts).append(item)  # type: ignore[arg-type]
     output_path = Path(output_path)
+    errors_path = output_path.with_name(output_path.name + ".errors.jsonl")
+    errors_path.unlink(missing_ok=True)  # never leave a previous run's errors beside this run's results
     if errors:
-        errors_path = output_path.with_name(output_path.name + ".errors.jsonl")
         with errors_path.open("w", encoding="utf-8") as handle:
             for error in errors:
                 handle.write(json.dumps(asdict(error), ensure_ascii=False) + "\n")
         summary.invalid_rows = len(errors)
         summary.errors_file = str(errors_path)
     ensemble = Ensemble.from_config(config)
+    client = ensemble.client
+    if progress is not None and client is not None:
+        progress.throttled = lambda: client.stats.throttled
     gate = asyncio.Semaphore(concurrency)
     rewards: list[float] = []
 
@@ -90,8 +99,8 @@ async def score_file(
                     if result.reward is not None:
                         rewards.append(result.reward)
                 out.flush()
-                if on_progress is not None:
-                    on_progress(len(results))
+                if progress is not None:
+                    progress.results(results)
     finally:
         await ensemble.aclose()
     summary.reward_mean = round(sum(rewards) / len(rewards), 4) if rewards else None
@@ -108,6 +117,48 @@ def _count(summary: ScoreSummary, result: RewardResult) -> None:
     summary.flags.update(result.flags)
     for name, verdict in result.judges.items():
         summary.judge_status.setdefault(name, Counter())[verdict.status] += 1
+        if verdict.status in ("failed", "timeout"):
+            summary.judge_errors.setdefault(name, Counter())[_short(verdict.error or verdict.status)] += 1
         if not verdict.cached:
             summary.input_tokens += verdict.input_tokens
             summary.output_tokens += verdict.output_tokens
+
+
+def _short(error: str, limit: int = 160) -> str:
+    line = error.strip().splitlines()[0] if error.strip() else error
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def degradation(
+    rollouts: int,
+    status: dict[str, int],
+    judge_status: dict[str, dict[str, int]],
+    judge_errors: dict[str, dict[str, int]] | None = None,
+    *,
+    max_share: float = 0.0,
+) -> tuple[str, bool]:
+    """One line saying how much of a run was degraded and why, and whether that is too much:
+    a judge that failed on every rollout it was asked to judge, or more than `max_share` of the
+    rollouts `partial` or `failed`. A pipeline must not train on a silently degraded reward."""
+    errors = judge_errors or {}
+
+    def why(name: str) -> str:
+        top = Counter(errors.get(name, {})).most_common(1)
+        return f": {top[0][0]}" if top else ""
+
+    for name, counts in judge_status.items():
+        asked = sum(n for state, n in counts.items() if state != "skipped")
+        broken = counts.get("failed", 0) + counts.get("timeout", 0)
+        if asked and broken == asked:
+            return f"judge {name} failed on every rollout ({broken} of {asked}){why(name)}", max_share < 1.0
+    bad = status.get("partial", 0) + status.get("failed", 0)
+    if not bad:
+        return f"no degraded rollouts: all {rollouts} ok", False
+    worst = max(judge_status, key=lambda n: judge_status[n].get("failed", 0) + judge_status[n].get("timeout", 0))
+    broken = judge_status[worst].get("failed", 0) + judge_status[worst].get("timeout", 0)
+    share = bad / rollouts if rollouts else 0.0
+    parts = [f"{n} {state}" for state, n in sorted(status.items()) if state in ("partial", "failed") and n]
+    line = f"{bad} of {rollouts} rollouts degraded ({share:.0%}: {', '.join(parts)}); judge {worst} failed on {broken}{why(worst)}"
+    over = share > max_share
+    limit = f"above the allowed share {max_share:g} (--max-degraded)" if over else f"within the allowed share {max_share:g}"
+    return f"{line}; {limit}", over

@@ -2,12 +2,14 @@
 
 Frozen msgspec Structs, evolved by adding fields with defaults (never by changing a field's
 type). `parse_rollout` is the boundary: it accepts the plain rollout form and Nova RFT's
-reward-Lambda sample form and raises `InputError` naming the row and the field.
+reward-Lambda sample form and raises `InputError` naming the row and the field. `decode_json`
+and `check_depth` hold the limits checked once at the door (nesting depth, text that is not UTF-8).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ import msgspec
 from farm.errors import InputError
 
 __all__ = [
+    "DEFAULT_MAX_DEPTH",
     "JudgeStatus",
     "Message",
     "ResultStatus",
@@ -23,6 +26,8 @@ __all__ = [
     "Rollout",
     "FRESH",
     "Verdict",
+    "check_depth",
+    "decode_json",
     "decode_results",
     "encode_result",
     "mark_fresh",
@@ -93,6 +98,10 @@ def decode_results(data: bytes) -> list[RewardResult]:
     return _results_decoder.decode(data)
 
 
+DEFAULT_MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a rollout may carry (`serve.max_json_depth` online)."""
+
+
 FRESH = "farm_fresh"
 """Metadata key: `true` makes every judge look afresh instead of reading its verdict cache
 (canaries and consistency checks set it; it reaches judges in other processes with the rollout)."""
@@ -123,16 +132,19 @@ def parse_rollouts(objs: Sequence[Mapping[str, Any]]) -> list[Rollout]:
     return out
 
 
-def parse_rollout(obj: Any, *, where: str | None = None) -> Rollout:
+def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAULT_MAX_DEPTH) -> Rollout:
     """Validate one rollout in either accepted form.
 
     `where` names the row when the object has no usable id (a line number, a list index).
+    Nesting deeper than `max_depth` is refused here, not by a pickling error in a judge later.
     """
     if isinstance(obj, Rollout):
+        check_depth(obj.metadata, max_depth - 1, where=where, path="metadata")
         return obj
     if not isinstance(obj, Mapping):
         raise InputError(f"a rollout must be a JSON object, got {type(obj).__name__}", row=where)
     row = _row_name(obj, where)
+    check_depth(obj, max_depth, where=row)
     rollout_id = obj.get("id")
     if rollout_id is None:
         raise InputError("missing required field", row=row, field="id")
@@ -178,6 +190,97 @@ def parse_rollout(obj: Any, *, where: str | None = None) -> Rollout:
         group=group,
         metadata=dict(metadata),
     )
+
+
+def check_depth(value: Any, limit: int, *, where: str | None = None, path: str = "") -> None:
+    """Raise `InputError` naming the field where `value` nests deeper than `limit`; iterative, so
+    a hostile document cannot exhaust the stack here."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, path)]
+    while stack:
+        node, depth, here = stack.pop()
+        if isinstance(node, Mapping):
+            items: Any = ((f"{here}.{k}" if here else str(k), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            items = ((f"{here}[{i}]", v) for i, v in enumerate(node))
+        else:
+            continue
+        if depth > limit:
+            raise _too_deep(here, limit, where)
+        stack.extend((v, depth + 1, p) for p, v in items if isinstance(v, (Mapping, list, tuple)))
+
+
+def _too_deep(path: str, limit: int, where: str | None) -> InputError:
+    field = _short_path(path) or "body"
+    return InputError(f"nested deeper than the limit of {limit} levels of arrays/objects", row=where, field=field)
+
+
+def _short_path(path: str, keep: int = 6) -> str:
+    parts = re.findall(r"\[\d+\]|[^.\[]+", path)
+    if len(parts) <= keep:
+        return path
+    head = "".join(p if p.startswith("[") or i == 0 else f".{p}" for i, p in enumerate(parts[:keep]))
+    return f"{head}...({len(parts) - keep} more levels)"
+
+
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _scan_too_deep(data: bytes, limit: int) -> str:
+    """The path where raw JSON first nests deeper than `limit` (for documents too deep to decode)."""
+    stack: list[list[Any]] = []  # [kind, key-or-index, expecting-key]
+    path: list[str] = []
+    for match in _TOKENS.finditer(data):
+        token = match.group()
+        if token in (b"{", b"["):
+            if len(stack) >= limit:
+                return "".join(path)
+            if stack:
+                top = stack[-1]
+                path.append(f"[{top[1]}]" if top[0] == "[" else f".{top[1]}" if path else str(top[1]))
+            stack.append(["{", "", True] if token == b"{" else ["[", 0, False])
+        elif token in (b"}", b"]"):
+            if stack:
+                stack.pop()
+            if path and len(path) >= len(stack):
+                path.pop()
+        elif token == b",":
+            if stack and stack[-1][0] == "[":
+                stack[-1][1] += 1
+            elif stack:
+                stack[-1][2] = True
+        elif token != b":" and stack and stack[-1][0] == "{" and stack[-1][2]:
+            try:
+                stack[-1][1] = json.loads(token)
+            except ValueError:
+                stack[-1][1] = token.decode("utf-8", "replace")[1:-1]
+            stack[-1][2] = False
+    return "".join(path)
+
+
+def decode_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode a request body, with errors that say what is wrong: `InputError` for nesting beyond
+    `max_depth` (naming the field) and for malformed JSON (with the position). A lone surrogate
+    escape (`"\\ud800"`) decodes, so that the row check can name the field that holds it."""
+    try:
+        value = msgspec.json.decode(data)
+    except RecursionError:
+        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, None) from None
+    except msgspec.DecodeError as exc:
+        value = _decode_stdlib(data, exc, max_depth)
+    check_depth(value, max_depth)
+    return value
+
+
+def _decode_stdlib(data: bytes, exc: msgspec.DecodeError, max_depth: int) -> Any:
+    """msgspec refuses lone surrogates with a misleading "truncated"; the stdlib parser tells the truth."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, None) from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"body is not valid JSON: {exc}") from None
 
 
 def _row_name(obj: Mapping[str, Any], where: str | None) -> str | None:

@@ -116,7 +116,7 @@ class PreferenceJudge:
         rewards = rank(len(members), outcomes)
         for local, index in enumerate(members):
             mine = [(pair, c) for pair, c in zip(pairs, comparisons, strict=True) if local in pair]
-            out[index] = self._verdict(rewards[local], [c for _, c in mine], len(members) - 1)
+            out[index] = self._verdict(rewards[local], [c for _, c in mine], len(members) - 1, [pair[0] == local for pair, _ in mine])
 
     async def _score_against_reference(self, rollout: Rollout, index: int, deadline: float, out: list[Verdict | None]) -> None:
         assert rollout.reference is not None
@@ -125,8 +125,12 @@ class PreferenceJudge:
         )
         out[index] = self._verdict(comparison.outcome, [comparison], 1)
 
-    def _verdict(self, reward: float | None, comparisons: list[_Comparison], expected: int) -> Verdict:
+    def _verdict(self, reward: float | None, comparisons: list[_Comparison], expected: int, shown_first: list[bool] | None = None) -> Verdict:
+        """`shown_first[i]`: this rollout was response A in comparison i's first order (default: always,
+        as against a reference)."""
+        firsts = shown_first or [True] * len(comparisons)
         done = [c for c in comparisons if c.outcome is not None]
+        mine = [(c.outcome if first else 1.0 - c.outcome, c, first) for c, first in zip(comparisons, firsts, strict=True) if c.outcome is not None]
         flags: set[str] = set()
         for c in comparisons:
             flags |= c.flags
@@ -147,11 +151,11 @@ class PreferenceJudge:
             score=reward,
             status="ok",
             criteria={
-                "win_rate": sum(c.outcome for c in done if c.outcome is not None) / len(done),
+                "win_rate": sum(outcome for outcome, _, _ in mine) / len(mine),
                 "comparisons": float(len(done)),
                 "position_inconsistent": float(inconsistent),
             },
-            rationale=" | ".join(c.rationale for c in done if c.rationale)[:4000],
+            rationale=_rationale(mine, against_reference=shown_first is None)[:4000],
             error=f"{len(errors)} of {expected} comparisons failed: {errors[0]}" if errors else None,
             **common,
         )
@@ -225,6 +229,26 @@ class PreferenceJudge:
             output_tokens=answer.output_tokens,
             flags=tuple(sorted(map(str, answer.flags))),
         )
+
+
+def _rationale(mine: list[tuple[float, _Comparison, bool]], *, against_reference: bool) -> str:
+    """Who won, how often and in which order, then the judge's own words (from the first order)."""
+    won = sum(outcome == 1.0 for outcome, _, _ in mine)
+    lost = sum(outcome == 0.0 for outcome, _, _ in mine)
+    tied = len(mine) - won - lost
+    flipped = sum(c.inconsistent for _, c, _ in mine)
+    if against_reference:
+        outcome = mine[0][0]
+        head = "beat the reference" if outcome == 1.0 else "lost to the reference" if outcome == 0.0 else "tied with the reference"
+    else:
+        head = f"won {won}, tied {tied}, lost {lost} of {len(mine)} comparisons with the other responses to this prompt"
+    head += ", each judged in both orders"
+    if flipped:
+        head += f"; {flipped} verdict(s) changed when the order was swapped, counted as ties"
+    reasons = [
+        f"({'this response' if first else 'the other response'} shown as A) {c.rationale.strip()}" for _, c, first in mine if c.rationale.strip()
+    ]
+    return head + (". Judge: " + " | ".join(reasons) if reasons else ".")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
         "judges": judges,
         "agreement_pearson": agreement,
         "ensemble_against_label": _label_metrics(reward, label),
-        "total_cost_usd": round(sum(j["cost_usd"] or 0 for j in judges.values()), 4),
+        "total_cost_usd": None if all(j["cost_usd"] is None for j in judges.values()) else round(sum(j["cost_usd"] or 0 for j in judges.values()), 4),
         "elapsed_s": elapsed_s,
     }
 
@@ -140,10 +140,24 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
+def _counts(counts: dict[str, Any]) -> str:
+    """`{"ok": 95, "failed": 5}` as `ok 95, failed 5` (no Python dicts in a report)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "—"
+
+
+def _metrics(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "—"
+    auc_text = "—" if metrics.get("auc") is None else f"{metrics['auc']:.3f}"
+    return f"accuracy {metrics['accuracy']:.3f}, AUC {auc_text} (n {metrics['n']})"
+
+
 def _judge_row(name: str, j: dict[str, Any]) -> str:
-    cost = "—" if j["cost_usd"] is None else f"${j['cost_usd']:.4f}"
-    label = str(j["against_label"]) if j["against_label"] else "—"
-    cells = [j["model"] or "rule/local", j["scored"], j["mean_score"], j["status"], j["failures_by_reason"] or "—"]
+    cost = "no price configured" if j["cost_usd"] is None else f"${j['cost_usd']:.4f}"
+    if j["model"] is None:
+        cost = "—"
+    label = _metrics(j["against_label"])
+    cells = [j["model"] or "rule/local", j["scored"], j["mean_score"], _counts(j["status"]), _counts(j["failures_by_reason"])]
     cells += [j["input_tokens"], j["output_tokens"], cost, label]
     return f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
@@ -160,15 +174,17 @@ def render_html(summary: dict[str, Any], title: str) -> str:
     )
     flags = "".join(f"<li><code>{html.escape(k)}</code>: {v}</li>" for k, v in sorted(summary["flags"].items())) or "<li>none</li>"
     ensemble = summary["ensemble_against_label"]
+    total = summary["total_cost_usd"]
+    cost = "no cost estimate (no `prices` configured for these models)" if total is None else f"estimated cost ${total:.4f}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} figure{{display:inline-block;margin:0 1em 1em 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>{summary["rows"]} results ({html.escape(str(summary["status"]))}), {summary["invalid_rows"]} invalid input rows,
+<p>{summary["rows"]} results ({html.escape(_counts(summary["status"]))}), {summary["invalid_rows"]} invalid input rows,
 mean reward {summary["mean_reward"]}, disagreement rate {summary["disagreement_rate"]},
-estimated cost ${summary["total_cost_usd"]:.4f}.</p>
-<h2>Ensemble against the label</h2><p>{html.escape(str(ensemble)) if ensemble else "no label column given"}</p>
+{cost}.</p>
+<h2>Ensemble against the label</h2><p>{html.escape(_metrics(ensemble)) if ensemble else "no label column given"}</p>
 <h2>Judges</h2><table><tr><th>judge</th><th>model</th><th>scored</th><th>mean</th><th>status</th><th>failures by reason</th>
 <th>input tokens</th><th>output tokens</th><th>est. cost</th><th>against label</th></tr>{rows}</table>
 <h2>Score distributions</h2>{plots}

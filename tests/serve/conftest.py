@@ -13,7 +13,8 @@ import pytest
 
 from farm.emulator import EmulatorSettings, EmulatorThread
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-123-serve-suite"
+"""Read by the ingress from a token file (`serve.auth.token.file`), never from its environment."""
 
 
 def free_port() -> int:
@@ -41,6 +42,8 @@ def deploy(
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
+    if "auth" in ray_serve and "auth" not in args and not args.get("insecure"):
+        args = {**args, "auth": ray_serve["auth"]}
     app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": "deploy.app:build_app", "args": args}
     overrides = dict(user_configs or {})
     if ingress_user_config is not None:
@@ -67,12 +70,15 @@ def wait_running(name: str, timeout_s: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_serve(serve_emulator: EmulatorThread) -> Iterator[dict[str, Any]]:
-    """Ray started once (4 logical CPUs work on 2 cores) with Serve on a free port."""
+def ray_serve(serve_emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Ray started once (4 logical CPUs work on 2 cores) with Serve on a free port. Apps deployed
+    through `deploy` read TOKEN from a token file, as a mounted secret would be read."""
     import ray
     from ray import serve
 
-    ray.init(num_cpus=4, include_dashboard=False)
+    token_file = tmp_path_factory.mktemp("secrets") / "farm-token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    ray.init(address="local", num_cpus=4, include_dashboard=False)  # a fresh cluster, never one already running here
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     env = {
@@ -80,10 +86,10 @@ def ray_serve(serve_emulator: EmulatorThread) -> Iterator[dict[str, Any]]:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
-        "FARM_API_TOKEN": TOKEN,
     }
+    auth = {"token": {"file": str(token_file)}}
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "gcs": ray.get_runtime_context().gcs_address}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "gcs": ray.get_runtime_context().gcs_address, "auth": auth}
     finally:
         serve.shutdown()
         ray.shutdown()

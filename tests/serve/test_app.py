@@ -69,7 +69,9 @@ def test_http_score_healthz_and_openrlhf(app):
     assert status == 200 and len(body["results"]) == 4
     assert set(body["results"][0]["judges"]) == {"answer", "rubric", "preference"}
     status, _, health = http(app["base"], "/healthz", token=None)
-    assert status == 200 and health["judges"] == ["answer", "rubric", "preference"]
+    assert status == 200 and health == {"status": "ok"}  # alive, and nothing of the config
+    status, _, info = http(app["base"], "/info")
+    assert status == 200 and info["judges"] == ["answer", "rubric", "preference"]
     query = {"query": ["Q: 2+3?\nA: 5", "Q: 2+3?\nA: 6"], "prompts": ["Q: 2+3?\n", "Q: 2+3?\n"], "labels": ["5", "5"]}
     status, _, body = http(app["base"], "/openrlhf", query)
     assert status == 200 and len(body["rewards"]) == 2 and body["rewards"][0] > body["rewards"][1]
@@ -128,10 +130,10 @@ def test_quorum_missed_when_judges_fail(app, reset_emulator):
 def test_runtime_reweighting_through_user_config(app):
     from ray import serve
 
-    _, _, before = http(app["base"], "/healthz", token=None)
+    _, _, before = http(app["base"], "/info")
     # what an operator does: edit the ingress user_config in the Serve YAML and `serve deploy` it
     deploy(app, APP, {"config": CONFIG, "env": app["env"]}, "/farm", ingress_user_config={"weights": {"answer": 0.0}})
-    _, _, after = http(app["base"], "/healthz", token=None)
+    _, _, after = http(app["base"], "/info")
     assert after["weights"]["answer"] == 0.0 and before["weights"]["answer"] == 1.0
     assert after["started_at"] == before["started_at"]  # reconfigured in place, not restarted
     assert after["reconfigured"] == before["reconfigured"] + 1

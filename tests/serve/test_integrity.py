@@ -1,5 +1,5 @@
 """Canaries and scheduled probes inside the running Serve app: a judge switched to a biased
-profile at runtime raises the drift alarm (metric, log, /healthz, /integrity)."""
+profile at runtime raises the drift alarm (metric, log, /info, /integrity)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def test_canary_drift_alarm_fires_when_a_judge_turns_lenient(app, reset_emulator
     )
     assert drifted["canaries"]["alarms"] == ["rubric"], drifted["canaries"]
     assert judges["rubric"]["drift"] > 0.15 and judges["answer"]["alarm"] is False
-    _, _, health = http(base, "/healthz")
-    assert health["canary_alarms"] == ["rubric"]
+    _, _, info = http(base, "/info")  # behind auth now; /healthz only says "alive"
+    assert info["canary_alarms"] == ["rubric"]
 
     assert _wait_for(lambda: _scrape("ray_farm_canary_alarm", "rubric") == 1.0), "alarm metric never reached Prometheus"
     assert _scrape("ray_farm_canary_alarm", "answer") == 0.0

@@ -24,7 +24,7 @@ from farm.emulator import EmulatorSettings, EmulatorThread
 from tests.conftest import PREFERENCE, REPO, RUBRIC
 from tests.serve.conftest import free_port
 
-TOKEN = "trainer-test-token"
+TOKEN = "trainer-test-token-0123456789"
 JUDGES = [{"name": "final_answer", "kind": "final_answer", "weight": 2.0}, RUBRIC, PREFERENCE]
 FAST_BEDROCK = {
     "region": "us-east-1",
@@ -56,10 +56,20 @@ def nova(trainer_emulator: EmulatorThread) -> Iterator[EmulatorThread]:
 
 @pytest.fixture(scope="session")
 def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`farm serve` in a subprocess with a bearer token and an OpenRLHF route key."""
-    config_path = tmp_path_factory.mktemp("farm") / "farm.yaml"
-    config_path.write_text(yaml.safe_dump(farm_config()))
+    """`farm serve` in a subprocess with a shared token and a named key `openrlhf` (its token goes in the path)."""
+    folder = tmp_path_factory.mktemp("farm")
     key = secrets.token_urlsafe(16)
+    (folder / "token").write_text(TOKEN + "\n")
+    (folder / "openrlhf-token").write_text(key + "\n")
+    config = farm_config()
+    config["serve"] = {
+        "auth": {
+            "token": {"file": str(folder / "token")},
+            "keys": [{"name": "openrlhf", "secret": {"file": str(folder / "openrlhf-token")}}],
+        }
+    }
+    config_path = folder / "farm.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     ray_tmp = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))  # this farm's own Ray logs (short: socket paths)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FARM_", "RAY_ADDRESS"))}
@@ -69,8 +79,6 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_EC2_METADATA_DISABLED": "true",
-            "FARM_API_TOKEN": TOKEN,
-            "FARM_OPENRLHF_KEY": key,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(REPO),
             "RAY_TMPDIR": str(ray_tmp),

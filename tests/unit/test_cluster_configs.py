@@ -11,13 +11,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.checks import placeholders, security_findings, validate_cluster_yaml
+from deploy.checks import (
+    check_manifest,
+    iam_findings,
+    kuberay_findings,
+    placeholders,
+    security_findings,
+    serve_config_findings,
+    validate_cluster_yaml,
+)
 from farm.config import load_config
 from farm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER_YAMLS = sorted((REPO / "deploy" / "cluster").glob("*.yaml"))
+CLUSTER_YAMLS = sorted(p for p in (REPO / "deploy" / "cluster").glob("*.yaml") if not p.name.endswith(".cfn.yaml"))  # .cfn: CloudFormation
 ALL_CONFIGS = sorted([*REPO.glob("deploy/**/*.yaml"), *REPO.glob("deploy/**/*.json"), *REPO.glob("farm/defaults/*.yaml")])
+MANIFESTS = sorted(
+    [*REPO.glob("deploy/cluster/*.yaml"), *REPO.glob("deploy/kuberay/*.yaml"), *REPO.glob("deploy/iam/*.json"), REPO / "deploy/serve.yaml"]
+)
 
 
 @pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=lambda p: p.name)
@@ -60,10 +71,20 @@ def test_the_security_check_can_fail(bad, finding):
 
 def test_unsafe_cluster_yaml_is_refused(tmp_path: Path):
     config = yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text())
-    config["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"] = "0.0.0.0/0"
+    config["provider"]["security_group"] = {
+        "GroupName": "x",
+        "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    }
     path = tmp_path / "open.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="0.0.0.0/0 opens a port"):
+        validate_cluster_yaml(path)
+    del config["provider"]["security_group"]
+    del config["available_node_types"]["gpu_g5"]["node_config"]["SecurityGroupIds"]
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        ConfigError, match="gpu_g5.node_config: no SecurityGroupIds; Ray would create a default security group that opens SSH"
+    ):
         validate_cluster_yaml(path)
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({**config, "max_workerz": 3}))
@@ -74,7 +95,7 @@ def test_unsafe_cluster_yaml_is_refused(tmp_path: Path):
 def test_kuberay_embeds_the_same_serve_config():
     from ray.serve.schema import ServeDeploySchema
 
-    manifest = yaml.safe_load((REPO / "deploy/kuberay/rayservice.yaml").read_text())
+    manifest = next(yaml.safe_load_all((REPO / "deploy/kuberay/rayservice.yaml").read_text()))
     assert manifest["kind"] == "RayService" and manifest["apiVersion"] == "ray.io/v1"
     embedded = ServeDeploySchema.model_validate(yaml.safe_load(manifest["spec"]["serveConfigV2"]))
     standalone = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "deploy/serve.yaml").read_text()))
@@ -104,9 +125,103 @@ def test_cluster_farm_config_autoscaling_is_accepted_by_serve():
 def test_farm_up_dry_run_and_placeholder_refusal():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     args = [sys.executable, "-m", "farm.cli", "up", "--cluster", "deploy/cluster/aws.yaml", "--farm-config", "deploy/farm.cluster.yaml"]
+    env.pop("FARM_API_TOKEN", None)
+    no_token = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert no_token.returncode != 0 and "--token-secret" in no_token.stderr
+    args += ["--token-secret", "reward-farm/api-token"]
     dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert dry.returncode == 0, dry.stderr
+    # a dry run still prints the commands, but placeholders left is a failure, not a success
     assert "$ ray up -y deploy/cluster/aws.yaml" in dry.stdout and "farm serve --config deploy/farm.cluster.yaml" in dry.stdout
+    left = len(placeholders(yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text())))
+    assert dry.returncode == 1 and f"Error: {left} REPLACE_ME placeholder(s) left in deploy/cluster/aws.yaml (dry run)\n" in dry.stderr
+    assert "--host 0.0.0.0 --token-secret reward-farm/api-token --detach" in dry.stdout and "AWS_DEFAULT_REGION=us-east-1" in dry.stdout
     real = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert real.returncode == 1 and "REPLACE_ME_PINNED_DLAMI_ID" in real.stderr
     assert placeholders(yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text()))
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_manifest_passes_the_checks(path: Path):
+    assert check_manifest(path, load_config(REPO / "deploy/farm.cluster.yaml")) == []
+
+
+def test_the_checks_command_refuses_a_bad_manifest(tmp_path: Path):
+    policy = json.loads((REPO / "deploy/iam/bedrock-invoke-policy.json").read_text())
+    policy["Statement"][0]["Resource"].append("arn:aws:bedrock:*::foundation-model/*")
+    bad = tmp_path / "policy.json"
+    bad.write_text(json.dumps(policy))
+    command = [sys.executable, "-m", "deploy.checks", str(bad), str(REPO / "deploy/serve.yaml")]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1 and "wildcard resource" in proc.stderr and "serve.yaml: ok" in proc.stderr
+
+
+def test_wildcard_iam_is_refused_and_models_must_match_the_farm_config():
+    policy = json.loads((REPO / "deploy/iam/bedrock-invoke-policy.json").read_text())
+    config = load_config(REPO / "deploy/farm.cluster.yaml")
+    assert iam_findings(policy, config) == []
+    for resource in ("*", "arn:aws:bedrock:*::foundation-model/amazon.nova-*", "arn:aws:secretsmanager:us-east-1:1:secret:*"):
+        wild = {"Statement": [{"Effect": "Allow", "Action": "bedrock:InvokeModel", "Resource": resource}]}
+        assert any("wildcard resource" in f for f in iam_findings(wild)), resource
+    assert any(
+        "wildcard action" in f for f in iam_findings({"Statement": [{"Effect": "Allow", "Action": "bedrock:*", "Resource": "arn:x"}]})
+    )
+    narrower = json.loads(json.dumps(policy))
+    narrower["Statement"][0]["Resource"] = narrower["Statement"][0]["Resource"][1:]  # drop nova-micro
+    assert any("'amazon.nova-micro-v1:0', which the policy does not grant" in f for f in iam_findings(narrower, config))
+    wider = json.loads(json.dumps(policy))
+    wider["Statement"][0]["Resource"].append("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0")
+    assert any("amazon.nova-pro-v1:0', which no configured judge calls" in f for f in iam_findings(wider, config))
+
+
+def test_a_security_group_opening_rays_ports_to_a_cidr_is_refused():
+    template = yaml.safe_load((REPO / "deploy/cluster/security-group.cfn.yaml").read_text())
+    assert security_findings(template) == []
+    rules = template["Resources"]["Nodes"]["Properties"]["SecurityGroupIngress"]
+    rules.append({"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379, "CidrIp": "10.0.0.0/8"})
+    rules.append({"IpProtocol": "-1", "CidrIp": "192.168.0.0/16"})
+    findings = security_findings(template)
+    assert any("6379 (GCS)" in f for f in findings) and any("8265 (dashboard)" in f and "10002-19999" in f for f in findings)
+
+
+def test_serve_config_beyond_loopback_needs_auth():
+    config = yaml.safe_load((REPO / "deploy/serve.yaml").read_text())
+    assert config["http_options"]["host"] == "127.0.0.1" and serve_config_findings(config) == []
+    config["http_options"]["host"] = "0.0.0.0"
+    assert "without auth" in serve_config_findings(config)[0]
+    config["applications"][0]["args"]["auth"] = {"token": {"file": "/etc/farm-secrets/token"}}
+    assert serve_config_findings(config) == []
+    del config["http_options"]["host"]  # Serve's own default binds every interface
+    config["applications"][0]["args"].pop("auth")
+    assert serve_config_findings(config)
+    config["applications"][0]["deployments"] = [
+        {"name": "ingress", "ray_actor_options": {"runtime_env": {"env_vars": {"FARM_API_TOKEN": "x" * 20}}}}
+    ]
+    assert any("API token" in f for f in security_findings(config))
+
+
+def test_kuberay_without_network_policy_or_with_an_open_one_is_refused():
+    documents = list(yaml.safe_load_all((REPO / "deploy/kuberay/rayservice.yaml").read_text()))
+    assert kuberay_findings(documents) == []
+    service, policy = documents
+    assert any("behind no NetworkPolicy" in f for f in kuberay_findings([service]))
+    opened = json.loads(json.dumps(policy))
+    opened["spec"]["ingress"].append({"from": [{"namespaceSelector": {}}]})
+    assert any("admits pods outside the farm to every port" in f for f in kuberay_findings([service, opened]))
+    opened["spec"]["ingress"][-1] = {"ports": [{"port": 6379}]}
+    assert any("no `from`" in f for f in kuberay_findings([service, opened]))
+    public = json.loads(json.dumps(service))
+    public["spec"]["rayClusterConfig"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
+    assert any("LoadBalancer exposes" in f for f in kuberay_findings([public, policy]))
+    no_auth = json.loads(json.dumps(service))
+    no_auth["spec"]["serveConfigV2"] = (
+        no_auth["spec"]["serveConfigV2"].replace("auth:", "unused:").replace("token: {file", "# token: {file")
+    )
+    no_auth["spec"]["serveConfigV2"] = "\n".join(
+        line for line in no_auth["spec"]["serveConfigV2"].splitlines() if "unused" not in line and "# token" not in line
+    )
+    assert any("without auth" in f for f in kuberay_findings([no_auth, policy]))
+    env = json.loads(json.dumps(service))
+    env["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "FARM_API_TOKEN", "value": "x"}
+    )
+    assert any("API token" in f for f in security_findings(env))
