@@ -1,5 +1,5 @@
 """OpenRLHF's `--remote_rm_url` format, served by the farm at `POST /openrlhf` (or, with auth,
-`POST /openrlhf/<FARM_OPENRLHF_KEY>`: OpenRLHF sends no headers, so the secret is in the path).
+`POST /openrlhf/<token>`: OpenRLHF sends no headers, so its API token is in the path).
 
 Request `{"query": [prompt + response, ...], "prompts": [prompt, ...], "labels": [reference, ...]}`;
 response `{"rewards": [...], "scores": [...], "extra_logs": {...}}`.
