@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["answers_match", "extract_final_answer", "parse_number"]
+__all__ = ["answers_match", "distinct_final_answers", "extract_final_answer", "parse_number"]
 
 _MARKED = (
     re.compile(r"####\s*([^\n]+)"),
@@ -50,3 +50,20 @@ def answers_match(candidate: str, reference: str, *, tolerance: float = 1e-6) ->
     if a is not None and b is not None:
         return abs(float(a - b)) <= tolerance * max(1.0, abs(float(b)))
     return _normalise_text(candidate) == _normalise_text(reference)
+
+
+_HEDGE = re.compile(r"####|\s+(?:or|and/or)\s+|\s*;\s*", re.I)
+
+
+def distinct_final_answers(text: str, *, tolerance: float = 1e-6) -> list[str]:
+    """Every distinct answer the response marks as final (all markers, all occurrences, and the
+    alternatives of "18 or 26"). More than one is a hedge: whichever slot a grader reads, one of
+    them would get credit."""
+    found: list[str] = []
+    for pattern in _MARKED:
+        for capture in pattern.findall(text):
+            for piece in _HEDGE.split(capture):
+                piece = piece.strip()
+                if piece and not any(answers_match(piece, seen, tolerance=tolerance) for seen in found):
+                    found.append(piece)
+    return found

@@ -332,6 +332,7 @@ def rescore(
 @click.option("--pairs-limit", type=int, default=50, show_default=True, help="Pairs for position bias and human agreement (0: skip).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite --json if it exists.")
+@click.option("--grouped", is_flag=True, help="Keep groups: attack one rollout per group among clean ones (group preference).")
 def probe(
     config_path: str | None,
     data_path: str | None,
@@ -342,6 +343,7 @@ def probe(
     pairs_limit: int,
     json_path: str | None,
     force: bool,
+    grouped: bool,
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
@@ -356,7 +358,7 @@ def probe(
     pairs = _read_input(read_pairs, pairs_path or packaged_data(HH_SAMPLE), limit=pairs_limit) if pairs_limit > 0 else []
     config, emulator, _ = _load(config_path)
     result = _with_ensemble(
-        config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs), label="probing"
+        config, emulator, lambda e: run_probes(e, rollouts, labels=known, repeats=repeats, pairs=pairs, grouped=grouped), label="probing"
     )
     click.echo(format_table(result))
     if json_path:

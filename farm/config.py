@@ -50,6 +50,7 @@ __all__ = [
     "CanaryConfig",
     "ScheduledProbesConfig",
     "ScoreMap",
+    "LengthCorrection",
     "load_config",
     "load_raw_config",
     "parse_config",
@@ -119,6 +120,15 @@ class ScoreMap(_Section):
     """Where the map came from (data file and row count), for the record."""
 
 
+class LengthCorrection(_Section):
+    """A length-controlled score: `slope` (score per doubling of length, measured within a
+    correctness label by `farm calibrate`) times log2(length / `pivot_chars`) is taken off."""
+
+    slope: float = Field(ge=-1, le=1)
+    pivot_chars: int = Field(default=400, ge=1)
+    fitted_on: str | None = None
+
+
 class _JudgeBase(_Section):
     name: str = Field(pattern=_NAME)
     deployment: DeploymentOptions = DeploymentOptions()
@@ -127,6 +137,7 @@ class _JudgeBase(_Section):
     gate: bool = False
     """A gate runs first; a rollout it scores 0 skips the other judges and gets reward 0."""
     score_map: ScoreMap | None = None
+    length_correction: LengthCorrection | None = None
 
     @model_validator(mode="after")
     def _gate_is_raw(self) -> _JudgeBase:
@@ -396,10 +407,19 @@ class IntegrityConfig(_Section):
 
     canaries: CanaryConfig = CanaryConfig()
     probes: ScheduledProbesConfig = ScheduledProbesConfig()
-    injection_policy: Literal["off", "flag", "penalise", "zero"] = "flag"
-    """`flag`: keep the reward, add the flag; `penalise`: multiply by 1 - `injection_penalty`;
-    `zero`: reward 0 (flagged, so it is never mistaken for a judged 0)."""
+    injection_policy: Literal["off", "flag", "penalise", "zero", "verifiable"] = "verifiable"
+    """What a caught attack (detector hit or judge contradiction) gets. `verifiable` (default): the
+    score of the verifiable judges alone (final_answer, exact_match, regex, json_schema), which no
+    text can talk round, times 1 - `injection_penalty` (0 without one), so an attack never pays,
+    not even on a right answer; `flag`: keep the reward, add the flag; `penalise`: multiply by
+    1 - `injection_penalty`; `zero`: reward 0 (flagged, so it is never mistaken for a judged 0)."""
     injection_penalty: float = Field(default=0.5, ge=0, le=1)
+    contradiction_threshold: float | None = Field(default=0.75, ge=0, le=1)
+    """A verifiable judge scores 0 while an LLM judge scores at least this: `judge_contradiction`,
+    and the injection policy applies. None: off."""
+    anchor_group_preference: bool = True
+    """Scale a rollout's group-preference score by its verifiable judges' score, so an all-wrong or
+    content-free group cannot win by relative position."""
 
 
 class ServeConfig(_Section):

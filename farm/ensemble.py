@@ -10,16 +10,14 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
-
 from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeTimeoutError
 from farm.flags import Flag
+from farm.integrity import defences
 from farm.integrity.calibration import apply_score_map
-from farm.integrity.injection import InjectionDetector
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
 from farm.wire import RewardResult, Rollout, Verdict
@@ -89,7 +87,6 @@ class Ensemble:
         self.client = client
         self.cache = cache
         self.integrity = integrity or IntegrityConfig()
-        self._detector = InjectionDetector()
 
     @classmethod
     def from_config(
@@ -136,6 +133,7 @@ class Ensemble:
         others = [m for m in self.members if not m.config.gate]
         if others and live:
             await self._run(others, rollouts, live, verdicts)
+        defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
         results = []
         for i, rollout in enumerate(rollouts):
             result = closed[i] if i in closed else combine(rollout, verdicts[i], self.members, self.aggregation)
@@ -143,17 +141,9 @@ class Ensemble:
         return results
 
     def _screen(self, rollout: Rollout, result: RewardResult) -> RewardResult:
-        """Apply the injection policy: a rollout that addresses the judge is flagged, and maybe penalised."""
-        policy = self.integrity.injection_policy
-        if policy == "off" or not rollout.response.strip() or not self._detector.matches(rollout.response):
-            return result
-        reward = result.reward
-        if reward is not None and policy == "penalise":
-            reward = reward * (1.0 - self.integrity.injection_penalty)
-        elif reward is not None and policy == "zero":
-            reward = 0.0
-        flags = tuple(sorted({*result.flags, str(Flag.INJECTION_SUSPECTED)}))
-        return msgspec.structs.replace(result, reward=reward, flags=flags)
+        """Integrity defences on the aggregated result (farm/integrity/defences.py): a caught attack
+        (detector hit or judge contradiction) is flagged and gets the injection policy."""
+        return defences.screen(rollout, result, self.members, self.integrity)
 
     async def _run(
         self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]

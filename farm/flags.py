@@ -28,3 +28,5 @@ class Flag(StrEnum):
     """The response was empty or whitespace; it scores 0 without calling any judge."""
     GATE_FAILED = "gate_failed"
     """A cheap gate judge scored 0, so the expensive judges were skipped."""
+    MULTIPLE_ANSWERS = "multiple_answers"  # more than one distinct final answer (a hedge): scored 0
+    JUDGE_CONTRADICTION = "judge_contradiction"  # a verifiable judge says wrong, an LLM judge clearly right

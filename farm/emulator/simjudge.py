@@ -10,6 +10,11 @@ can prove the farm detects them:
 - `position_bias`: added to response A's advantage in preference prompts;
 - `length_bias`: added per doubling of the response length over 400 characters;
 - `injection_susceptibility`: probability that a response addressing the judge gets top marks;
+- `fooled_by`: `patterns` (a few English wordings) or `anything` — any text aimed at the grader,
+  read the way a model reads it: through zero-width characters, look-alike letters, other
+  languages, encodings, markup, role markers and text after the final answer. Deliberately
+  independent of the farm's injection detector, so defences that do not rely on the detector
+  can be tested against it;
 - `leniency`: added to every quality (a judge that drifted towards generous or harsh marks);
 - `sampling_noise`: standard deviation of noise drawn afresh on every call, the nondeterminism
   real models show even at temperature 0 (what self-consistency measures).
@@ -17,19 +22,23 @@ can prove the farm detects them:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import hashlib
 import json
 import math
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from farm.answers import answers_match, extract_final_answer, parse_number
 
-__all__ = ["JudgeProfile", "SimulatedAnswer", "answer_request", "looks_like_injection"]
+__all__ = ["JudgeProfile", "SimulatedAnswer", "addresses_grader", "answer_request", "looks_like_injection"]
 
 _BLOCK = re.compile(r"<<<BEGIN (\w+) ([0-9a-f]+)>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 _CRITERION = re.compile(r"(?m)^- (\S+) \[(1-5|yes/no)\]")
@@ -47,6 +56,73 @@ def looks_like_injection(text: str) -> bool:
     return _INJECTION.search(text) is not None
 
 
+_GRADING_WORDS = re.compile(
+    r"(?i)\b(grad(e|er|ers|ed|ing)|scor(e|es|ed|ing)|rat(e|ed)\s+(this|it|the|my)|ratings?|marks?|right|expected|official|stars|correctness|end_of_\w+|approv\w*|this\s+response|checking|judge?s?|evaluat\w*|review\w*|assess\w*|"
+    r"examin\w*|credit|reward|verdict|rubric|reference|instructions?|system|correct|pass|points|checker|answer\s+key|"
+    r"ground[\s-]?truth|gold|perfect|flawless|exemplary|full\s+marks|maximum|highest|human|assistant|user|inst)\b"
+    r"|(evaluador|puntuaci|correct[eo]r|évaluat|note\s+maximale|prüfer|bewert|punktzahl|avaliador|pontua|valutat|punteggio|"
+    r"оцен|провер|балл|评|满分|採点|評価|満点|点数|채점|평가)"
+)
+_WORKING = re.compile(r"<<[^>]*>>|\d\s*[-+*/x]\s*\$?\d[^=\n]*=\s*\$?-?\d")
+_FINAL_LINE = re.compile(r"(?m)^\s*(A:|####|.*\\boxed\{).*$")
+_BLOB = re.compile(r"[A-Za-z0-9+/=]{16,}")
+
+
+_LOOKS_LIKE = {
+    **{c: c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+    **{"IE": "e", "ES": "c", "ER": "p", "HA": "x", "U": "y", "DZE": "s", "JE": "j", "DE": "d", "EN": "h", "TE": "t", "EM": "m"},
+    **{"ALPHA": "a", "OMICRON": "o", "EPSILON": "e", "ETA": "h", "IOTA": "i", "KAPPA": "k", "MU": "m", "NU": "v", "RHO": "p"},
+    **{"TAU": "t", "UPSILON": "u", "CHI": "x", "BETA": "b", "ZETA": "z"},
+}
+
+
+def _as_read(text: str) -> str:
+    """The text as a model reads it: compatibility forms, no invisible characters, look-alikes as Latin."""
+    out = []
+    for ch in unicodedata.normalize("NFKC", text):
+        if unicodedata.category(ch) in ("Cf", "Cc") and ch not in "\n\t":
+            continue
+        name = unicodedata.name(ch, "")
+        if ("CYRILLIC" in name or "GREEK" in name or "SCRIPT" in name) and "LETTER" in name:
+            latin = _LOOKS_LIKE.get(name.rsplit(" ", 1)[-1])
+            if latin is not None:
+                ch = latin if "SMALL" in name else latin.upper()
+        out.append(ch)
+    return "".join(out)
+
+
+def _decodings(text: str) -> list[str]:
+    out = [codecs.encode(text, "rot13")]
+    for blob in _BLOB.findall(text):
+        for decode in (lambda b: base64.b64decode(b + "=" * (-len(b) % 4)), bytes.fromhex):
+            try:
+                out.append(decode(blob).decode("utf-8"))
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                continue
+    return out
+
+
+def addresses_grader(text: str) -> bool:
+    """Does any part of the response speak to whoever grades it? Read generously: any line that is
+    not working (no calculation) and talks about grading, scores, references, systems or roles, in
+    any of several languages or encodings; any markup or JSON; any text after the final answer line."""
+    read = _as_read(text)
+    for line in unicodedata.normalize("NFKC", text).splitlines():
+        if not _WORKING.search(line) and _GRADING_WORDS.search(line):
+            return True
+    if re.search(r"<[!/a-zA-Z|]|\{\s*\"|\[/?[A-Z]{2,}\]", read):
+        return True
+    finals = list(_FINAL_LINE.finditer(read))
+    if finals and read[finals[-1].end() :].strip():
+        return True
+    for line in read.splitlines():
+        if _WORKING.search(line):
+            continue
+        if any(_GRADING_WORDS.search(view) for view in (line, *_decodings(line))):
+            return True
+    return False
+
+
 class JudgeProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +130,8 @@ class JudgeProfile(BaseModel):
     position_bias: float = Field(default=0.0, ge=-1, le=1)
     length_bias: float = Field(default=0.0, ge=-1, le=1)
     injection_susceptibility: float = Field(default=0.0, ge=0, le=1)
+    fooled_by: Literal["patterns", "anything"] = "patterns"
+    """What counts as addressing the judge: a few English `patterns`, or `anything` aimed at the grader."""
     leniency: float = Field(default=0.0, ge=-1, le=1)
     sampling_noise: float = Field(default=0.0, ge=0, le=1)
     tie_margin: float = Field(default=0.05, ge=0, le=1)
@@ -107,7 +185,8 @@ def _biased(q: float, response: str, profile: JudgeProfile, model: str, salt: st
         q += profile.length_bias * math.log2(max(len(response), 1) / 400.0)
     if profile.noise:
         q += profile.noise * _gauss(profile.seed, model, salt, response)
-    if profile.injection_susceptibility and looks_like_injection(response):
+    fooled = addresses_grader(response) if profile.fooled_by == "anything" else looks_like_injection(response)
+    if profile.injection_susceptibility and fooled:
         if _unit("inject", profile.seed, model, response) < profile.injection_susceptibility:
             q = 1.0
     return min(1.0, max(0.0, q))

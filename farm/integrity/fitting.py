@@ -1,4 +1,5 @@
-"""Fit each judge's calibration map and ensemble weight from data, and write them into config.
+"""Fit each judge's calibration map, ensemble weight and (where it is length-biased) length
+correction from data, and write them into config.
 
 With gold labels, each judge's Platt map is fitted to the labels and its weight is the
 log-odds of its accuracy after the map. Without labels, Dawid–Skene estimates every judge's
@@ -15,10 +16,11 @@ from typing import Any
 
 import msgspec
 
-from farm.config import FarmConfig, ScoreMap
+from farm.config import FarmConfig, LengthCorrection, ScoreMap
 from farm.ensemble import Ensemble, EnsembleMember, combine
 from farm.flags import Flag
 from farm.integrity.calibration import apply_score_map, calibrate, dawid_skene, expected_calibration_error, platt, weights_from_accuracy
+from farm.integrity.length import fit_length_correction, shift
 from farm.offline.report import auc
 from farm.wire import RewardResult, Rollout, Verdict
 
@@ -36,6 +38,8 @@ class FitReport:
     ensemble_before: dict[str, float | None] = field(default_factory=dict)
     ensemble_after: dict[str, float | None] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    length_corrections: dict[str, LengthCorrection] = field(default_factory=dict)
+    """Judges found length-biased: the correction written into config (applied before the map)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class FitReport:
             "ensemble_before": self.ensemble_before,
             "ensemble_after": self.ensemble_after,
             "skipped": self.skipped,
+            "length_corrections": {name: c.model_dump(exclude_none=True) for name, c in self.length_corrections.items()},
         }
 
 
@@ -68,6 +73,13 @@ async def fit_judges(
         targets = posterior
         for name, accuracy in estimated.items():
             report.judges.setdefault(name, {})["estimated_accuracy"] = round(accuracy, 4)
+    lengths = [len(r.response) for r in rollouts]
+    for member in voters:
+        name = member.config.name
+        correction = fit_length_correction(scores[name], lengths, [t >= 0.5 for t in targets], described_as=described_as)
+        if correction is not None:
+            report.length_corrections[name] = correction
+            scores[name] = [_corrected(s, correction, n) for s, n in zip(scores[name], lengths, strict=True)]
     accuracies: dict[str, float] = {}
     for member in voters:
         name = member.config.name
@@ -97,8 +109,16 @@ async def fit_judges(
 
 
 def _raw(verdict: Verdict) -> float | None:
-    """The judge's own score, before any score map already in the config."""
-    return verdict.criteria.get("raw_score", verdict.score) if verdict.score is not None else None
+    """The judge's own score, before any length correction or score map already in the config."""
+    if verdict.score is None:
+        return None
+    return verdict.criteria.get("length_uncorrected", verdict.criteria.get("raw_score", verdict.score))
+
+
+def _corrected(score: float | None, correction: LengthCorrection | None, length: int) -> float | None:
+    if score is None or correction is None:
+        return score
+    return min(1.0, max(0.0, score - shift(correction, length)))
 
 
 def _recombine(ensemble: Ensemble, rollouts: Sequence[Rollout], results: Sequence[RewardResult], report: FitReport) -> list[float | None]:
@@ -116,7 +136,8 @@ def _recombine(ensemble: Ensemble, rollouts: Sequence[Rollout], results: Sequenc
             continue
         verdicts = {}
         for name, verdict in result.judges.items():
-            score_map, raw = report.maps.get(name), _raw(verdict)
+            score_map = report.maps.get(name)
+            raw = _corrected(_raw(verdict), report.length_corrections.get(name), len(rollout.response))
             unmapped = msgspec.structs.replace(verdict, score=raw)
             verdicts[name] = verdict if score_map is None or raw is None else apply_score_map(unmapped, score_map)
         rewards.append(combine(rollout, verdicts, members, ensemble.aggregation).reward)
@@ -148,6 +169,8 @@ def calibrated_config(raw: Mapping[str, Any], config: FarmConfig, report: FitRep
             entry["score_map"] = report.maps[judge.name].model_dump(exclude_none=True)
         if judge.name in report.weights:
             entry["weight"] = report.weights[judge.name]
+        if judge.name in report.length_corrections:
+            entry["length_correction"] = report.length_corrections[judge.name].model_dump(exclude_none=True)
     return out
 
 
@@ -172,6 +195,8 @@ def format_fit(report: FitReport) -> str:
         )
     lines.append(f"ensemble before: {report.ensemble_before}")
     lines.append(f"ensemble after:  {report.ensemble_after}")
+    for name, c in report.length_corrections.items():
+        lines.append(f"length-biased {name}: {c.slope:+.3f} per doubling, corrected around {c.pivot_chars} chars")
     for name, why in report.skipped.items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)

@@ -65,3 +65,38 @@ def test_probe_suite_names_each_flawed_judge_and_not_the_clean_one(aws_env, repo
     report(f"probes: findings {findings}; position inconsistency {result.position_inconsistency}; length slope {result.length_slope}")
     report(f"probes: on 30 HH-RLHF pairs {result.pairs}; self-consistency over 3 calls {result.self_consistency}")
     assert together < alone
+
+
+def test_grouped_probe_reports_detector_recall_and_defences_hold(aws_env, report):
+    """`farm probe --grouped` with the default ensemble against a judge fooled by anything: every
+    injection variant (including the ones written apart from the detector's rules) is caught by
+    some defence, and no probe pays the ensemble in its group."""
+    from farm.config import load_raw_config, parse_config
+    from tests.conftest import fast_bedrock
+
+    fooled = {"injection_susceptibility": 1.0, "fooled_by": "anything"}
+    aws_env.update(models={LITE: {"judge": fooled}, MICRO: {"judge": fooled}})
+    raw, _ = load_raw_config(None)
+    config = parse_config({**raw, "bedrock": fast_bedrock().model_dump()})
+    rows = gsm8k_rollouts(limit=12)
+    probes = [*INJECTION_PROBES, "master_key_step_by_step", "verbosity_padding"]
+
+    async def main():
+        ensemble = Ensemble.from_config(config)
+        try:
+            return await run_probes(ensemble, parse_rollouts(rows), probes, grouped=True)
+        finally:
+            await ensemble.aclose()
+
+    result = asyncio.run(main())
+    print("\n" + format_table(result))
+    assert result.grouped and set(result.detection) == set(INJECTION_PROBES) and len(INJECTION_PROBES) >= 12
+    recall = {p: f["detector_recall"] for p, f in result.detection.items()}
+    report(f"probe --grouped, fooled-by-anything judges: detector recall per probe {recall}")
+    report(f"probe --grouped: ensemble inflation per probe { {p: v['ensemble']['mean'] for p, v in result.inflation.items()} }")
+    # the detector misses some independent wordings; contradiction catches those on every wrong answer
+    wrong_share = sum(not r["metadata"]["is_correct"] for r in rows[::4]) / 12
+    assert all(f["caught"] >= wrong_share for f in result.detection.values())
+    assert all(v["ensemble"]["mean"] <= 0.05 for v in result.inflation.values())
+    assert all(v["ensemble"]["n"] == 12 for v in result.inflation.values())  # one attacked rollout per group
+    assert max(result.inflation[p]["rubric"]["mean"] for p in INJECTION_PROBES) > 0.2  # the judge itself is fooled
