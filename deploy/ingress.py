@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ from farm.errors import ConfigError, InputError
 from farm.judges import needs_bedrock
 from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
-__all__ = ["RewardIngress", "RuntimeTuning"]
+__all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -57,6 +58,25 @@ class RuntimeTuning(BaseModel):
 
     weights: dict[str, float] = Field(default_factory=dict)
     aggregation: AggregationConfig | None = None
+
+
+class OpenRLHFSettings(BaseModel):
+    """How `/openrlhf` reads OpenRLHF's request, from the replicas' environment (`farm serve`
+    passes these on): `FARM_OPENRLHF_STRIP` (1/0, strip chat-template markup before judging) and
+    `FARM_OPENRLHF_FAILED_REWARD` (what an unscorable rollout gets; OpenRLHF cannot take a null)."""
+
+    strip_template: bool = True
+    failed_reward: float = Field(default=0.0, allow_inf_nan=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OpenRLHFSettings:
+        try:
+            return cls(
+                strip_template=environ.get("FARM_OPENRLHF_STRIP", "1").strip().lower() not in ("0", "false", "no", "off"),
+                failed_reward=float(environ.get("FARM_OPENRLHF_FAILED_REWARD", "0")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"FARM_OPENRLHF_FAILED_REWARD must be a number: {exc}") from None
 
 
 class _HTTPError(Exception):
@@ -83,6 +103,7 @@ class RewardIngress:
         self.config: FarmConfig = parse_config(farm_config, source="farm config")
         self.handles = judges
         self.door = Door(self.config, TokenBook.load(self.config.serve.auth))
+        self.openrlhf = OpenRLHFSettings.from_env(os.environ)
         if not self.door.enabled and not insecure:
             host = _proxy_host()
             if not is_loopback(host):
@@ -172,18 +193,23 @@ class RewardIngress:
         }
 
     async def __call__(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        segments = request.url.path.rstrip("/").split("/")
+        path = segments[-1]
+        path_token = None
+        if len(segments) >= 2 and segments[-2] == "openrlhf":  # POST /openrlhf/<token>: OpenRLHF sends no headers
+            path, path_token = "openrlhf", segments[-1]
         try:
             if path == "healthz" and request.method == "GET":
                 return _respond(200, {"status": "ok"})  # for load balancers: alive, and nothing else
-            caller = await self._caller(request)
+            caller = await self._caller(request, path_token)
             if path == "info" and request.method == "GET":
                 return _respond(200, self.info())
             if path == "integrity" and request.method == "GET":
                 return _respond(200, self.integrity())
             if request.method != "POST" or path not in ("score", "openrlhf"):
-                routes = "POST /score, POST /openrlhf, GET /info, GET /integrity or GET /healthz"
-                raise _HTTPError(404, f"no route {request.method} {request.url.path}; use {routes}")
+                routes = "POST /score, POST /openrlhf[/<token>], GET /info, GET /integrity or GET /healthz"
+                shown = "/openrlhf/<token>" if path_token is not None else request.url.path  # a token is never echoed
+                raise _HTTPError(404, f"no route {request.method} {shown}; use {routes}")
             payload = await self._read_json(request)
             if not isinstance(payload, dict):
                 raise _HTTPError(422, f"body must be a JSON object, got {_json_type(payload)}", field="body")
@@ -191,11 +217,11 @@ class RewardIngress:
                 queries = payload.get("query")
                 self._check_count(len(queries) if isinstance(queries, list) else 0)
                 try:
-                    rollouts = rollouts_from_openrlhf(payload)
+                    rollouts = rollouts_from_openrlhf(payload, strip_template=self.openrlhf.strip_template)
                 except InputError as exc:
                     raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
                 self._admit(caller, len(rollouts))
-                return _respond(200, openrlhf_response(await self._admitted(rollouts)))
+                return _respond(200, openrlhf_response(await self._admitted(rollouts), failed_reward=self.openrlhf.failed_reward))
             if not isinstance(payload.get("rollouts"), list):
                 raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
             rollouts = self._rollouts(payload["rollouts"])
@@ -218,23 +244,25 @@ class RewardIngress:
         finally:
             self.admission.release(ticket)
 
-    async def _caller(self, request: Request) -> str:
+    async def _caller(self, request: Request, path_token: str | None = None) -> str:
         """`_authorise`, re-reading the token sources once when a token is refused and they are due
-        (at most every `serve.auth.refresh_s`): a token rotated in works at once."""
+        (at most every `serve.auth.refresh_s`): a token rotated in works at once. `path_token` is
+        OpenRLHF's (`POST /openrlhf/<token>`), checked exactly as a bearer token."""
         try:
-            return self._authorise(request)
+            return self._authorise(request, path_token)
         except _HTTPError:
             if not self.door.refresh_due(self.config.serve.auth):
                 raise
             problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
             if problem:
                 logger.warning("token refresh failed, %s", problem)
-            return self._authorise(request)
+            return self._authorise(request, path_token)
 
-    def _authorise(self, request: Request) -> str:
+    def _authorise(self, request: Request, path_token: str | None = None) -> str:
         """The one token check for every route: the caller's name (a key name, "token", or
         "anonymous" when auth is off), or a 401."""
-        caller = self.door.caller(request.headers.get("authorization", ""))
+        header = f"Bearer {path_token}" if path_token is not None else request.headers.get("authorization", "")
+        caller = self.door.caller(header)
         if caller is None:
             raise _HTTPError(401, "missing or wrong bearer token")
         return caller

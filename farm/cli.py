@@ -144,8 +144,9 @@ def serve(
         if emulator is not None:
             emulator.stop()
         raise click.ClickException("--detach needs RAY_ADDRESS and Bedrock credentials: an emulator would stop with this process")
-    if os.environ.get("FARM_BACKEND"):
-        env["FARM_BACKEND"] = os.environ["FARM_BACKEND"]
+    for name in ("FARM_BACKEND", "FARM_OPENRLHF_STRIP", "FARM_OPENRLHF_FAILED_REWARD"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
 
     import ray
     from ray import serve as ray_serve

@@ -1,14 +1,18 @@
-"""Trainer-facing clients: through a Serve handle inside the cluster, or over HTTP from outside.
+"""Trainer-facing clients: through a Serve handle inside the cluster, over HTTP from outside, or
+in this process with no Ray at all.
 
-Both batch a trainer's rollouts into a few calls that never split a group, send the batches
+All batch a trainer's rollouts into a few calls that never split a group, send the batches
 concurrently, and return results in input order. Ray is imported only when a handle client is
-first used, so `farm` stays importable without it.
+first used, so `farm` (and the light `reward-farm` install a trainer uses) stays importable
+without it. The handle client needs the Ray version the farm's server side is tested with
+(`SERVER_RAY_VERSION`); Ray cannot talk across versions, so it says so before connecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,12 +22,13 @@ from typing import Any
 import msgspec
 
 from farm.batching import make_batches
-from farm.errors import FarmError, InputError
+from farm.errors import ConfigError, FarmError, InputError
 from farm.wire import RewardResult, Rollout, parse_rollout
 
-__all__ = ["FarmClient", "FarmHTTPError", "HttpFarmClient"]
+__all__ = ["SERVER_RAY_VERSION", "FarmClient", "FarmHTTPError", "HttpFarmClient", "LocalFarmClient", "check_ray_version"]
 
 DEFAULT_APP = "reward-farm"
+SERVER_RAY_VERSION = "2.60.0"  # the `server` extra's pin; tests/unit/test_adapters.py keeps them equal
 _results = msgspec.json.Decoder(dict[str, list[RewardResult]])
 
 
@@ -45,10 +50,25 @@ def _in_order(parsed: list[Rollout], batches: list[list[RewardResult]]) -> list[
     return [by_id[r.id] for r in parsed]
 
 
+def check_ray_version(local: str, required: str = SERVER_RAY_VERSION) -> None:
+    """Refuse a handle call from a Ray other than the farm's, naming both versions.
+
+    Ray objects and handles do not cross Ray versions; without this check the failure is a
+    pickling traceback deep inside Ray.
+    """
+    if local != required:
+        raise FarmError(
+            f"the farm's Ray handle client needs Ray {required} (the version the farm's server runs), but this process has "
+            f"Ray {local}; install `reward-farm[server]` into a matching environment, or call the farm over HTTP "
+            "(HttpFarmClient / url=...), which needs no Ray"
+        )
+
+
 class FarmClient:
     """Scores through `serve.get_app_handle(app_name)` from any process attached to the cluster.
 
-    Call `ray.init(address="auto")` first, or let the client do it on first use.
+    Call `ray.init(address="auto")` first, or let the client do it on first use. Needs Ray
+    `SERVER_RAY_VERSION` in this process (checked before connecting).
     """
 
     def __init__(self, app_name: str = DEFAULT_APP, *, batch_size: int = 256):
@@ -62,10 +82,17 @@ class FarmClient:
     def _get_handle(self) -> Any:
         if self._handle is None:
             import ray
+
+            check_ray_version(ray.__version__)
             from ray import serve
 
             if not ray.is_initialized():
-                ray.init(address="auto")
+                try:
+                    ray.init(address="auto")
+                except RuntimeError as exc:  # Ray's own check against the cluster's version
+                    if "version mismatch" in str(exc).lower():
+                        raise FarmError(f"this process's Ray {ray.__version__} cannot join the cluster: {exc}") from None
+                    raise
             self._handle = serve.get_app_handle(self.app_name)
         return self._handle
 
@@ -81,6 +108,87 @@ class FarmClient:
         handle = self._get_handle()
         results = await asyncio.gather(*(handle.score.remote(batch) for batch in batches))
         return _in_order(parsed, list(results))
+
+
+class LocalFarmClient:
+    """Scores in this process with the ensemble of `config` (a path, a dict, a `FarmConfig`, or
+    None for the embedded default): no Ray, no Serve, for a single-node trainer.
+
+    The ensemble lives on its own event-loop thread, so the same client serves synchronous
+    callers and `await score_async` from any loop. As with `farm score`, Bedrock judges without
+    AWS credentials get the embedded emulator (with its banner).
+    """
+
+    def __init__(self, config: Any = None, *, batch_size: int = 256):
+        self.config = config
+        self.batch_size = batch_size
+        self._runtime: tuple[Any, Any, Any] | None = None  # (loop, ensemble, emulator)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "batch_size": self.batch_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], batch_size=state["batch_size"])  # type: ignore[misc]
+
+    def _ensure(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = _start_local(self.config)
+            loop, ensemble, _ = self._runtime
+            return loop, ensemble
+
+    async def _score_batches(self, ensemble: Any, batches: list[list[Rollout]]) -> list[list[RewardResult]]:
+        return list(await asyncio.gather(*(ensemble.score(batch) for batch in batches)))
+
+    def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        loop, ensemble = self._ensure()
+        return _in_order(parsed, asyncio.run_coroutine_threadsafe(self._score_batches(ensemble, batches), loop).result())
+
+    async def score_async(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
+        parsed, batches = _prepare(rollouts, self.batch_size)
+        loop, ensemble = self._ensure()
+        future = asyncio.run_coroutine_threadsafe(self._score_batches(ensemble, batches), loop)
+        return _in_order(parsed, await asyncio.wrap_future(future))
+
+    def close(self) -> None:
+        with self._lock:
+            runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        loop, ensemble, emulator = runtime
+        asyncio.run_coroutine_threadsafe(ensemble.aclose(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        if emulator is not None:
+            emulator.stop()
+
+
+def _start_local(source: Any) -> tuple[Any, Any, Any]:
+    """Load the config, start the embedded emulator if it is needed, and build the ensemble on a loop thread."""
+    from farm.config import FarmConfig, load_config, parse_config
+    from farm.embedded import choose_backend, start_embedded_emulator
+    from farm.ensemble import Ensemble
+    from farm.judges import needs_bedrock
+
+    if isinstance(source, FarmConfig):
+        config = source
+    elif isinstance(source, Mapping):
+        config = parse_config(dict(source), source="FarmReward(config=...)")
+    elif source is None or isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
+        config = load_config(source)  # type: ignore[arg-type]
+    else:
+        raise ConfigError(f"config must be a path, a dict or a FarmConfig, got {type(source).__name__}")
+    emulator = None
+    if any(needs_bedrock(j) for j in config.judges) and choose_backend() == "emulator":
+        emulator = start_embedded_emulator(config)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="farm-local-client", daemon=True).start()
+
+    async def build() -> Any:
+        return Ensemble.from_config(config)
+
+    return loop, asyncio.run_coroutine_threadsafe(build(), loop).result(), emulator
 
 
 class FarmHTTPError(FarmError):

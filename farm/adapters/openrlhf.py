@@ -1,23 +1,62 @@
-"""OpenRLHF's `--remote_rm_url` format, served by the farm at `POST /openrlhf`.
+"""OpenRLHF's `--remote_rm_url` format, served by the farm at `POST /openrlhf` (or, with auth,
+`POST /openrlhf/<token>`: OpenRLHF sends no headers, so its API token is in the path).
 
 Request `{"query": [prompt + response, ...], "prompts": [prompt, ...], "labels": [reference, ...]}`;
-response `{"rewards": [...], "scores": [...], "extra_logs": {...}}`. A rollout the farm could not
-score is `null`: OpenRLHF then fails loudly instead of training on an invented 0.
+response `{"rewards": [...], "scores": [...], "extra_logs": {...}}`.
+
+OpenRLHF decodes the query with its special tokens and its prompt carries the chat template, so
+by default the markup is stripped before judging: a ChatML, Llama-3 or Gemma prompt becomes chat
+messages, and special tokens (`<|im_end|>`, `</s>`, `<end_of_turn>`...) leave the response
+(`strip_template=False`, or `FARM_OPENRLHF_STRIP=0` on the ingress, judges the raw text).
+
+Failure policy: OpenRLHF turns every value into a tensor and crashes on a null, so the response
+carries numbers only. A rollout the farm could not score gets `failed_reward` (default 0.0,
+`FARM_OPENRLHF_FAILED_REWARD` on the ingress) with `farm_failed` 1 in `extra_logs`, which
+OpenRLHF averages into its logged metrics beside `farm_partial`, `farm_disagreement` and each
+judge's `farm_judge_<name>` / `farm_judge_<name>_scored`. OpenRLHF 0.11 sends one query per
+request, so its samples reach the preference judge one at a time (against the label).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from farm.adapters.common import group_key
+from farm.adapters.common import group_key, sample_metrics
 from farm.errors import InputError
 from farm.wire import RewardResult, Rollout, parse_rollout
 
-__all__ = ["openrlhf_response", "rollouts_from_openrlhf"]
+__all__ = ["openrlhf_response", "rollouts_from_openrlhf", "split_chat_template", "strip_special_tokens"]
+
+_TEMPLATES = (
+    re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|\Z)", re.S),  # ChatML (Qwen, ...)
+    re.compile(r"<\|start_header_id\|>(\w+)<\|end_header_id\|>\n*(.*?)(?:<\|eot_id\|>|\Z)", re.S),  # Llama 3
+    re.compile(r"<start_of_turn>(\w+)\n(.*?)(?:<end_of_turn>|\Z)", re.S),  # Gemma
+)
+_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|<(?:bos|eos|pad|start_of_turn|end_of_turn)>|\[/?INST\]")
+_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
 
 
-def rollouts_from_openrlhf(payload: Mapping[str, Any]) -> list[Rollout]:
+def strip_special_tokens(text: str) -> str:
+    return _SPECIAL.sub("", text).strip()
+
+
+def split_chat_template(text: str) -> list[dict[str, str]] | None:
+    """Chat messages from a templated prompt, without the empty assistant turn that opens the
+    generation; None when no known template is found."""
+    for pattern in _TEMPLATES:
+        turns = [(_ROLES.get(role), content.strip()) for role, content in pattern.findall(text)]
+        if turns and all(role is not None for role, _ in turns):
+            messages = [{"role": role, "content": strip_special_tokens(content)} for role, content in turns]  # type: ignore[misc]
+            while messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+                messages.pop()
+            if messages:
+                return messages
+    return None
+
+
+def rollouts_from_openrlhf(payload: Mapping[str, Any], *, strip_template: bool = True) -> list[Rollout]:
     queries = payload.get("query")
     if not isinstance(queries, list):
         raise InputError("must be a list of strings (prompt + response)", field="query")
@@ -35,23 +74,34 @@ def rollouts_from_openrlhf(payload: Mapping[str, Any]) -> list[Rollout]:
             raise InputError("must be a string", field=f"prompts[{index}]")
         response = query[len(prompt) :] if prompt and query.startswith(prompt) else query
         label = labels[index] if labels is not None else None
+        judged_prompt: str | list[dict[str, str]] = prompt
+        if strip_template:
+            response = strip_special_tokens(response)
+            judged_prompt = split_chat_template(prompt) or strip_special_tokens(prompt)
         group = group_key(prompt)
         out.append(
             parse_rollout(
-                {"id": f"{group}-{index}", "prompt": prompt, "response": response, "reference": label, "group": group},
+                {
+                    "id": f"{group}-{index}",
+                    "prompt": judged_prompt,
+                    "response": response,
+                    "reference": label if label is None or isinstance(label, str) else str(label),
+                    "group": group,
+                },
                 where=f"query[{index}]",
             )
         )
     return out
 
 
-def openrlhf_response(results: Sequence[RewardResult]) -> dict[str, Any]:
-    rewards = [r.reward for r in results]
+def openrlhf_response(results: Sequence[RewardResult], *, failed_reward: float = 0.0) -> dict[str, Any]:
+    """Numbers only: `rewards`/`scores` with `failed_reward` where the farm could not score, and
+    `extra_logs` with the same keys for every rollout."""
+    rewards = [failed_reward if r.reward is None else float(r.reward) for r in results]
+    per_sample = [sample_metrics(r) for r in results]
+    keys = sorted({key for sample in per_sample for key in sample})
     return {
         "rewards": rewards,
-        "scores": rewards,
-        "extra_logs": {
-            "farm_failed": [1.0 if r.reward is None else 0.0 for r in results],
-            "farm_disagreement": [r.disagreement for r in results],
-        },
+        "scores": list(rewards),
+        "extra_logs": {key: [sample.get(key, 0.0) for sample in per_sample] for key in keys},
     }

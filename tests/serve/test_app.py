@@ -212,7 +212,7 @@ def test_verl_compute_score_single_and_batched(app, monkeypatch):
     monkeypatch.setenv("FARM_API_TOKEN", TOKEN)
     monkeypatch.setattr(verl, "_client", None)
     single = verl.compute_score("openai/gsm8k", "so 9*2 = 18\n#### 18", "18", {"index": 7, "question": "What is 9*2?"})
-    assert single["score"] > 0.5 and single["farm_failed"] == 0.0 and single["judge_answer"] == 1.0
+    assert single["score"] > 0.5 and single["farm_failed"] == 0.0 and single["farm_judge_answer"] == 1.0
     batch = verl.compute_score(
         data_sources=["gsm8k", "gsm8k"],
         solution_strs=["#### 18", "#### 19"],
@@ -239,7 +239,7 @@ def test_nova_rft_lambda_handler(app, monkeypatch):
     (out,) = lambda_handler(event, None)
     assert out["id"] == "rft-1" and 0.0 <= out["aggregate_reward_score"] <= 1.0
     names = {m["name"]: m for m in out["metrics_list"]}
-    assert names["reward"]["type"] == "Reward" and names["answer"]["value"] == 1.0 and names["answer"]["type"] == "Metric"
+    assert names["reward"]["type"] == "Reward" and names["farm_judge_answer"]["value"] == 1.0 and names["farm_judge_answer"]["type"] == "Metric"
 
 
 def test_metrics_reach_rays_prometheus_endpoint(app):
