@@ -6,9 +6,10 @@
   group (else Ray's default group opens SSH to 0.0.0.0/0); no rule admits a CIDR to Ray's ports;
 - security groups (CloudFormation): Ray's ports only from the group itself;
 - Serve configs (also KubeRay's `serveConfigV2`): Ray's `ServeDeploySchema`; a proxy beyond loopback
-  only with `args.auth`;
-- KubeRay: the head Service is not public, and a NetworkPolicy selects every Ray pod and admits
-  Ray's ports only from the farm's own pods;
+  only with auth (`args.auth`, or `serve.auth` in the farm config of `args.config` / `args.config_path`);
+- KubeRay: the head Service is not public, and a NetworkPolicy selects every Ray pod, admits Ray's
+  ports only from the farm's own pods (a non-empty `matchLabels` podSelector, nothing wider), the
+  dashboard and its agent also from one named namespace (the operator's), and only Serve beyond that;
 - IAM policies: no wildcard action or resource; with a farm config, exactly its models.
 
 `python -m deploy.checks FILE... [--farm-config deploy/farm.cluster.yaml]` exits 1 on any finding.
@@ -47,13 +48,16 @@ _SECRETS = (
     (re.compile(r"(?i)aws_session_token\s*[:=]"), "an AWS session token"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
     (re.compile(r"(?i)FARM_API_TOKEN\s*[:=]\s*\S+"), "the farm's API token"),
-    (re.compile(r"^FARM_API_TOKEN$"), "the farm's API token"),
     (re.compile(r"(?i)\bpassword\s*[:=]\s*\S+"), "a password"),
 )
 RAY_PORTS = {6379: "GCS", 8265: "dashboard", 10001: "Ray client", 52365: "dashboard agent", 8076: "object manager", 8077: "raylet"}
 """Ray's fixed ports; workers also listen on 10002-19999."""
 _SERVE_PORT = 8000
 _KUBERAY_PUBLIC_PORTS = {_SERVE_PORT, 8265, 52365}  # Serve; the dashboard and agent the operator calls
+_OPERATOR_PORTS = {8265, 52365}
+"""The dashboard (job submission: running code) and its agent: only from the operator's namespace."""
+_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+_TOKEN_VARIABLE = "FARM_API_TOKEN"
 
 
 def _strings(node: Any, path: str = "$") -> Iterator[tuple[str, str]]:
@@ -91,6 +95,21 @@ def security_findings(config: Any) -> list[str]:
             if pattern.search(text.strip()):
                 findings.append(f"{where}: looks like {what}; use an instance profile, a mounted secret or a secret store")
     findings += _rule_findings(config)
+    findings += _token_variable_findings(config)
+    return findings
+
+
+def _token_variable_findings(config: Any) -> list[str]:
+    """`FARM_API_TOKEN` given a literal value: a Kubernetes `env` entry with `value:` or a mapping key
+    (`env_vars`). A `valueFrom: {secretKeyRef: ...}` is how a client should get it, so it passes."""
+    findings = []
+    for where, node in _nodes(config):
+        literal = node.get("name") == _TOKEN_VARIABLE and "value" in node
+        if literal or (_TOKEN_VARIABLE in node and not isinstance(node[_TOKEN_VARIABLE], dict)):
+            findings.append(
+                f"{where}: looks like the farm's API token written into the manifest; "
+                "use a mounted secret, a secret store or `valueFrom: {secretKeyRef: ...}`"
+            )
     return findings
 
 
@@ -159,8 +178,12 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
     return prepared
 
 
-def serve_config_findings(config: dict[str, Any], *, proxy_host: str | None = None, where: str = "$") -> list[str]:
-    """A Serve config: valid for Ray, and a proxy beyond loopback only in front of apps with `args.auth`.
+def serve_config_findings(
+    config: dict[str, Any], *, proxy_host: str | None = None, where: str = "$", base: Path | None = None
+) -> list[str]:
+    """A Serve config: valid for Ray, and a proxy beyond loopback only in front of apps with auth:
+    `args.auth`, or else `serve.auth` in the farm config (`args.config`, or `args.config_path` when it
+    can be read here, relative to the working directory or `base`).
 
     `proxy_host` overrides `http_options.host` (KubeRay binds the proxy to every interface of the pod)."""
     from ray.serve.schema import ServeDeploySchema
@@ -177,13 +200,44 @@ def serve_config_findings(config: dict[str, Any], *, proxy_host: str | None = No
     findings = []
     for app in schema.applications:
         args = app.args or {}
-        auth = args.get("auth") or {}
-        if not (auth.get("token") or auth.get("keys")) and not args.get("insecure"):
+        if not _has_auth(args, base) and not args.get("insecure"):
             findings.append(
-                f"{where}: application {app.name!r} is served on {host} without auth; "
-                "set args.auth.token (a mounted file or a secret's name) or bind 127.0.0.1"
+                f"{where}: application {app.name!r} is served on {host} without auth; set args.auth.token "
+                "or serve.auth.token in its farm config (a mounted file or a secret's name), or bind 127.0.0.1"
             )
     return findings
+
+
+def _has_auth(args: dict[str, Any], base: Path | None) -> bool:
+    """Whether the app deploys with auth, as `deploy.app` resolves it: `args.auth` replaces the farm
+    config's `serve.auth`. A config path that cannot be read here counts as no auth."""
+    from pydantic import ValidationError
+
+    from farm.auth import AuthConfig
+
+    if args.get("auth") is not None:
+        raw = args["auth"]
+    else:
+        farm = args.get("config") if args.get("config") is not None else _read_farm_config(args.get("config_path"), base)
+        serve = farm.get("serve") if isinstance(farm, dict) else None
+        raw = serve.get("auth") if isinstance(serve, dict) else None
+    if not isinstance(raw, dict):
+        return False
+    try:
+        return AuthConfig.model_validate(raw).enabled
+    except ValidationError:
+        return False
+
+
+def _read_farm_config(path: Any, base: Path | None) -> Any:
+    if not isinstance(path, str) or not path:
+        return None
+    for candidate in (Path(path), *((base / path,) if base is not None else ())):
+        try:
+            return yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+    return None
 
 
 def kuberay_findings(documents: list[Any]) -> list[str]:
@@ -231,18 +285,41 @@ def _policy_findings(policy: dict[str, Any], own_labels: dict[str, str]) -> list
         if not sources:
             findings.append(f"{where}: no `from`: admits every source")
             continue
-        own = all(
-            set(s) == {"podSelector"}
-            and all(own_labels.get(k) == v for k, v in (s["podSelector"].get("matchLabels") or {"": None}).items())
-            for s in sources
-        )
-        if own:
+        if all(_is_own(s, own_labels) for s in sources):
             continue  # Ray's own traffic between the farm's pods
         ports = {p.get("port") for p in rule.get("ports", []) or []}
         if not ports or not ports <= _KUBERAY_PUBLIC_PORTS:
             shown = sorted(map(str, ports)) or ["every port"]
             findings.append(f"{where}: admits pods outside the farm to {', '.join(shown)}; only {sorted(_KUBERAY_PUBLIC_PORTS)} may be")
+            continue
+        dashboard = [str(p) for p in sorted(ports & _OPERATOR_PORTS)]
+        if dashboard and not all(_is_own(s, own_labels) or _names_one_namespace(s) for s in sources):
+            findings.append(
+                f"{where}: admits sources beyond one named namespace to {', '.join(dashboard)} (the dashboard runs "
+                f"jobs); admit them only from a namespaceSelector with matchLabels {{{_NAMESPACE_LABEL}: <operator namespace>}}"
+            )
     return findings
+
+
+def _is_own(source: Any, own_labels: dict[str, str]) -> bool:
+    """A source of the farm's own pods: only a podSelector, only a non-empty `matchLabels` that the
+    farm's pods carry. `{}` (every pod in the namespace) and `matchExpressions` are not."""
+    if not isinstance(source, dict) or set(source) != {"podSelector"} or not isinstance(source["podSelector"], dict):
+        return False
+    selector = source["podSelector"]
+    labels = selector.get("matchLabels")
+    if set(selector) != {"matchLabels"} or not isinstance(labels, dict) or not labels:
+        return False
+    return all(own_labels.get(k) == v for k, v in labels.items())
+
+
+def _names_one_namespace(source: Any) -> bool:
+    """A source confined to one namespace by name (and optionally some of its pods), no `ipBlock`."""
+    if not isinstance(source, dict) or "ipBlock" in source or not isinstance(source.get("namespaceSelector"), dict):
+        return False
+    selector = source["namespaceSelector"]
+    labels = selector.get("matchLabels")
+    return set(selector) == {"matchLabels"} and isinstance(labels, dict) and bool(labels.get(_NAMESPACE_LABEL))
 
 
 _BEDROCK_ARN = re.compile(r"^arn:aws:bedrock:([a-z0-9-]+):(\w*|REPLACE_ME_ACCOUNT_ID):(foundation-model|inference-profile)/(.+)$")
@@ -317,7 +394,7 @@ def check_manifest(path: str | Path, farm_config: Any = None) -> list[str]:
             except ConfigError as exc:
                 findings.append(str(exc))
         elif "applications" in doc:
-            findings += serve_config_findings(doc)
+            findings += serve_config_findings(doc, base=path.parent)
         elif "Statement" in doc:
             findings += iam_findings(doc, farm_config)
     if any(isinstance(d, dict) and d.get("kind") in ("RayService", "RayCluster") for d in documents):

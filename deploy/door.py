@@ -7,7 +7,9 @@ rate between replicas so that the cluster-wide figure is the configured one.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +24,7 @@ __all__ = ["ANONYMOUS", "Door", "Limited", "TokenBucket", "bedrock_rpm_floor"]
 
 ANONYMOUS = "anonymous"
 """The caller's name when auth is off (loopback-only deployments)."""
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Door:
     def __init__(self, config: FarmConfig, book: TokenBook):
         self.book = book
         self._loaded_at = time.monotonic()
+        self._refreshing: threading.Thread | None = None
         self.app = config.serve.app_name
         replicas = config.serve.ingress.num_replicas if config.serve.ingress.autoscaling is None else None
         share_of = max(1, replicas or 1)
@@ -93,9 +97,26 @@ class Door:
         self._loaded_at = now
         try:
             self.book = TokenBook.load(auth)
-        except ConfigError as exc:
+        except ConfigError as exc:  # names the source, never a value
             return f"keeping the tokens read before: {exc}"
+        except Exception as exc:  # anything else may carry a value in its text: its class only
+            return f"keeping the tokens read before: {exc.__class__.__name__}"
         return None
+
+    def refresh_in_background(self, auth: AuthConfig) -> bool:
+        """`refresh` on a daemon thread when due and none runs, so that the health check never waits on a
+        slow secret store (whose calls are bounded anyway, see `farm.auth`). Whether one was started."""
+        running = self._refreshing is not None and self._refreshing.is_alive()
+        if running or not self.refresh_due(auth):
+            return False
+        self._refreshing = threading.Thread(target=self._refresh_and_log, args=(auth,), name="farm-token-refresh", daemon=True)
+        self._refreshing.start()
+        return True
+
+    def _refresh_and_log(self, auth: AuthConfig) -> None:
+        problem = self.refresh(auth)
+        if problem:
+            logger.warning("token refresh failed, %s", problem)
 
     def caller(self, authorization: str) -> str | None:
         """The caller's name for an `Authorization` header value; None when it is not let in."""

@@ -170,9 +170,7 @@ class RewardIngress:
         """Serve calls this every few seconds: it also (re)starts scheduled probes on an idle app
         and re-reads the token sources every `serve.auth.refresh_s`."""
         self.watch.ensure_probing(lambda: self.ensemble)
-        problem = await asyncio.to_thread(self.door.refresh, self.config.serve.auth)
-        if problem:
-            logger.warning("token refresh failed, %s", problem)
+        self.door.refresh_in_background(self.config.serve.auth)  # never waits on a secret store
 
     def __del__(self) -> None:
         watch = getattr(self, "watch", None)  # absent when __init__ refused to start

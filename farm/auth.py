@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from farm.errors import ConfigError
 
@@ -23,6 +23,10 @@ __all__ = ["ApiKey", "AuthConfig", "MIN_TOKEN_CHARS", "SecretRef", "TokenBook", 
 
 MIN_TOKEN_CHARS = 16
 """Shorter tokens are refused at start: they can be guessed."""
+_RESERVED_NAMES = frozenset({"anonymous", "token"})
+"""Caller names the ingress gives the unauthenticated caller and the shared token's holders."""
+_STORE_CALLS = {"connect_timeout": 2, "read_timeout": 5, "retries": {"total_max_attempts": 2, "mode": "standard"}}
+"""A slow or unreachable secret store fails in seconds, not minutes: 2 attempts in all (boto3: 60 s each, up to 5)."""
 
 
 class _Section(BaseModel):
@@ -63,6 +67,13 @@ class ApiKey(_Section):
     bedrock_share: float | None = Field(default=None, gt=0, le=1)
     """Fraction of the tightest Bedrock model quota this key's rollouts may use; none: no cap."""
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.lower() in _RESERVED_NAMES:
+            raise ValueError(f"{name!r} is reserved (the unauthenticated caller and the shared token's holders); pick another")
+        return name
+
 
 class AuthConfig(_Section):
     """`serve.auth`: the shared token source and optional named keys. Both empty: no auth (loopback only)."""
@@ -87,7 +98,7 @@ class AuthConfig(_Section):
 def read_tokens(ref: SecretRef) -> list[str]:
     """The tokens a source holds; `ConfigError` (naming the source, never a value) when there are none."""
     text = _read_secret(ref)
-    tokens = _split(text)
+    tokens = _split(text, ref.describe())
     if not tokens:
         raise ConfigError(f"{ref.describe()} holds no token")
     short = [i for i, t in enumerate(tokens) if len(t) < MIN_TOKEN_CHARS]
@@ -96,17 +107,33 @@ def read_tokens(ref: SecretRef) -> list[str]:
     return tokens
 
 
-def _split(text: str) -> list[str]:
+def _split(text: str, source: str) -> list[str]:
+    """Tokens one per line, or a JSON object `{"tokens": [str, ...]}` / `{"token": str}`; any other
+    JSON shape is a `ConfigError` naming `source` (never a value), not a token made of its text."""
     stripped = text.strip()
-    if stripped.startswith("{"):
+    if stripped.startswith(("{", "[")):
         try:
             data = json.loads(stripped)
         except ValueError:
             data = None
-        if isinstance(data, dict):
-            values = data.get("tokens", [data["token"]] if "token" in data else [])
-            return [str(v).strip() for v in values if str(v).strip()]
+        if data is not None or stripped.startswith("["):
+            return _json_tokens(data, source)
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _json_tokens(data: Any, source: str) -> list[str]:
+    shape = f'{source} must hold one token per line, {{"tokens": ["..."]}} or {{"token": "..."}}'
+    if not isinstance(data, dict) or not ({"tokens", "token"} & set(data)):
+        raise ConfigError(f"{shape}; it holds JSON of another shape")
+    if "tokens" in data:
+        values = data["tokens"]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{shape}; `tokens` is not a list of strings")
+    else:
+        if not isinstance(data["token"], str):
+            raise ConfigError(f"{shape}; `token` is not a string")
+        values = [data["token"]]
+    return [v.strip() for v in values if v.strip()]
 
 
 def _read_secret(ref: SecretRef) -> str:
@@ -119,16 +146,18 @@ def _read_secret(ref: SecretRef) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {ref.describe()}: {exc.__class__.__name__}") from None
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
+    bounded = Config(**_STORE_CALLS)
     try:
         if ref.secretsmanager:
-            client = boto3.client("secretsmanager", region_name=ref.region)
+            client = boto3.client("secretsmanager", region_name=ref.region, config=bounded)
             answer: dict[str, Any] = client.get_secret_value(SecretId=ref.secretsmanager)
             if "SecretString" not in answer:
                 raise ConfigError(f"{ref.describe()} is binary; store the token(s) as a string")
             return str(answer["SecretString"])
-        client = boto3.client("ssm", region_name=ref.region)
+        client = boto3.client("ssm", region_name=ref.region, config=bounded)
         return str(client.get_parameter(Name=ref.ssm, WithDecryption=True)["Parameter"]["Value"])
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")

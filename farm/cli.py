@@ -209,10 +209,12 @@ def _serve_auth(
     from farm.config import load_config
     from farm.errors import ConfigError
 
-    if os.environ.get("FARM_API_TOKEN"):
-        raise click.ClickException(
-            "FARM_API_TOKEN is not read by the server (it would land in Ray's logs and the Serve config): "
-            "write the token to a file readable only by you and pass --token-file, or use --token-secret / --token-ssm"
+    if os.environ.get("FARM_API_TOKEN"):  # the clients' variable: warn, since the server never reads it
+        click.echo(
+            "warning: FARM_API_TOKEN is set but the server does not read it (it would land in Ray's logs and the "
+            "Serve config): its token is not accepted unless --token-file / --token-secret / --token-ssm or "
+            "serve.auth names a source holding it",
+            err=True,
         )
     given = {k: v for k, v in (("file", token_file), ("secretsmanager", token_secret), ("ssm", token_ssm)) if v}
     if len(given) > 1:

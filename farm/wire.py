@@ -140,6 +140,7 @@ def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAUL
     """
     if isinstance(obj, Rollout):
         check_depth(obj.metadata, max_depth - 1, where=where, path="metadata")
+        _check_metadata_text(obj.metadata, _row_name({"id": obj.id}, where))
         return obj
     if not isinstance(obj, Mapping):
         raise InputError(f"a rollout must be a JSON object, got {type(obj).__name__}", row=where)
@@ -182,6 +183,7 @@ def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAUL
             raise InputError(f"must be a string or null, got {_json_type(group)}", row=row, field="group")
     if not isinstance(metadata, Mapping):
         raise InputError(f"must be an object, got {_json_type(metadata)}", row=row, field="metadata")
+    _check_metadata_text(metadata, row)
     return Rollout(
         id=rollout_id,
         prompt=prompt,
@@ -274,13 +276,18 @@ def decode_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
 def _decode_stdlib(data: bytes, exc: msgspec.DecodeError, max_depth: int) -> Any:
     """msgspec refuses lone surrogates with a misleading "truncated"; the stdlib parser tells the truth."""
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_refuse_constant)
     except RecursionError:
         raise _too_deep(_scan_too_deep(data, max_depth), max_depth, None) from None
     except json.JSONDecodeError as err:
         raise InputError(f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except UnicodeDecodeError:
         raise InputError(f"body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    """`NaN`, `Infinity` and `-Infinity` are not JSON; msgspec refuses them, and so must the fallback."""
+    raise InputError(f"body is not valid JSON: {name} is not a JSON number")
 
 
 def _row_name(obj: Mapping[str, Any], where: str | None) -> str | None:
@@ -345,12 +352,30 @@ def _split_rft_messages(messages: Any, row: str) -> tuple[tuple[Message, ...], s
     return prompt, response
 
 
-def _check_text(text: str, row: str, field: str) -> None:
+def _check_text(text: str, row: str | None, field: str) -> None:
     """Reject strings that cannot be sent on as UTF-8 (lone surrogates from `\\ud800` escapes)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InputError(f"not valid UTF-8 text ({exc.reason} at character {exc.start})", row=row, field=field) from None
+
+
+def _check_metadata_text(metadata: Any, row: str | None) -> None:
+    """`_check_text` for every string key and value in `metadata` (iterative; depth is checked first)."""
+    stack: list[tuple[Any, str]] = [(metadata, "metadata")]
+    while stack:
+        node, here = stack.pop()
+        if isinstance(node, str):
+            _check_text(node, row, here)
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    _check_text(key, row, f"{here} key")
+                    stack.append((value, f"{here}.{key}"))
+                else:
+                    stack.append((value, f"{here}.{key}"))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, f"{here}[{index}]") for index, value in enumerate(node))
 
 
 def _json_type(value: Any) -> str:

@@ -1,13 +1,14 @@
 """Secure by default, on real Ray + Serve: tokens from files (two during a rollover), 401s on every
 route, `/healthz` that reveals nothing, the same limits on every route and the handle, bad input as
-4xx naming the field, per-key rates under load, and no token in any Ray log or the Serve config."""
+4xx naming the field, per-key rates and shares, no token in any Ray log or the Serve config, and
+no auth needed on a loopback proxy. Deterministic: limits are tiny, so the second request in a row
+is over them; the achieved rate under load is measured by `benchmarks/key_quota.py`."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ LITE = "amazon.nova-lite-v1:0"
 # Unique per run, so that finding one in a log file means this run wrote it there.
 OLD, NEW, NEWER = (f"{age}-{secrets.token_hex(16)}" for age in ("old", "new", "newer"))
 KEY_A, KEY_B, KEY_C = (f"key-{n}-{secrets.token_hex(16)}" for n in "abc")
-RATE_A, RATE_B = 6.0, 2.0
+RATE_A, RATE_B = 0.01, 0.02  # one request per 100 s and per 50 s: the second in a row is over
 CONFIG: dict[str, Any] = {
     "judges": [
         {"name": "answer", "kind": "final_answer"},
@@ -86,8 +87,8 @@ def test_401_without_the_token_with_a_wrong_one_or_a_prefix_of_the_right_one(sec
         assert {k.lower(): v for k, v in headers.items()}["www-authenticate"] == "Bearer"
 
 
-def test_either_rotating_token_and_every_key_is_let_in(secured):
-    for index, token in enumerate((OLD, NEW, KEY_A, KEY_B)):
+def test_either_rotating_token_is_let_in(secured):
+    for index, token in enumerate((OLD, NEW)):
         status, _, body = http(secured["base"], "/score", {"rollouts": [rollout(f"rot-{index}")]}, token=token)
         assert status == 200 and body["results"][0]["status"] == "ok"
     status, _, info = http(secured["base"], "/info", token=NEW)
@@ -149,6 +150,7 @@ def test_the_handle_path_has_the_same_limits(secured):
         ([rollout(str(i)) for i in range(9)], "limit of 8"),
         ([rollout("twice"), rollout("twice")], "duplicate id 'twice'"),
         ([rollout("deep", metadata={"m": nested})], "field `metadata.m[0]"),
+        ([rollout("lone", metadata={"note": "x\ud800"})], "field `metadata.note`: not valid UTF-8"),
         ([rollout("big", response="x" * 500_000)], "exceeds the limit of 400000"),
         ("not a list", "takes a list of rollouts"),
     ]
@@ -159,64 +161,22 @@ def test_the_handle_path_has_the_same_limits(secured):
     assert result.status == "ok"
 
 
-def _hammer(base: str, token: str, seconds: float, threads: int, counts: dict[str, int], retry_after: list[str]) -> None:
-    stop = time.monotonic() + seconds
-    lock = threading.Lock()
-
-    def loop(worker: int) -> None:
-        n = 0
-        while time.monotonic() < stop:
-            n += 1
-            status, headers, _ = http(base, "/score", {"rollouts": [rollout(f"load-{token[:5]}-{worker}-{n}")]}, token=token)
-            with lock:
-                counts[str(status)] = counts.get(str(status), 0) + 1
-                if status == 429:
-                    retry_after.append({k.lower(): v for k, v in headers.items()}.get("retry-after", ""))
-
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-
-
-def test_per_key_rate_holds_under_load_from_two_keys(secured):
-    """Two keys hammer at once; each key's admitted rate stays at its own configured rate."""
-    seconds = 8.0
-    counts: dict[str, dict[str, int]] = {"trainer-a": {}, "trainer-b": {}}
-    retry_after: list[str] = []
-    time.sleep(1.0)  # buckets full again after the tests above
-    runners = [
-        threading.Thread(target=_hammer, args=(secured["base"], key, seconds, 3, counts[name], retry_after))
-        for name, key in (("trainer-a", KEY_A), ("trainer-b", KEY_B))
-    ]
-    started = time.monotonic()
-    for runner in runners:
-        runner.start()
-    for runner in runners:
-        runner.join()
-    elapsed = time.monotonic() - started
-    figures = {
-        name: {
-            "rate_per_s": rate,
-            "admitted": c.get("200", 0),
-            "limited": c.get("429", 0),
-            "achieved_per_s": round(c.get("200", 0) / elapsed, 2),
-            "achieved_over_rate": round(c.get("200", 0) / elapsed / rate, 3),
-        }
-        for (name, c), rate in zip(counts.items(), (RATE_A, RATE_B), strict=True)
-    }
-    print("per-key figures:", json.dumps({"elapsed_s": round(elapsed, 2), "keys": figures}))
-    for name, rate in (("trainer-a", RATE_A), ("trainer-b", RATE_B)):
-        got = counts[name]
-        assert set(got) <= {"200", "429"}, got
-        assert got.get("429", 0) > 0, f"{name} was never limited: {got}"
-        # a bucket admits its burst (1 s of rate) plus the rate over the run, never more
-        assert got.get("200", 0) <= rate * elapsed + max(1.0, rate) + 1, (name, got, elapsed)
-    assert counts["trainer-a"].get("200", 0) > counts["trainer-b"].get("200", 0)
-    assert retry_after and all(v.isdigit() and int(v) >= 1 for v in retry_after)
-    status, _, _ = http(secured["base"], "/score", {"rollouts": [rollout("unlimited-token")]}, token=OLD)
-    assert status == 200  # the shared token has no rate of its own: keys do not starve it
+def test_each_key_has_its_own_rate_and_the_shared_token_none(secured):
+    """Back to back: each key's first request is let in, its second is over its own rate (with a
+    Retry-After from its own rate); one key being limited neither limits the other nor the shared token."""
+    base, body = secured["base"], {"rollouts": [rollout("rate")]}
+    status, _, answer = http(base, "/score", body, token=KEY_A)
+    assert status == 200 and answer["results"][0]["status"] == "ok"
+    status, headers_a, answer = http(base, "/score", body, token=KEY_A)
+    assert status == 429 and "trainer-a" in answer["error"] and "request rate" in answer["error"], answer
+    status, _, _ = http(base, "/score", body, token=KEY_B)
+    assert status == 200  # trainer-a's limit is trainer-a's alone
+    status, headers_b, answer = http(base, "/score", body, token=KEY_B)
+    assert status == 429 and "trainer-b" in answer["error"], answer
+    retry = [int({k.lower(): v for k, v in h.items()}["retry-after"]) for h in (headers_a, headers_b)]
+    assert retry[0] > retry[1] >= 1, retry  # 1/RATE_A s against 1/RATE_B s
+    for n in range(3):
+        assert http(base, "/score", {"rollouts": [rollout(f"unlimited-{n}")]}, token=OLD)[0] == 200  # no rate of its own
 
 
 def test_a_keys_share_of_the_bedrock_quota_is_enforced(secured):
@@ -267,8 +227,7 @@ def test_no_token_in_any_ray_log_or_the_serve_config(secured):
     """Runs after the traffic above: every token was used, then none is found anywhere Ray writes."""
     import ray
 
-    time.sleep(1.5)  # the keys' buckets refill after the load test
-    for token in (OLD, NEW, KEY_A, KEY_B):
+    for token in (OLD, NEW):  # the keys were used above, and are over their rates now
         assert http(secured["base"], "/score", {"rollouts": [rollout(f"grep-{token[:5]}")]}, token=token)[0] == 200
     time.sleep(2)  # let log writers flush
     session = Path(ray._private.worker._global_node.get_session_dir_path())
@@ -301,5 +260,23 @@ def test_a_rotation_takes_effect_without_a_restart(secured):
     _, _, after = http(secured["base"], "/info", token=NEW)
     assert after["started_at"] == before["started_at"]  # the same replica: no restart
     secured["token_file"].write_text("", encoding="utf-8")  # a broken source keeps the tokens read before
-    time.sleep(1.5)
+    time.sleep(1.5)  # a re-read is due again ...
+    assert http(secured["base"], "/info", token="wrong-token-forcing-a-re-read")[0] == 401  # ... and this forces it
     assert http(secured["base"], "/info", token=NEWER)[0] == 200
+    assert http(secured["base"], "/info", token=OLD)[0] == 401  # an empty book would let everyone in
+
+
+def test_no_auth_is_needed_behind_a_loopback_proxy(ray_serve):
+    """Deployed with `auth` omitted on the suite's 127.0.0.1 proxy: the ingress asks Serve's controller
+    where its proxy binds (the real `_proxy_host()`), finds loopback and starts without a token."""
+    from ray import serve
+
+    name = "open-on-loopback"
+    config = {"judges": [{"name": "answer", "kind": "final_answer"}], "serve": {"app_name": name}}
+    deploy(ray_serve, name, {"config": config, "env": ray_serve["env"], "auth": None}, "/open")
+    try:
+        status, _, body = http(ray_serve["url"] + "/open", "/score", {"rollouts": [rollout("open")]}, token=None)
+        assert status == 200 and body["results"][0]["status"] == "ok", body
+        assert http(ray_serve["url"] + "/open", "/info", token=None)[0] == 200
+    finally:
+        serve.delete(name)

@@ -143,12 +143,14 @@ def test_farm_serve_refuses_to_start_unsafely(tmp_path: Path, monkeypatch: pytes
     assert result.exit_code != 0 and message in result.output, result.output
 
 
-def test_farm_serve_will_not_take_the_token_from_its_environment(monkeypatch: pytest.MonkeyPatch):
+def test_farm_serve_warns_that_it_does_not_read_the_token_from_its_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The clients' variable in serve's shell is a warning, not a refusal: the start goes on to its next check."""
     from farm.cli import main
 
     monkeypatch.setenv("FARM_API_TOKEN", GOOD)
-    result = CliRunner().invoke(main, ["serve"])
-    assert result.exit_code != 0 and "--token-file" in result.output and GOOD not in result.output
+    result = CliRunner().invoke(main, ["serve", "--token-file", str(tmp_path / "missing")])
+    assert "warning: FARM_API_TOKEN is set but the server does not read it" in result.output, result.output
+    assert "does not exist" in result.output and GOOD not in result.output  # got past the warning
 
 
 def test_the_door_re_reads_its_sources_and_keeps_the_last_good_tokens(tmp_path: Path):
@@ -196,3 +198,167 @@ def test_the_ingress_refuses_to_start_without_auth_behind_a_public_proxy(tmp_pat
     assert not ingress_class({"a": object()}, raw, insecure=True).door.enabled  # the explicit override
     monkeypatch.setattr(ingress, "_proxy_host", lambda: "127.0.0.1")
     assert not ingress_class({"a": object()}, raw).door.enabled  # loopback: no token needed
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"tokens": null}', "`tokens` is not a list of strings"),
+        ('{"tokens": 5}', "`tokens` is not a list of strings"),
+        (json.dumps({"tokens": GOOD}), "`tokens` is not a list of strings"),  # not its characters as tokens
+        (json.dumps({"tokens": [GOOD, 5]}), "`tokens` is not a list of strings"),
+        (json.dumps({"token": [GOOD]}), "`token` is not a string"),  # not str() of the list
+        (json.dumps({"token": None}), "`token` is not a string"),
+        (json.dumps([GOOD, OTHER]), "JSON of another shape"),  # not one literal token
+        (json.dumps({"secret": GOOD}), "JSON of another shape"),
+    ],
+)
+def test_a_json_token_source_of_the_wrong_shape_is_refused_by_name(tmp_path: Path, content: str, message: str):
+    path = tmp_path / "token"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_tokens(SecretRef(file=str(path)))
+    assert str(path) in str(caught.value) and GOOD not in str(caught.value)
+
+
+def test_a_json_token_source_of_the_right_shape_is_read(tmp_path: Path):
+    path = tmp_path / "token"
+    path.write_text(json.dumps({"token": f" {GOOD} "}))
+    assert read_tokens(SecretRef(file=str(path))) == [GOOD]
+    path.write_text(json.dumps({"tokens": [GOOD, "", OTHER]}))
+    assert read_tokens(SecretRef(file=str(path))) == [GOOD, OTHER]
+
+
+def test_a_rotation_that_breaks_in_any_way_keeps_the_last_good_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import farm.auth
+    from deploy.door import Door
+    from farm.config import parse_config
+
+    path = tmp_path / "token"
+    path.write_text(GOOD)
+    config = parse_config({"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": str(path)}}}})
+    auth = config.serve.auth
+    door = Door(config, TokenBook.load(auth))
+    path.write_text('{"tokens": 5}')  # a shape that used to raise TypeError
+    problem = door.refresh(auth, now=door._loaded_at + auth.refresh_s)
+    assert problem is not None and "`tokens` is not a list of strings" in problem
+    assert door.caller(f"Bearer {GOOD}") == "token"
+
+    def broken(ref: SecretRef) -> list[str]:
+        raise RuntimeError(f"unexpected {GOOD}")  # an error whose text could carry a value
+
+    monkeypatch.setattr(farm.auth, "read_tokens", broken)
+    problem = door.refresh(auth, now=door._loaded_at + auth.refresh_s)
+    assert problem == "keeping the tokens read before: RuntimeError"
+    assert door.caller(f"Bearer {GOOD}") == "token"
+
+
+def test_a_background_refresh_logs_and_keeps_the_tokens(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from deploy.door import Door
+    from farm.config import parse_config
+
+    path = tmp_path / "token"
+    path.write_text(GOOD)
+    config = parse_config(
+        {"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": str(path)}, "refresh_s": 1}}}
+    )
+    auth = config.serve.auth
+    door = Door(config, TokenBook.load(auth))
+    assert not door.refresh_in_background(auth)  # not due yet
+    path.write_text("[1, 2]")
+    door._loaded_at -= auth.refresh_s
+    with caplog.at_level("WARNING", logger="ray.serve"):
+        assert door.refresh_in_background(auth)
+        assert door._refreshing is not None
+        door._refreshing.join(timeout=30)
+    assert "token refresh failed" in caplog.text and "JSON of another shape" in caplog.text
+    assert door.caller(f"Bearer {GOOD}") == "token"
+
+
+@pytest.mark.parametrize("name", ["anonymous", "token", "Anonymous", "TOKEN"])
+def test_the_ingress_callers_own_names_are_reserved(name: str):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="reserved"):
+        AuthConfig(keys=[{"name": name, "secret": {"file": "/a"}}])
+    assert AuthConfig(keys=[{"name": f"{name}-2", "secret": {"file": "/a"}}]).enabled
+
+
+def test_secret_store_calls_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    """A secret store that accepts and never answers: 2 attempts, then `ConfigError` naming the source.
+    Boto3's defaults would wait 60 s per attempt and try up to 5 times."""
+    import socket
+    import threading
+
+    import farm.auth
+
+    assert farm.auth._STORE_CALLS == {"connect_timeout": 2, "read_timeout": 5, "retries": {"total_max_attempts": 2, "mode": "standard"}}
+    monkeypatch.setitem(farm.auth._STORE_CALLS, "read_timeout", 0.3)  # the same bound, shorter, to keep the test fast
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def silent() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=silent, daemon=True)
+    thread.start()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    port = server.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", f"http://127.0.0.1:{port}")
+    try:
+        refs = (SecretRef(secretsmanager="reward-farm/api-token", region="us-east-1"), SecretRef(ssm="/farm/t", region="us-east-1"))
+        for ref, counted in zip(refs, (2, 4), strict=True):
+            with pytest.raises(ConfigError, match="ReadTimeoutError") as caught:
+                read_tokens(ref)
+            assert ref.describe() in str(caught.value)
+            assert len(accepted) == counted, accepted  # exactly 2 attempts per read
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"note": "x\ud800"}, "metadata.note"),
+        ({"x\udc00": 1}, "metadata key"),
+        ({"steps": [{"deep": "\ud800"}]}, "metadata.steps[0].deep"),
+    ],
+)
+def test_lone_surrogates_in_metadata_are_input_errors_naming_the_field(metadata: dict, field: str):
+    """Else the handle path's `msgspec.json.encode` raises a raw `UnicodeEncodeError`."""
+    import msgspec
+
+    from farm.wire import Rollout
+
+    with pytest.raises(InputError, match="not valid UTF-8") as caught:
+        parse_rollout({"id": "r1", "prompt": "p", "response": "r", "metadata": metadata})
+    assert caught.value.field == field and caught.value.row and "r1" in caught.value.row
+    rollout = Rollout(id="r2", prompt="p", response="r", metadata=metadata)  # a handle caller's own object
+    with pytest.raises(InputError, match="not valid UTF-8") as caught:
+        parse_rollout(rollout)
+    assert caught.value.field == field
+    clean = parse_rollout({"id": "r3", "prompt": "p", "response": "r", "metadata": {"steps": [{"deep": "ok"}], "n": 1}})
+    assert msgspec.json.encode(clean)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_the_stdlib_fallback_refuses_what_msgspec_refuses(constant: str):
+    """A lone-surrogate escape sends decoding to the stdlib parser, which must not accept NaN either."""
+    for body in (f'{{"score": {constant}}}', f'{{"id": "\\ud800", "score": {constant}}}'):
+        with pytest.raises(InputError, match=f"{constant} is not a JSON number"):
+            decode_json(body.encode())
+    assert decode_json(b'{"id": "\\ud800"}') == {"id": "\ud800"}

@@ -225,3 +225,96 @@ def test_kuberay_without_network_policy_or_with_an_open_one_is_refused():
         {"name": "FARM_API_TOKEN", "value": "x"}
     )
     assert any("API token" in f for f in security_findings(env))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"podSelector": {}},  # every pod in the namespace
+        {"podSelector": {"matchLabels": {}}},
+        {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/part-of", "operator": "Exists"}]}},
+        {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/part-of": "reward-farm"},
+                "matchExpressions": [{"key": "x", "operator": "DoesNotExist"}],
+            }
+        },
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "reward-farm"}}, "namespaceSelector": {}},
+        {"podSelector": {"matchLabels": {"app": "someone-else"}}},
+    ],
+    ids=["empty", "empty-labels", "expressions-only", "labels-and-expressions", "any-namespace", "other-pods"],
+)
+def test_only_a_labelled_pod_selector_counts_as_the_farms_own_pods(source: dict):
+    documents = list(yaml.safe_load_all((REPO / "deploy/kuberay/rayservice.yaml").read_text()))
+    service, policy = documents
+    opened = json.loads(json.dumps(policy))
+    opened["spec"]["ingress"] = [{"from": [source]}]
+    assert any("admits pods outside the farm to every port" in f for f in kuberay_findings([service, opened]))
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}}}, False),
+        (
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+            },
+            False,
+        ),
+        ({"namespaceSelector": {}}, True),  # every namespace
+        ({"namespaceSelector": {"matchLabels": {"reward-farm/client": "true"}}}, True),  # the clients' namespaces
+        ({"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}, True),
+        ({"podSelector": {}}, True),
+        ({"ipBlock": {"cidr": "10.0.0.0/8"}}, True),
+    ],
+    ids=["operator-ns", "operator-pods", "every-ns", "client-ns", "expressions", "every-pod", "ip-block"],
+)
+def test_the_dashboard_is_admitted_only_from_one_named_namespace(source: dict, refused: bool):
+    documents = list(yaml.safe_load_all((REPO / "deploy/kuberay/rayservice.yaml").read_text()))
+    service, policy = documents
+    changed = json.loads(json.dumps(policy))
+    changed["spec"]["ingress"][1]["from"] = [source]  # the shipped rule for 8265 and 52365
+    assert changed["spec"]["ingress"][1]["ports"] == [{"protocol": "TCP", "port": 8265}, {"protocol": "TCP", "port": 52365}]
+    findings = kuberay_findings([service, changed])
+    assert any("8265, 52365 (the dashboard runs jobs)" in f for f in findings) is refused, findings
+    serve_only = json.loads(json.dumps(changed))
+    serve_only["spec"]["ingress"][1]["ports"] = [{"port": 8000}]  # Serve is behind auth: any source may reach it
+    assert kuberay_findings([service, serve_only]) == []
+
+
+def test_a_token_variable_from_a_secret_passes_a_literal_one_does_not():
+    documents = list(yaml.safe_load_all((REPO / "deploy/kuberay/rayservice.yaml").read_text()))
+    client = {"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "trainer", "env": []}]}}
+    env = client["spec"]["containers"][0]["env"]
+    env.append({"name": "FARM_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "reward-farm-token", "key": "token"}}})
+    assert security_findings(client) == [] and security_findings(documents[0]) == []
+    env.append({"name": "FARM_API_TOKEN", "value": "y" * 20})
+    assert [f for f in security_findings(client) if "API token" in f] and all("env[1]" in f for f in security_findings(client))
+
+
+def test_serve_config_accepts_auth_from_the_farm_config(tmp_path: Path):
+    config = yaml.safe_load((REPO / "deploy/serve.yaml").read_text())
+    config["http_options"]["host"] = "0.0.0.0"
+    args = config["applications"][0]["args"]
+    args.pop("auth", None)
+    args.pop("config_path", None)
+    secured = {"judges": [{"name": "a", "kind": "final_answer"}], "serve": {"auth": {"token": {"file": "/etc/farm-secrets/t"}}}}
+    args["config"] = secured
+    assert serve_config_findings(config) == []
+    args["config"] = {"judges": secured["judges"]}  # the farm config has no serve.auth
+    assert "without auth" in serve_config_findings(config)[0]
+    del args["config"]
+    (tmp_path / "farm.yaml").write_text(yaml.safe_dump(secured))
+    args["config_path"] = str(tmp_path / "farm.yaml")
+    assert serve_config_findings(config) == []
+    args["config_path"] = "farm.yaml"  # relative: found beside the manifest
+    assert serve_config_findings(config, base=tmp_path) == []
+    assert "without auth" in serve_config_findings(config)[0]  # cannot be read from here: not counted
+    args["auth"] = {}  # args.auth replaces the farm config's serve.auth, as deploy.app does
+    assert "without auth" in serve_config_findings(config, base=tmp_path)[0]
+    manifest = tmp_path / "serve.yaml"
+    del args["auth"]
+    manifest.write_text(yaml.safe_dump(config))
+    assert check_manifest(manifest) == []
