@@ -94,7 +94,8 @@ def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray
         incomplete += len(partial)
 
     report(
-        f"faults at 20% of calls ({attempts} attempts per call), all {len(FAULT_KINDS)} kinds, through the HTTP route: {len(results)}/{len(rows)} answered once, "
+        f"faults at 20% of calls ({attempts} attempts per call), all {len(FAULT_KINDS)} kinds, through the HTTP route: "
+        f"{len(results)}/{len(rows)} answered once, "
         f"by status {dict(by_status)}, {bad_verdicts} failed verdicts and {incomplete} incomplete ones all visible; "
         f"{calls} model calls, {sum(injected.values())} faults injected {dict(injected)}; {elapsed:.1f}s"
     )
