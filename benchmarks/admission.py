@@ -162,7 +162,9 @@ def measure_all() -> dict[str, Any]:
     farm, base = report["farm"], report["baseline_no_admission"]
     report["ratio"] = {
         "partial_200s_farm_over_baseline": (
-            round(farm["responses_200_with_partial"] / base["responses_200_with_partial"], 4) if base["responses_200_with_partial"] else None
+            round(farm["responses_200_with_partial"] / base["responses_200_with_partial"], 4)
+            if base["responses_200_with_partial"]
+            else None
         ),
         "completed_rollouts_farm_over_baseline": (
             round(farm["completed_rollouts"] / base["completed_rollouts"], 4) if base["completed_rollouts"] else None
