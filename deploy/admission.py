@@ -79,6 +79,8 @@ class Admission:
                 self._budget[key] = min(self._budget.get(key, math.inf), judge.deadline_s * headroom)
 
     async def admit(self, rollouts: Sequence[Rollout]) -> Ticket:
+        if not self.config.serve.admission:
+            return Ticket({})
         needed = calls_needed(self.config, rollouts)
         for key, calls in needed.items():
             rate = await self.rate(*key)

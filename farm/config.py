@@ -436,6 +436,9 @@ class ServeConfig(_Section):
     retry_after_s: float = Field(default=2.0, ge=0)
     max_json_depth: int = Field(default=64, ge=4, le=512)
     """Deepest nesting of arrays/objects accepted in a request (every route and the handle)."""
+    admission: bool = True
+    """Refuse (503 + Retry-After) work the quota cannot serve before the deadline. Off only to
+    measure what it prevents (`benchmarks/admission.py`): then a 200 may carry partial rewards."""
     auth: AuthConfig = AuthConfig()
     """Token sources and named API keys (see farm.auth); never the tokens themselves."""
     ingress: DeploymentOptions = DeploymentOptions()
