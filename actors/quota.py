@@ -80,7 +80,9 @@ class QuotaActor:
             self._version = float(saved["version"])
             self._quota.reconfigure(QuotaConfig.model_validate(saved["config"]))
         self._quota.restore_state(saved["quota"], max(0.0, time.time() - float(saved["saved_at"])))
-        _log.warning("quota actor %s restarted (incarnation %d): adopted %s", self._name, self._incarnation, self._quota.config.model_dump())
+        _log.warning(
+            "quota actor %s restarted (incarnation %d): adopted %s", self._name, self._incarnation, self._quota.config.model_dump()
+        )
 
     def _save(self) -> None:
         if self._name:

@@ -74,9 +74,7 @@ def _label_of(obj: dict[str, Any], column: str | None) -> Any:
 class RescoreWorker:
     """Owns one ensemble (its Bedrock client and quota leases) and writes parts to the store."""
 
-    def __init__(
-        self, farm_config: dict[str, Any], out: str, fmt: str, label_column: str | None, batch: bool = False, run_token: str = ""
-    ):
+    def __init__(self, farm_config: dict[str, Any], out: str, fmt: str, label_column: str | None, batch: bool = False, run_token: str = ""):
         self.config = parse_config(farm_config, source="farm config")
         quotas = LeasedQuotas(self.config.quota_for) if any(needs_bedrock(j) for j in self.config.judges) else None
         self.batch = None
@@ -426,4 +424,3 @@ def progress_printer(stream: Any = sys.stderr) -> Callable[[int, int | None], No
         stream.flush()
 
     return show
-

@@ -60,7 +60,8 @@ def write_inputs(workdir: Path, rows: int, rpm: int) -> tuple[Path, list[Path]]:
         path = workdir / f"rows-{p}.jsonl"
         path.write_text(
             "".join(
-                json.dumps({"id": f"p{p}-{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({p}-{i})", "reference": "42"}) + "\n"
+                json.dumps({"id": f"p{p}-{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({p}-{i})", "reference": "42"})
+                + "\n"
                 for i in range(rows)
             )
         )
@@ -94,7 +95,12 @@ def run_processes(url: str, config: Path, inputs: list[Path], ray_address: str |
     for path in inputs:
         summary = json.loads(path.with_suffix(".out.jsonl").with_name(path.with_suffix(".out.jsonl").name + ".summary.json").read_text())
         status.update(summary["status"])
-    return {"elapsed_s": round(elapsed, 1), "status": dict(status), "processes_said": sorted(set(said)), "exit_codes": [c.returncode for c in children]}
+    return {
+        "elapsed_s": round(elapsed, 1),
+        "status": dict(status),
+        "processes_said": sorted(set(said)),
+        "exit_codes": [c.returncode for c in children],
+    }
 
 
 def figures(url: str, rpm: int) -> dict[str, Any]:

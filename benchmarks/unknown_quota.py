@@ -141,12 +141,18 @@ def main() -> None:
     report = {
         "benchmark": "unknown_quota",
         "figure": "rollouts ok, throttled per successful call, and achieved rate after warm-up, farm configured at 2,000 rpm vs 60 real",
-        "params": {**vars(args), "configured_rpm": 2000, "ensemble": "packaged default (final_answer, rubric on lite, preference on micro)"},
+        "params": {
+            **vars(args),
+            "configured_rpm": 2000,
+            "ensemble": "packaged default (final_answer, rubric on lite, preference on micro)",
+        },
         "farm": {"how": "farm score (CLI process), noise-aware limiter, offline calls wait for quota", **farm},
         "baseline": {"how": "same ensemble in-process, previous limiter, online deadlines", **baseline},
         "ratio": {
             "ok_farm_over_baseline": round(ok(farm) / ok(baseline), 3) if ok(baseline) else None,
-            "throttled_per_success_baseline_over_farm": round(baseline["throttled_per_successful_call"] / farm["throttled_per_successful_call"], 2)
+            "throttled_per_success_baseline_over_farm": round(
+                baseline["throttled_per_successful_call"] / farm["throttled_per_successful_call"], 2
+            )
             if farm.get("throttled_per_successful_call")
             else None,
         },

@@ -518,7 +518,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config", from_env: M
         if all(culprits):
             lines = [f"environment variable {name}: {_describe(e).removeprefix('  - ')}" for name, e in zip(culprits, errors, strict=True)]
             raise ConfigError("\n".join(lines)) from None
-        lines = [_describe(e) + (f" (set by environment variable {name})" if name else "") for name, e in zip(culprits, errors, strict=True)]
+        lines = [
+            _describe(e) + (f" (set by environment variable {name})" if name else "") for name, e in zip(culprits, errors, strict=True)
+        ]
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
 
 

@@ -144,12 +144,18 @@ class PreferenceJudge:
         )
         out[index] = self._verdict(comparison.outcome, [comparison], 1)
 
-    def _verdict(self, reward: float | None, comparisons: list[_Comparison], expected: int, shown_first: list[bool] | None = None) -> Verdict:
+    def _verdict(
+        self, reward: float | None, comparisons: list[_Comparison], expected: int, shown_first: list[bool] | None = None
+    ) -> Verdict:
         """`shown_first[i]`: this rollout was response A in comparison i's first order (default: always,
         as against a reference)."""
         firsts = shown_first or [True] * len(comparisons)
         done = [c for c in comparisons if c.outcome is not None]
-        mine = [(c.outcome if first else 1.0 - c.outcome, c, first) for c, first in zip(comparisons, firsts, strict=True) if c.outcome is not None]
+        mine = [
+            (c.outcome if first else 1.0 - c.outcome, c, first)
+            for c, first in zip(comparisons, firsts, strict=True)
+            if c.outcome is not None
+        ]
         flags: set[str] = set()
         for c in comparisons:
             flags |= c.flags
@@ -267,7 +273,9 @@ def _rationale(mine: list[tuple[float, _Comparison, bool]], *, against_reference
     if flipped:
         head += f"; {flipped} verdict(s) changed when the order was swapped, counted as ties"
     reasons = [
-        f"({'this response' if first else 'the other response'} shown as A) {c.rationale.strip()}" for _, c, first in mine if c.rationale.strip()
+        f"({'this response' if first else 'the other response'} shown as A) {c.rationale.strip()}"
+        for _, c, first in mine
+        if c.rationale.strip()
     ]
     return head + (". Judge: " + " | ".join(reasons) if reasons else ".")
 

@@ -106,7 +106,9 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
         "judges": judges,
         "agreement_pearson": agreement,
         "ensemble_against_label": _label_metrics(reward, label),
-        "total_cost_usd": None if all(j["cost_usd"] is None for j in judges.values()) else round(sum(j["cost_usd"] or 0 for j in judges.values()), 4),
+        "total_cost_usd": None
+        if all(j["cost_usd"] is None for j in judges.values())
+        else round(sum(j["cost_usd"] or 0 for j in judges.values()), 4),
         "elapsed_s": elapsed_s,
     }
 

@@ -123,7 +123,13 @@ def test_readme_runs_as_written_in_a_fresh_shell(tmp_path: Path):
     (work / ".venv").symlink_to(Path(sys.prefix))
     script = script_for(tour_blocks(README.read_text(encoding="utf-8")), work)
     proc = subprocess.Popen(
-        ["bash", "-c", script], cwd=work, env=fresh_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        ["bash", "-c", script],
+        cwd=work,
+        env=fresh_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=540)

@@ -56,7 +56,9 @@ def test_a_caller_that_leaves_mid_call_returns_its_tokens(aws_env):
     async def main():
         client = ConverseClient(config, registry)
         try:
-            call = asyncio.ensure_future(client.converse(ConverseRequest(model=MODEL, user_text="hi", max_tokens=500), deadline=frozen + 30))
+            call = asyncio.ensure_future(
+                client.converse(ConverseRequest(model=MODEL, user_text="hi", max_tokens=500), deadline=frozen + 30)
+            )
             while aws_env.stats().get(MODEL) is None:
                 await asyncio.sleep(0.01)
             held = registry.get(MODEL, "us-east-1").tokens.level

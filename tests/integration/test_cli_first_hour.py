@@ -36,7 +36,12 @@ def fresh_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def farm(tmp_path: Path, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args], capture_output=True, text=True, env=fresh_env(tmp_path, **env), timeout=timeout, cwd=tmp_path
+        [sys.executable, "-m", "farm.cli", *args],
+        capture_output=True,
+        text=True,
+        env=fresh_env(tmp_path, **env),
+        timeout=timeout,
+        cwd=tmp_path,
     )
 
 
@@ -95,13 +100,18 @@ def test_env_override_typo_is_named_as_such(tmp_path: Path, inputs):
         "  unset it, or fix its name: FARM_<SECTION>__<KEY>, e.g. FARM_BEDROCK__REGION",
     ]
     section = farm(tmp_path, "score", "in.jsonl", "--out", "out.jsonl", FARM_AGREGATION__QUORUM="1")
-    assert errors(section)[0] == "Error: environment variable FARM_AGREGATION__QUORUM: unknown config section `agregation` (did you mean `aggregation`?)"
+    assert (
+        errors(section)[0]
+        == "Error: environment variable FARM_AGREGATION__QUORUM: unknown config section `agregation` (did you mean `aggregation`?)"
+    )
 
 
 def test_bedrock_without_credentials_exits_3_with_the_reason(tmp_path: Path, inputs):
     proc = farm(tmp_path, "score", "in.jsonl", "--out", "out.jsonl", FARM_BACKEND="bedrock")
     assert proc.returncode == 3, proc.stderr
-    assert proc.stderr.splitlines()[0].startswith("backend: Amazon Bedrock, region us-east-1 (credentials: none in the environment or ~/.aws")
+    assert proc.stderr.splitlines()[0].startswith(
+        "backend: Amazon Bedrock, region us-east-1 (credentials: none in the environment or ~/.aws"
+    )
     summary_first = next(line for line in proc.stderr.splitlines() if line.startswith("scored "))
     assert summary_first.startswith("scored 3 rollouts -> out.jsonl: judge rubric failed on every rollout (3 of 3): ")
     assert "Unable to locate credentials" in summary_first

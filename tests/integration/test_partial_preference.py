@@ -72,7 +72,9 @@ def test_comparisons_per_rollout_are_capped():
 
 
 def test_a_group_of_16_costs_linear_calls(aws_env):
-    rows = [{"id": f"r{i}", "prompt": "What is 9*2?", "response": f"9*2 = {18 + i % 3}\nA: {18 + i % 3} ({i})", "group": "g"} for i in range(16)]
+    rows = [
+        {"id": f"r{i}", "prompt": "What is 9*2?", "response": f"9*2 = {18 + i % 3}\nA: {18 + i % 3} ({i})", "group": "g"} for i in range(16)
+    ]
     results = score(make_config([PREFERENCE]), rows)  # default max_comparisons = 4
     assert all(r.status == "ok" and r.judges["preference"].criteria["comparisons"] == 4 for r in results)
     assert aws_env.stats()[MICRO].admitted == 16 * 4  # 32 pairs x 2 orders, not 240

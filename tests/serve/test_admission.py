@@ -17,7 +17,10 @@ LITE = "amazon.nova-lite-v1:0"
 
 
 def _rows(prefix: str, count: int) -> list[dict[str, Any]]:
-    return [{"id": f"{prefix}{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({prefix}{i})", "reference": "42"} for i in range(count)]
+    return [
+        {"id": f"{prefix}{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({prefix}{i})", "reference": "42"}
+        for i in range(count)
+    ]
 
 
 def _rubric(model: str, deadline_s: float, **deployment: Any) -> dict[str, Any]:

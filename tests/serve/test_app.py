@@ -239,7 +239,11 @@ def test_nova_rft_lambda_handler(app, monkeypatch):
     (out,) = lambda_handler(event, None)
     assert out["id"] == "rft-1" and 0.0 <= out["aggregate_reward_score"] <= 1.0
     names = {m["name"]: m for m in out["metrics_list"]}
-    assert names["reward"]["type"] == "Reward" and names["farm_judge_answer"]["value"] == 1.0 and names["farm_judge_answer"]["type"] == "Metric"
+    assert (
+        names["reward"]["type"] == "Reward"
+        and names["farm_judge_answer"]["value"] == 1.0
+        and names["farm_judge_answer"]["type"] == "Metric"
+    )
 
 
 def test_metrics_reach_rays_prometheus_endpoint(app):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from http.client import HTTPConnection
 import json
 import socket
 import threading
 import time
+from http.client import HTTPConnection
 from typing import Any
 from urllib.parse import urlparse
 

@@ -65,7 +65,10 @@ def _config(rpm: int, replicas: int) -> dict[str, Any]:
 
 
 def _rows(prefix: str, count: int) -> list[dict[str, Any]]:
-    return [{"id": f"{prefix}{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({prefix}{i})", "reference": "42"} for i in range(count)]
+    return [
+        {"id": f"{prefix}{i}", "prompt": "What is 6*7?", "response": f"6*7 = 42. A: 42 ({prefix}{i})", "reference": "42"}
+        for i in range(count)
+    ]
 
 
 def test_sigkilled_quota_actor_keeps_the_lowered_quota_and_loses_nothing(ray_serve, reset_emulator, report):

@@ -131,7 +131,9 @@ def test_grant_is_capped_at_the_bucket_depth_like_reserve():
 def test_restored_state_starts_empty_keeps_bookings_and_back_off():
     clock = FakeClock()
     config = QuotaConfig(rpm=600, tpm=60_000, burst_s=1)
-    quota = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.5, min_throttles=1, decrease_factor=0.5, slow_start=False)
+    quota = ModelQuota(
+        config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.5, min_throttles=1, decrease_factor=0.5, slow_start=False
+    )
     quota.throttled()  # overload (1 of 0 calls): scale 0.5, 5 requests/s
     for _ in range(20):
         quota.grant(1, 0)  # 5 from the (halved) burst, then 15 booked ahead at 5/s: 3 s of debt
