@@ -2,7 +2,8 @@
 
 - Length control: a judge with `length_correction` (written by `farm calibrate` where it measured
   a length slope) has slope × log2(length / pivot) taken off its score, like a length-controlled
-  win rate: what the score would be at the pivot length.
+  win rate: what the score would be at the pivot length. Only ever taken off: a response shorter
+  than the pivot keeps its raw score (a bonus there would reward terseness).
 - Group anchoring: a group-preference score is scaled by the rollout's verifiable score, so an
   all-wrong or content-free group cannot earn reward by relative position.
 - Contradiction: a verifiable judge says wrong while an LLM judge says clearly right. It does

@@ -8,9 +8,10 @@ import asyncio
 import pytest
 
 from farm.answers import distinct_final_answers
-from farm.config import AggregationConfig, FinalAnswerJudgeConfig, IntegrityConfig, parse_config
+from farm.config import AggregationConfig, FinalAnswerJudgeConfig, IntegrityConfig, LengthCorrection, parse_config
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.flags import Flag
+from farm.integrity.length import shift
 from farm.judges.final_answer import FinalAnswerJudge
 from farm.testing import FakeJudge
 from farm.wire import parse_rollout, parse_rollouts
@@ -70,6 +71,17 @@ def test_length_correction_takes_off_the_measured_slope():
     short, long = asyncio.run(ensemble.score([_rollout("A: 26" + " " * 95, "s"), _rollout("A: 26" + " " * 395, "l")]))
     assert short.judges["llm"].score == pytest.approx(0.5)
     assert long.judges["llm"].score == pytest.approx(0.1) and long.judges["llm"].criteria["length_uncorrected"] == 0.5
+
+
+def test_length_correction_never_adds_points_below_the_pivot():
+    # the README's fitted rubric figures: a terse wrong answer must not earn a bonus no judge gave it
+    correction = {"slope": 0.16, "pivot_chars": 275}
+    ensemble = _ensemble(lambda r: 0.1, IntegrityConfig(contradiction_threshold=None), length_correction=correction)
+    terse, short = asyncio.run(ensemble.score([_rollout("#### 7", "t"), _rollout("The answer is 26, so A: 26.", "s")]))
+    assert terse.judges["llm"].score == pytest.approx(0.1)
+    assert short.judges["llm"].score == pytest.approx(0.1)
+    assert shift(LengthCorrection(slope=0.16, pivot_chars=275), 6) == 0.0
+    assert shift(LengthCorrection(slope=-0.3, pivot_chars=100), 800) == 0.0  # a negative slope adds nothing at length either
 
 
 def test_group_preference_is_anchored_on_the_verifiable_judge():
