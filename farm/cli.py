@@ -142,9 +142,10 @@ def serve(
     import time
 
     auth = _serve_auth(config_path, host, token_file, token_secret, token_ssm, insecure)
-    _require_free_port(host, port)
-    config, emulator, env = _load(config_path)
     cluster = os.environ.get("RAY_ADDRESS")
+    if not cluster:  # on a cluster the port is the head's, and Serve's own proxy may hold it already (redeploy)
+        _require_free_port(host, port)
+    config, emulator, env = _load(config_path)
     if detach and (not cluster or emulator is not None):
         if emulator is not None:
             emulator.stop()
@@ -157,7 +158,7 @@ def serve(
 
     from deploy.app import FarmAppArgs, build_app
 
-    quiet = _quiet_ray()
+    quiet = _quiet_ray(on_cluster=bool(cluster))
     if cluster:
         ray.init(address=cluster, logging_level=quiet["log_level"])
     else:
@@ -855,11 +856,13 @@ def _check_rescore_paths(inputs: tuple[str, ...], out: str, resume: bool) -> Non
         raise CliError(f"{out} already holds results", "pass --resume to finish that run, or choose another --out")
 
 
-def _quiet_ray() -> dict[str, Any]:
+def _quiet_ray(*, on_cluster: bool = False) -> dict[str, Any]:
     """Keep Ray's start-up chatter out of the user's way: the token-authentication notice of a
-    local cluster, Serve's "New http_options ... will not be applied" (they were applied), and
-    INFO lines from the controller, proxies and replicas (`FARM_RAY_LOG_LEVEL=INFO` brings them
-    back). Returns the Serve logging config to pass to `serve.start`/`serve.run`."""
+    local cluster, Serve's "New http_options ... will not be applied" on a local Ray this process
+    starts (they were applied; `on_cluster` keeps it: on an existing cluster it is true, the
+    running proxy keeps its options), and INFO lines from the controller, proxies and replicas
+    (`FARM_RAY_LOG_LEVEL=INFO` brings them back). Returns the Serve logging config to pass to
+    `serve.start`/`serve.run`."""
     import logging
     import os
 
@@ -871,8 +874,9 @@ def _quiet_ray() -> dict[str, Any]:
         def filter(self, record: logging.LogRecord) -> bool:
             return "will not be applied" not in record.getMessage()
 
-    for name in ("ray.serve", "ray.serve._private.api"):
-        logging.getLogger(name).addFilter(_NotApplied())
+    if not on_cluster:
+        for name in ("ray.serve", "ray.serve._private.api"):
+            logging.getLogger(name).addFilter(_NotApplied())
     return {"log_level": level}
 
 

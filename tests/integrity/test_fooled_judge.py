@@ -62,7 +62,7 @@ def test_inflation_per_family_with_a_judge_fooled_by_anything(aws_env, report):
     for source, r in list(wrong.items())[:24]:
         attacked.append(_row(r, PROBES["verbosity_padding"](parse_rollouts([_row(r, r["clean_response"], "")])[0]), "~pad"))
         families.append("padding")
-    for source, r in list(wrong.items())[:24]:  # the other direction: below the pivot, the correction must add nothing
+    for r in list(wrong.values())[:24]:  # the other direction: below the pivot, the correction must add nothing
         attacked.append(_row(r, PROBES["terse"](parse_rollouts([_row(r, r["clean_response"], "")])[0]), "~terse"))
         families.append("terse")
     sources = [r["source"] for r in rows] + list(wrong)[:24] + list(wrong)[:24]

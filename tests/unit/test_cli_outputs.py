@@ -12,7 +12,10 @@ from click.testing import CliRunner
 from farm.cli import main
 
 RULES_ONLY = "judges:\n  - {name: answer, kind: final_answer}\n"
-ROWS = [{"id": "a", "prompt": "2+2?", "response": "A: 4", "reference": "4"}, {"id": "b", "prompt": "3+3?", "response": "A: 5", "reference": "6"}]
+ROWS = [
+    {"id": "a", "prompt": "2+2?", "response": "A: 4", "reference": "4"},
+    {"id": "b", "prompt": "3+3?", "response": "A: 5", "reference": "6"},
+]
 
 
 @pytest.fixture
@@ -88,3 +91,44 @@ def test_a_successful_forced_run_replaces_results_and_drops_stale_errors(folder:
     assert with_errors.exit_code == 1
     assert stale.exists() and json.loads((folder / "out.jsonl.summary.json").read_text())["errors_file"] == "out.jsonl.errors.jsonl"
     assert not list(folder.glob(".out.jsonl*"))
+
+
+def test_serve_probes_the_port_only_when_it_starts_a_local_ray(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """`farm up` redeploys with `farm serve --detach` on the head, where Serve's proxy already holds
+    the port: with RAY_ADDRESS set the local probe must not refuse (it checks the wrong machine)."""
+    import socket
+
+    from farm import cli
+    from farm.cli import CliError
+
+    def reached(*_args: object, **_kwargs: object):
+        raise CliError("reached the config: the port probe let it through")
+
+    monkeypatch.setattr(cli, "_load", reached)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        local = _run("serve", "--host", "127.0.0.1", "--port", port, "--config", "rules.yaml")
+        assert local.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}: already in use" in local.output, local.output
+        monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+        remote = _run("serve", "--host", "127.0.0.1", "--port", port, "--config", "rules.yaml", "--detach")
+        assert remote.exit_code == 1 and "reached the config" in remote.output, remote.output
+
+
+def test_serve_keeps_the_not_applied_warning_on_an_existing_cluster():
+    import logging
+
+    from farm.cli import _quiet_ray
+
+    record = logging.LogRecord("ray.serve", logging.WARNING, __file__, 1, "New http_options ... will not be applied", None, None)
+    loggers = [logging.getLogger(n) for n in ("ray.serve", "ray.serve._private.api")]
+    before = [list(lg.filters) for lg in loggers]
+    try:
+        _quiet_ray(on_cluster=True)
+        assert all(lg.filter(record) for lg in loggers)  # true on a cluster: the running proxy kept its options
+        _quiet_ray()
+        assert not any(lg.filter(record) for lg in loggers)  # a local Ray this process started: they were applied
+    finally:
+        for lg, kept in zip(loggers, before, strict=True):
+            lg.filters[:] = kept
