@@ -75,28 +75,33 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     from farm.progress import Progress
     from farm.scorefile import degradation, score_file
 
-    _claim_output(output_path, force, companions=SCORE_COMPANIONS)
+    _claim_output(output_path, force, inputs=(input_path, config_path))
     total = count_rows(describe_inputs([input_path])) or 0
     if not total:
         raise CliError(f"{input_path} holds no rollouts", "give a JSONL file with one rollout per line (see Inputs in the README)")
     config, emulator, _ = _load(config_path)
     progress = Progress("scoring", total)
     progress.start()
+    staged = _staging(output_path)  # results land beside --out and replace it only when the run completes
     try:
         quotas = _cluster_quotas(config)
-        summary = asyncio.run(score_file(input_path, output_path, config, concurrency=concurrency, progress=progress, quotas=quotas))
-    except KeyboardInterrupt:
-        raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} is incomplete; rerun with --force", exit_code=130) from None
+        summary = asyncio.run(score_file(input_path, staged, config, concurrency=concurrency, progress=progress, quotas=quotas))
+    except BaseException as exc:
+        _discard(staged, *(_companion(staged, c) for c in SCORE_COMPANIONS))
+        if isinstance(exc, KeyboardInterrupt):
+            raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} was left as it was", exit_code=130) from None
+        raise
     finally:
         progress.close()
         if emulator is not None:
             emulator.stop()
+    _commit_score(staged, output_path, summary)
     line, over = degradation(
         summary.rollouts, summary.status, summary.judge_status, summary.judge_errors, max_share=max_degraded
     ) if summary.rollouts else ("no valid rollouts", False)
     data = {"degraded": line, "degraded_over_limit": over, **summary.as_dict()}
     summary_path = _companion(output_path, ".summary.json")
-    summary_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    _write_output(summary_path, json.dumps(data, indent=2) + "\n")
     _print_summary(data, summary_path)
     if over:
         raise CliError(
@@ -137,9 +142,10 @@ def serve(
     import time
 
     auth = _serve_auth(config_path, host, token_file, token_secret, token_ssm, insecure)
-    _require_free_port(host, port)
-    config, emulator, env = _load(config_path)
     cluster = os.environ.get("RAY_ADDRESS")
+    if not cluster:  # on a cluster the port is the head's, and Serve's own proxy may hold it already (redeploy)
+        _require_free_port(host, port)
+    config, emulator, env = _load(config_path)
     if detach and (not cluster or emulator is not None):
         if emulator is not None:
             emulator.stop()
@@ -153,7 +159,7 @@ def serve(
 
     from deploy.app import FarmAppArgs, build_app
 
-    quiet = _quiet_ray()
+    quiet = _quiet_ray(on_cluster=bool(cluster))
     if cluster:
         ray.init(address=cluster, logging_level=quiet["log_level"])
     else:
@@ -436,7 +442,7 @@ def probe(
     from farm.integrity.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
 
     if json_path:
-        _claim_output(json_path, force)
+        _claim_output(json_path, force, inputs=(config_path, data_path, pairs_path))
     rollouts = _read_input(read_sample, data_path, limit)
     known = gold_labels(rollouts, label_key)
     pairs = _read_input(read_pairs, pairs_path or packaged_data(HH_SAMPLE), limit=pairs_limit) if pairs_limit > 0 else []
@@ -446,7 +452,7 @@ def probe(
     )
     click.echo(format_table(result))
     if json_path:
-        Path(json_path).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+        _write_output(json_path, json.dumps(result.as_dict(), indent=2) + "\n")
 
 
 @main.command()
@@ -476,9 +482,11 @@ def calibrate(
     from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
     from farm.integrity.samples import gold_labels, read_sample
 
+    if json_path and Path(json_path).resolve() == Path(out_path).resolve():
+        raise CliError(f"--json and --out are the same file ({out_path})", "give them different paths")
     for path in (out_path, json_path):
         if path:
-            _claim_output(path, force)
+            _claim_output(path, force, inputs=(config_path, data_path))
     rollouts = _read_input(read_sample, data_path, limit)
     labels = gold_labels(rollouts, label_key)
     if labels is None and not label_free:
@@ -492,13 +500,11 @@ def calibrate(
     raw, _source = load_raw_config(config_path)  # as written: env overrides are not baked in
     written = calibrated_config(raw, config, report)
     parse_config(written, source=out_path)  # never write a config that would not load
-    Path(out_path).write_text(
-        f"# Calibrated by `farm calibrate` on {described}.\n" + yaml.safe_dump(written, sort_keys=False), encoding="utf-8"
-    )
+    _write_output(out_path, f"# Calibrated by `farm calibrate` on {described}.\n" + yaml.safe_dump(written, sort_keys=False))
     click.echo(format_fit(report))
     click.echo(f"calibrated config: {out_path}")
     if json_path:
-        Path(json_path).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+        _write_output(json_path, json.dumps(report.as_dict(), indent=2) + "\n")
 
 
 @main.command("pin-canaries")
@@ -513,11 +519,11 @@ def pin_canaries(config_path: str | None, data_path: str | None, count: int, out
     from farm.integrity.canary import pin_canaries as pin
     from farm.integrity.samples import read_sample
 
-    _claim_output(out_path, force)
+    _claim_output(out_path, force, inputs=(config_path, data_path))
     rollouts = _read_input(read_sample, data_path, count)
     config, emulator, _ = _load(config_path)
     pinned = _with_ensemble(config, emulator, lambda e: pin(e, rollouts), label="pinning", total=len(rollouts))
-    Path(out_path).write_text("".join(json.dumps(row) + "\n" for row in pinned), encoding="utf-8")
+    _write_output(out_path, "".join(json.dumps(row) + "\n" for row in pinned))
     judged = sum(bool(row["metadata"]["expected_scores"]) for row in pinned)
     click.echo(f"pinned {judged} of {len(pinned)} canaries -> {out_path}; set integrity.canaries.data to it")
 
@@ -773,18 +779,61 @@ def _companion(output_path: str | Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _claim_output(path: str, force: bool, companions: tuple[str, ...] = ()) -> None:
-    """Refuse a missing folder, and an existing file unless `force`; with `force`, remove the file
-    and its companions (`<path><suffix>`), so nothing stale survives beside the new results."""
+def _claim_output(path: str, force: bool, *, inputs: tuple[str | None, ...] = ()) -> None:
+    """Refuse a missing folder, an output that is one of this run's `inputs` (the config, the
+    data: --force would destroy what the run reads), and an existing file unless `force`. Deletes
+    nothing: outputs are written with `_write_output`/`_staging` and replace the old ones only
+    when the run has succeeded, so a failed run keeps the previous results."""
     target = Path(path)
     folder = target.parent
     if not folder.is_dir():
         raise CliError(f"folder {folder} does not exist (for {path})", f"create it first: mkdir -p {folder}")
-    existing = [p for p in (target, *(_companion(target, c) for c in companions)) if p.exists()]
+    for given in inputs:
+        if given and "://" not in given and Path(given).resolve() == target.resolve():
+            raise CliError(f"output {path} is also an input of this run ({given})", "write the output to another path")
     if target.exists() and not force:
         raise CliError(f"{path} already exists", "pass --force to overwrite it, or choose another output path")
-    for stale in existing:
-        stale.unlink()
+
+
+def _staging(path: str | Path) -> Path:
+    """A temporary file beside `path` (same folder, so `os.replace` is atomic)."""
+    import os
+
+    target = Path(path)
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _discard(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _write_output(path: str | Path, text: str) -> None:
+    """Write `text` to a staging file and move it over `path`: the old file survives any failure."""
+    import os
+
+    staged = _staging(path)
+    try:
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, path)
+    except BaseException:
+        _discard(staged)
+        raise
+
+
+def _commit_score(staged: Path, output_path: str, summary: Any) -> None:
+    """Move a completed run's results over --out; its errors file replaces the old one, and an old
+    errors file is removed when this run had none (nothing stale beside the new results)."""
+    import os
+
+    os.replace(staged, output_path)
+    errors, staged_errors = _companion(output_path, ".errors.jsonl"), _companion(staged, ".errors.jsonl")
+    if staged_errors.exists():
+        os.replace(staged_errors, errors)
+        summary.errors_file = str(errors)
+    else:
+        errors.unlink(missing_ok=True)
+    summary.output = str(output_path)
 
 
 def _require_free_port(host: str, port: int) -> None:
@@ -810,11 +859,13 @@ def _check_rescore_paths(inputs: tuple[str, ...], out: str, resume: bool) -> Non
         raise CliError(f"{out} already holds results", "pass --resume to finish that run, or choose another --out")
 
 
-def _quiet_ray() -> dict[str, Any]:
+def _quiet_ray(*, on_cluster: bool = False) -> dict[str, Any]:
     """Keep Ray's start-up chatter out of the user's way: the token-authentication notice of a
-    local cluster, Serve's "New http_options ... will not be applied" (they were applied), and
-    INFO lines from the controller, proxies and replicas (`FARM_RAY_LOG_LEVEL=INFO` brings them
-    back). Returns the Serve logging config to pass to `serve.start`/`serve.run`."""
+    local cluster, Serve's "New http_options ... will not be applied" on a local Ray this process
+    starts (they were applied; `on_cluster` keeps it: on an existing cluster it is true, the
+    running proxy keeps its options), and INFO lines from the controller, proxies and replicas
+    (`FARM_RAY_LOG_LEVEL=INFO` brings them back). Returns the Serve logging config to pass to
+    `serve.start`/`serve.run`."""
     import logging
     import os
 
@@ -826,8 +877,9 @@ def _quiet_ray() -> dict[str, Any]:
         def filter(self, record: logging.LogRecord) -> bool:
             return "will not be applied" not in record.getMessage()
 
-    for name in ("ray.serve", "ray.serve._private.api"):
-        logging.getLogger(name).addFilter(_NotApplied())
+    if not on_cluster:
+        for name in ("ray.serve", "ray.serve._private.api"):
+            logging.getLogger(name).addFilter(_NotApplied())
     return {"log_level": level}
 
 

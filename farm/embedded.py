@@ -7,8 +7,10 @@ or when `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` already names an endpoint; otherwise 
 are its instance profile, set `FARM_BACKEND=bedrock` (the cluster YAMLs do).
 
 Every command says in one line which backend and endpoint it judges with and where its config
-came from (`describe_backend`), and the Python API warns once when it falls back to the emulator
-or would call Bedrock without credentials (`prepare_backend`), so a run never degrades silently.
+came from (`describe_backend`), and the Python API (`embedded_ensemble`, or `prepare_backend`
+before `Ensemble.from_config`) warns once when it falls back to the emulator or would call
+Bedrock without credentials, so a run never degrades silently. `Ensemble.from_config` itself
+never starts an emulator: the backend is chosen here, by the callers that want it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import threading
 import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from farm.config import ENV_PREFIX, FarmConfig
 from farm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from farm.ensemble import Ensemble
+    from farm.ratelimit import QuotaBackend
 
 __all__ = [
     "Backend",
@@ -30,6 +36,7 @@ __all__ = [
     "choose_backend",
     "credentials_source",
     "describe_backend",
+    "embedded_ensemble",
     "prepare_backend",
     "start_embedded_emulator",
 ]
@@ -126,8 +133,17 @@ _shared: dict[str, Any] = {}
 _warned: set[str] = set()
 
 
-def prepare_backend(config: FarmConfig, *, embedded: bool = False) -> None:
-    """For the Python API (`Ensemble.from_config`): with `embedded`, start one shared emulator for
+def embedded_ensemble(config: FarmConfig, *, quotas: QuotaBackend | None = None, patient: bool = False) -> Ensemble:
+    """`Ensemble.from_config` as the CLI runs it: with no AWS credentials (and `FARM_BACKEND` not
+    `bedrock`), one shared Bedrock emulator is started for this process and warned about once."""
+    from farm.ensemble import Ensemble
+
+    prepare_backend(config, embedded=True, stacklevel=2)
+    return Ensemble.from_config(config, quotas=quotas, patient=patient)
+
+
+def prepare_backend(config: FarmConfig, *, embedded: bool = False, stacklevel: int = 1) -> None:
+    """For the Python API, before `Ensemble.from_config`: with `embedded`, start one shared emulator for
     this process when `choose_backend()` says so (as the CLI does); warn once when judging falls
     back to the emulator, or when Bedrock judges would run without an endpoint or credentials."""
     from farm.judges import needs_bedrock
@@ -141,17 +157,20 @@ def prepare_backend(config: FarmConfig, *, embedded: bool = False) -> None:
                 emulator = start_embedded_emulator(config)
                 _shared["emulator"] = emulator
                 atexit.register(emulator.stop)
-                _warn_once("fallback", f"farm: judging with the Bedrock emulator at {emulator.url}: no AWS credentials found; {_EMULATOR_NOTE}")
+                message = f"farm: judging with the Bedrock emulator at {emulator.url}: no AWS credentials found; {_EMULATOR_NOTE}"
+                _warn_once(stacklevel, "fallback", message)
     elif backend == "emulator":
         _warn_once(
+            stacklevel,
             "no-credentials",
             "farm: no AWS credentials found and no Bedrock endpoint set: every Bedrock judge will fail "
-            "('Unable to locate credentials'); pass embedded=True to Ensemble.from_config to judge with the emulator, "
+            "('Unable to locate credentials'); build the ensemble with farm.embedded.embedded_ensemble to judge with the emulator, "
             "or configure AWS credentials",
         )
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn_once(stacklevel: int, key: str, message: str) -> None:
+    """`stacklevel` 1: the warning points at the caller of `prepare_backend`."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of Ensemble.from_config
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 2)

@@ -100,16 +100,12 @@ class Ensemble:
         *,
         cache: VerdictCache | None = None,
         quotas: QuotaBackend | None = None,
-        embedded: bool = False,
         patient: bool = False,
     ) -> Ensemble:
         """Judges built from config; Bedrock judges share one client whose quota lives in this
-        process, or in `quotas` (the cluster's quota actors, for Ray workers). `embedded=True`
-        starts the Bedrock emulator when no AWS credentials are found, as the CLI does; either
-        way a fallback, or Bedrock judges without credentials, is warned about once."""
-        from farm.embedded import prepare_backend
-
-        prepare_backend(config, embedded=embedded)
+        process, or in `quotas` (the cluster's quota actors, for Ray workers). Starts nothing and
+        chooses no backend: botocore's endpoint and credentials are the caller's (the CLI, or
+        `farm.embedded.embedded_ensemble`, which starts the emulator when no credentials are found)."""
         cache = cache or VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
         client = None
         if any(needs_bedrock(j) for j in config.judges):
@@ -145,11 +141,10 @@ class Ensemble:
         if others and live:
             await self._run(others, rollouts, live, verdicts)
         defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
-        results = []
-        for i, rollout in enumerate(rollouts):
-            result = closed[i] if i in closed else combine(rollout, verdicts[i], self.members, self.aggregation)
-            results.append(self._screen(rollout, result))
-        return results
+        combined = [closed[i] if i in closed else combine(r, verdicts[i], self.members, self.aggregation) for i, r in enumerate(rollouts)]
+        if defences.screen_off_loop(rollouts):  # the detector is pure Python: a long batch would stall the loop
+            return await asyncio.to_thread(lambda: [self._screen(r, c) for r, c in zip(rollouts, combined, strict=True)])
+        return [self._screen(r, c) for r, c in zip(rollouts, combined, strict=True)]
 
     def _screen(self, rollout: Rollout, result: RewardResult) -> RewardResult:
         """Integrity defences on the aggregated result (farm/integrity/defences.py): a caught attack

@@ -2,7 +2,8 @@
 
 - Length control: a judge with `length_correction` (written by `farm calibrate` where it measured
   a length slope) has slope × log2(length / pivot) taken off its score, like a length-controlled
-  win rate: what the score would be at the pivot length.
+  win rate: what the score would be at the pivot length. Only ever taken off: a response shorter
+  than the pivot keeps its raw score (a bonus there would reward terseness).
 - Group anchoring: a group-preference score is scaled by the rollout's verifiable score, so an
   all-wrong or content-free group cannot earn reward by relative position.
 - Contradiction: a verifiable judge says wrong while an LLM judge says clearly right. It does
@@ -10,7 +11,11 @@
 - Policy: a caught attack (detector hit or contradiction) gets `integrity.injection_policy`.
 
 `prepare` runs on verdicts before aggregation, `screen` on each aggregated result. Pure
-functions; the ensemble calls both, from one place each.
+functions; the ensemble calls both, from one place each. The detector is pure Python (about
+8 µs a character): it reads at most `SCAN_WINDOW` characters from each end of a response, which
+covers all a judge sees with the default `max_response_chars` (24,000, head and tail kept), and a
+batch with more than `OFF_LOOP_CHARS` of response text is screened in a worker thread
+(`screen_off_loop`), so a long request cannot stall the ingress event loop and its health checks.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ from farm.integrity.injection import InjectionDetector
 from farm.integrity.length import shift
 from farm.wire import RewardResult, Rollout, Verdict
 
-__all__ = ["LLM_KINDS", "VERIFIABLE_KINDS", "correct_length", "prepare", "screen", "verifiable_score"]
+__all__ = [
+    "LLM_KINDS",
+    "OFF_LOOP_CHARS",
+    "SCAN_WINDOW",
+    "VERIFIABLE_KINDS",
+    "correct_length",
+    "prepare",
+    "scanned_text",
+    "screen",
+    "screen_off_loop",
+    "verifiable_score",
+]
 
 VERIFIABLE_KINDS = frozenset({"final_answer", "exact_match", "regex", "json_schema"})
 """Judges that read no instruction: no text in the response can change their mind."""
@@ -36,6 +52,23 @@ LLM_KINDS = frozenset({"rubric", "preference", "reward_model"})
 """Judges that read the response as a model does, and so can be talked round."""
 
 _DETECTOR = InjectionDetector()
+
+SCAN_WINDOW = 32_768
+"""Characters the detector reads from each end of a longer response (bounds its cost per response)."""
+OFF_LOOP_CHARS = 16_384
+"""A batch with more response text than this is screened in a worker thread, off the event loop."""
+
+
+def scanned_text(response: str) -> str:
+    """What the detector reads: the whole response, or its first and last `SCAN_WINDOW` characters."""
+    if len(response) <= 2 * SCAN_WINDOW:
+        return response
+    return response[:SCAN_WINDOW] + "\n" + response[-SCAN_WINDOW:]
+
+
+def screen_off_loop(rollouts: Sequence[Rollout]) -> bool:
+    """Whether screening this batch costs enough (detector time grows with text) to leave the event loop."""
+    return sum(len(r.response) for r in rollouts) > OFF_LOOP_CHARS
 
 
 def correct_length(verdict: Verdict, response: str, config: JudgeConfig) -> Verdict:
@@ -121,7 +154,7 @@ def screen(rollout: Rollout, result: RewardResult, members: Sequence[Any], integ
     if policy == "off" or not rollout.response.strip():
         return result
     caught: set[str] = set()
-    if _DETECTOR.matches(rollout.response):
+    if _DETECTOR.matches(scanned_text(rollout.response)):
         caught.add(str(Flag.INJECTION_SUSPECTED))
     if _contradicts(result.judges, members, integrity.contradiction_threshold):
         caught.add(str(Flag.JUDGE_CONTRADICTION))

@@ -45,5 +45,7 @@ def fit_length_correction(
 
 
 def shift(correction: LengthCorrection, length: int) -> float:
-    """What the correction takes off a score at this length (negative: adds, for short responses)."""
-    return correction.slope * math.log2(max(length, 1) / correction.pivot_chars)
+    """What the correction takes off a score at this length; never negative. The correction only
+    removes a length advantage: a response shorter than the pivot keeps its score, because adding
+    points below the pivot would pay terseness ("#### 7" would earn a bonus no judge gave it)."""
+    return max(0.0, correction.slope * math.log2(max(length, 1) / correction.pivot_chars))

@@ -126,7 +126,7 @@ def test_probe_on_embedded_default_reports_every_section(tmp_path: Path, report)
     proc = farm("probe", "--limit", "12", "--pairs-limit", "20", "--repeats", "2", "--json", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert result["rollouts"] == 12 and len(result["inflation"]) == 22  # 14 transforms + 8 injection variants (issue 14)
+    assert result["rollouts"] == 12 and len(result["inflation"]) == 23  # 15 transforms (terse added) + 8 injection variants (issue 14)
     assert set(result["detection"]) == {p for p in result["inflation"] if p.startswith("injection")}
     assert set(result["findings"]) == {"final_answer", "rubric", "preference"}
     assert set(result["self_consistency"]) == {"final_answer", "rubric", "preference"}

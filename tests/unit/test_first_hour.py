@@ -103,11 +103,14 @@ def test_python_api_warns_once_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(embedded, "_warned", set())
     config = load_config()
-    with pytest.warns(RuntimeWarning, match="^farm: no AWS credentials found and no Bedrock endpoint set: every Bedrock judge will fail"):
-        Ensemble.from_config(config)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Ensemble.from_config(config)  # once per process
+        Ensemble.from_config(config)  # the ensemble layer chooses no backend: its callers do (review finding 13)
+    with pytest.warns(RuntimeWarning, match="^farm: no AWS credentials found and no Bedrock endpoint set: every Bedrock judge will fail"):
+        embedded.prepare_backend(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedded.prepare_backend(config)  # once per process
 
 
 def test_preference_rationale_says_who_won_how_often_and_in_which_order():
