@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +88,20 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     except BaseException as exc:
         _discard(staged, *(_companion(staged, c) for c in SCORE_COMPANIONS))
         if isinstance(exc, KeyboardInterrupt):
-            raise CliError(f"interrupted after {progress.done} of {total} rollouts", f"{output_path} was left as it was", exit_code=130) from None
+            raise CliError(
+                f"interrupted after {progress.done} of {total} rollouts", f"{output_path} was left as it was", exit_code=130
+            ) from None
         raise
     finally:
         progress.close()
         if emulator is not None:
             emulator.stop()
     _commit_score(staged, output_path, summary)
-    line, over = degradation(
-        summary.rollouts, summary.status, summary.judge_status, summary.judge_errors, max_share=max_degraded
-    ) if summary.rollouts else ("no valid rollouts", False)
+    line, over = (
+        degradation(summary.rollouts, summary.status, summary.judge_status, summary.judge_errors, max_share=max_degraded)
+        if summary.rollouts
+        else ("no valid rollouts", False)
+    )
     data = {"degraded": line, "degraded_over_limit": over, **summary.as_dict()}
     summary_path = _companion(output_path, ".summary.json")
     _write_output(summary_path, json.dumps(data, indent=2) + "\n")
@@ -110,7 +113,10 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
             exit_code=EXIT_DEGRADED,
         )
     if summary.invalid_rows:
-        raise CliError(f"{summary.invalid_rows} invalid input row(s); see {summary.errors_file}", "the valid rows were scored; fix or drop the rows listed there")
+        raise CliError(
+            f"{summary.invalid_rows} invalid input row(s); see {summary.errors_file}",
+            "the valid rows were scored; fix or drop the rows listed there",
+        )
 
 
 @main.command()
@@ -178,7 +184,7 @@ def serve(
     url = f"http://{host}:{port}{config.serve.route_prefix.rstrip('/')}"
     click.echo(f"reward farm app {app_name!r} is serving at {url}", err=True)
     click.echo(f"  curl -s {url}/healthz", err=True)
-    bearer = " -H \"Authorization: Bearer $FARM_API_TOKEN\"" if auth is not None and auth.enabled else ""
+    bearer = ' -H "Authorization: Bearer $FARM_API_TOKEN"' if auth is not None and auth.enabled else ""
     click.echo(f"  curl -s {url}/score{bearer} -H 'Content-Type: application/json' -d @request.json", err=True)
     click.echo(f"  handle: farm.client.FarmClient({app_name!r}) from any process attached to this cluster", err=True)
     if detach:
@@ -299,10 +305,9 @@ def rescore(
     Exits 3 when the run is degraded (see `farm score --help`)."""
     import os
 
-    from farm.scorefile import degradation
-
     from farm.errors import ConfigError
     from farm.progress import Progress
+    from farm.scorefile import degradation
 
     _check_rescore_paths(inputs, out, resume)  # before Ray: seconds saved on a typo
     config, emulator, env = _load(config_path)
@@ -407,7 +412,9 @@ def rescore(
         label = f", vs label: accuracy {against['accuracy']}, AUC {against['auc']} (n {against['n']})" if against else ""
         click.echo(f"  judge {name:<14} mean {judge['mean_score']} status {_counts(judge['status'])}{label}", err=True)
     if over:
-        raise CliError(f"degraded run: {line}", f"see {base}.report.html; fix the cause, or accept it with --max-degraded 1", exit_code=EXIT_DEGRADED)
+        raise CliError(
+            f"degraded run: {line}", f"see {base}.report.html; fix the cause, or accept it with --max-degraded 1", exit_code=EXIT_DEGRADED
+        )
 
 
 @main.command()
@@ -490,12 +497,19 @@ def calibrate(
     rollouts = _read_input(read_sample, data_path, limit)
     labels = gold_labels(rollouts, label_key)
     if labels is None and not label_free:
-        raise CliError(f"some rows lack metadata `{label_key}`", "pass --label to name the label key, or --label-free to estimate reliability without labels")
+        raise CliError(
+            f"some rows lack metadata `{label_key}`",
+            "pass --label to name the label key, or --label-free to estimate reliability without labels",
+        )
     described = Path(data_path).name if data_path else "packaged GSM8K sample"
     config, emulator, _ = _load(config_path)
 
     report = _with_ensemble(
-        config, emulator, lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described), label="calibrating", total=len(rollouts)
+        config,
+        emulator,
+        lambda e: fit_judges(e, rollouts, None if label_free else labels, described_as=described),
+        label="calibrating",
+        total=len(rollouts),
     )
     raw, _source = load_raw_config(config_path)  # as written: env overrides are not baked in
     written = calibrated_config(raw, config, report)
@@ -580,7 +594,11 @@ def _with_ensemble(config: Any, emulator: Any, work: Any, *, label: str = "judgi
             emulator.stop()
     line, over = degradation(sum(status.values()), status, judge_status, judge_errors, max_share=0.5)
     if over:
-        raise CliError(f"degraded run: {line}", "its figures would mean nothing; fix the cause (see the backend line above) and run again", exit_code=EXIT_DEGRADED)
+        raise CliError(
+            f"degraded run: {line}",
+            "its figures would mean nothing; fix the cause (see the backend line above) and run again",
+            exit_code=EXIT_DEGRADED,
+        )
     return outcome
 
 
@@ -601,7 +619,9 @@ def _cluster_quotas(config: Any) -> Any:
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 - any failure to connect means: no shared quota
-        click.echo(f"quota: no cluster reachable at RAY_ADDRESS={address} ({type(exc).__name__}); this process holds a quota of its own", err=True)
+        click.echo(
+            f"quota: no cluster reachable at RAY_ADDRESS={address} ({type(exc).__name__}); this process holds a quota of its own", err=True
+        )
         return None
     click.echo(f"quota: leases from the quota actors of the cluster at {address}", err=True)
     return LeasedQuotas(config.quota_for)
@@ -642,7 +662,9 @@ def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | N
     try:
         relative = Path(farm_config).resolve().relative_to(repo)
     except ValueError:
-        raise CliError(f"--farm-config must lie inside {repo}", "the repo is what gets synced to the nodes: move the config into it") from None
+        raise CliError(
+            f"--farm-config must lie inside {repo}", "the repo is what gets synced to the nodes: move the config into it"
+        ) from None
     if bool(token_secret) + bool(token_ssm) + insecure != 1:
         raise click.UsageError("give the token's secret (--token-secret or --token-ssm), or --insecure to deploy without auth")
     token = "--insecure"
@@ -733,7 +755,10 @@ def emulator(host: str, port: int, settings_path: str | None, faults: tuple[str,
         server = EmulatorServer(settings)
         url = await server.start(host, port)
         click.echo(f"Bedrock emulator listening on {url}", err=True)
-        click.echo(f"  point a command at it: AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x farm ...", err=True)
+        click.echo(
+            f"  point a command at it: AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x farm ...",
+            err=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:
@@ -846,14 +871,18 @@ def _require_free_port(host: str, port: int) -> None:
             probe_socket.bind((host, port))
         except OSError as exc:
             reason = "already in use" if exc.errno in (48, 98) else (exc.strerror or str(exc))
-            raise CliError(f"cannot listen on {host}:{port}: {reason}", f"stop what holds it, or pass another --port (e.g. --port {port + 1})") from None
+            raise CliError(
+                f"cannot listen on {host}:{port}: {reason}", f"stop what holds it, or pass another --port (e.g. --port {port + 1})"
+            ) from None
 
 
 def _check_rescore_paths(inputs: tuple[str, ...], out: str, resume: bool) -> None:
     """The checks that need no Ray: local inputs exist, --out is not a finished or foreign run."""
     missing = [uri for uri in inputs if "://" not in uri and not Path(uri).is_file()]
     if missing:
-        raise CliError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), "check the path")
+        raise CliError(
+            f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), "check the path"
+        )
     folder = Path(out)
     if "://" not in out and folder.is_dir() and any(folder.iterdir()) and not resume:
         raise CliError(f"{out} already holds results", "pass --resume to finish that run, or choose another --out")

@@ -85,7 +85,9 @@ def credentials_source(environ: MutableMapping[str, str] | None = None) -> str |
     return None
 
 
-def describe_backend(config: FarmConfig, config_source: str, environ: MutableMapping[str, str] | None = None, *, embedded: bool = False) -> str:
+def describe_backend(
+    config: FarmConfig, config_source: str, environ: MutableMapping[str, str] | None = None, *, embedded: bool = False
+) -> str:
     """One line: which backend and endpoint the Bedrock judges use, why, and where the config came from.
 
     `embedded`: the endpoint in the environment is the emulator this process started.

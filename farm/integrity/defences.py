@@ -135,7 +135,10 @@ def _contradicts(verdicts: dict[str, Verdict], members: Sequence[Any], threshold
     if anchor is None or anchor > 0.0:
         return False
     return any(
-        m.config.kind in LLM_KINDS and (v := verdicts.get(m.config.name)) is not None and (own := _own_score(v)) is not None and own >= threshold
+        m.config.kind in LLM_KINDS
+        and (v := verdicts.get(m.config.name)) is not None
+        and (own := _own_score(v)) is not None
+        and own >= threshold
         for m in members
     )
 

@@ -25,14 +25,65 @@ __all__ = ["LINE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold
 _CONFUSABLES = str.maketrans(
     {
         # Cyrillic
-        "а": "a", "в": "b", "с": "c", "е": "e", "һ": "h", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h", "о": "o",
-        "р": "p", "ѕ": "s", "т": "t", "у": "y", "х": "x", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ӏ": "l",
-        "А": "A", "В": "B", "С": "C", "Е": "E", "Н": "H", "І": "I", "Ј": "J", "К": "K", "М": "M", "О": "O",
-        "Р": "P", "Ѕ": "S", "Т": "T", "Х": "X", "У": "Y",
+        "а": "a",
+        "в": "b",
+        "с": "c",
+        "е": "e",
+        "һ": "h",
+        "і": "i",
+        "ј": "j",
+        "к": "k",
+        "м": "m",
+        "н": "h",
+        "о": "o",
+        "р": "p",
+        "ѕ": "s",
+        "т": "t",
+        "у": "y",
+        "х": "x",
+        "ԁ": "d",
+        "ԛ": "q",
+        "ԝ": "w",
+        "ɡ": "g",
+        "ӏ": "l",
+        "А": "A",
+        "В": "B",
+        "С": "C",
+        "Е": "E",
+        "Н": "H",
+        "І": "I",
+        "Ј": "J",
+        "К": "K",
+        "М": "M",
+        "О": "O",
+        "Р": "P",
+        "Ѕ": "S",
+        "Т": "T",
+        "Х": "X",
+        "У": "Y",
         # Greek
-        "α": "a", "ο": "o", "ν": "v", "ρ": "p", "τ": "t", "υ": "u", "ι": "i", "κ": "k",
-        "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
-        "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+        "α": "a",
+        "ο": "o",
+        "ν": "v",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "ι": "i",
+        "κ": "k",
+        "Α": "A",
+        "Β": "B",
+        "Ε": "E",
+        "Ζ": "Z",
+        "Η": "H",
+        "Ι": "I",
+        "Κ": "K",
+        "Μ": "M",
+        "Ν": "N",
+        "Ο": "O",
+        "Ρ": "P",
+        "Τ": "T",
+        "Υ": "Y",
+        "Χ": "X",
     }
 )
 _LATIN = re.compile(r"[A-Za-z]")
@@ -100,7 +151,10 @@ _ROT13_HINT = re.compile(
 """Grading words as ROT13 writes them: the ROT13 reading is only worth scanning when one is there."""
 
 
-_GRADER = r"(?:ai\s+|automated\s+|llm\s+)?(?:judge|grader|evaluator|reviewer|rater|assessor|examiner|marker|grading\s+(?:model|assistant|system)|evaluating\s+model)s?"
+_GRADER = (
+    r"(?:ai\s+|automated\s+|llm\s+)?"
+    r"(?:judge|grader|evaluator|reviewer|rater|assessor|examiner|marker|grading\s+(?:model|assistant|system)|evaluating\s+model)s?"
+)
 _VERDICT = r"(?:correct|right|perfect|flawless|excellent|exemplary|verified|valid|a\s+pass)"
 _TOP = r"(?:full|maximum|max|perfect|highest|top|best|100%)"
 _MARKS = r"(?:score|marks?|points|rating|grade|credit|reward|stars)"
@@ -258,8 +312,7 @@ _SUSPENDED = re.compile(
 
 LINE_RULES: dict[str, Callable[[str], bool]] = {
     # a line that talks about grading this very response (two distinct evaluative words and a self-reference)
-    "grading_claim": lambda line: bool(_SELF_REFERENCE.search(line))
-    and len({m.group(0).lower() for m in _EVALUATIVE.finditer(line)}) >= 2,
+    "grading_claim": lambda line: bool(_SELF_REFERENCE.search(line)) and len({m.group(0).lower() for m in _EVALUATIVE.finditer(line)}) >= 2,
     "reference_dispute": lambda line: bool(_REFERENCE.search(line) and _DISPUTED.search(line)),
     "override": lambda line: bool(_PROCESS.search(line) and _SUSPENDED.search(line)),
 }

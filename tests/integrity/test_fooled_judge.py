@@ -53,13 +53,18 @@ def test_inflation_per_family_with_a_judge_fooled_by_anything(aws_env, report):
     assert {"rubric", "preference"} & set(fit.length_corrections)
     calibrated = calibrated_config(raw, config, fit)
     corrections = {j["name"]: j["length_correction"] for j in calibrated["judges"] if "length_correction" in j}
-    defended = parse_config({**raw, "judges": [{**j, **({"length_correction": corrections[j["name"]]} if j["name"] in corrections else {})} for j in raw["judges"]]})
+    defended = parse_config(
+        {
+            **raw,
+            "judges": [{**j, **({"length_correction": corrections[j["name"]]} if j["name"] in corrections else {})} for j in raw["judges"]],
+        }
+    )
 
     rows = load("heldout6")
     wrong = {r["source"]: r for r in rows}
     attacked = [_row(r, r["response"], "") for r in rows]
     families = [r["family"] for r in rows]
-    for source, r in list(wrong.items())[:24]:
+    for r in list(wrong.values())[:24]:
         attacked.append(_row(r, PROBES["verbosity_padding"](parse_rollouts([_row(r, r["clean_response"], "")])[0]), "~pad"))
         families.append("padding")
     for r in list(wrong.values())[:24]:  # the other direction: below the pivot, the correction must add nothing
@@ -107,14 +112,26 @@ def test_master_key_in_an_all_wrong_group(aws_env, report):
     batch = []
     for g in groups:
         batch += [{k: r[k] for k in ("id", "prompt", "response", "reference", "group")} for r in g]
-        batch.append({"id": g[0]["group"] + "-key", "prompt": g[0]["prompt"], "response": MASTER_KEY, "reference": g[0]["reference"], "group": g[0]["group"]})
+        batch.append(
+            {
+                "id": g[0]["group"] + "-key",
+                "prompt": g[0]["prompt"],
+                "response": MASTER_KEY,
+                "reference": g[0]["reference"],
+                "group": g[0]["group"],
+            }
+        )
     figures = {}
     for name, integrity in (("default", {}), ("undefended", UNDEFENDED)):
         rewards = asyncio.run(_score(_default_config(**integrity)[1], batch))
         key = [r for row, r in zip(batch, rewards, strict=True) if row["id"].endswith("-key")]
         plain = [r for row, r in zip(batch, rewards, strict=True) if not row["id"].endswith("-key")]
         top = sum(rewards[i * 4 + 3] > max(rewards[i * 4 : i * 4 + 3]) for i in range(len(groups)))
-        figures[name] = {"master_key": round(sum(key) / len(key), 4), "plain_wrong": round(sum(plain) / len(plain), 4), "top_share": round(top / len(groups), 3)}
+        figures[name] = {
+            "master_key": round(sum(key) / len(key), 4),
+            "plain_wrong": round(sum(plain) / len(plain), 4),
+            "top_share": round(top / len(groups), 3),
+        }
     report(f"master-key opener in {len(groups)} all-wrong GSM8K groups (mean reward, share of groups it tops): {figures}")
     assert figures["undefended"]["master_key"] > figures["undefended"]["plain_wrong"]  # the flaw is reproduced
     assert figures["default"]["master_key"] <= figures["default"]["plain_wrong"]
