@@ -193,10 +193,17 @@ def format_fit(report: FitReport) -> str:
             + cell(f.get("estimated_accuracy"), 9)
             + cell(report.weights.get(name), 8)
         )
-    lines.append(f"ensemble before: {report.ensemble_before}")
-    lines.append(f"ensemble after:  {report.ensemble_after}")
+    lines.append(f"ensemble before: {_figures(report.ensemble_before)}")
+    lines.append(f"ensemble after:  {_figures(report.ensemble_after)}")
     for name, c in report.length_corrections.items():
         lines.append(f"length-biased {name}: {c.slope:+.3f} per doubling, corrected around {c.pivot_chars} chars")
     for name, why in report.skipped.items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
+
+
+def _figures(values: dict[str, Any] | None) -> str:
+    """`accuracy 0.950, auc 0.990` rather than a Python dict in text meant for people."""
+    if not values:
+        return "n/a"
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {'n/a' if v is None else v}" for k, v in values.items())

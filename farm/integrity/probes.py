@@ -234,9 +234,9 @@ def format_table(report: ProbeReport) -> str:
     for judge, flaws in report.findings.items():
         lines.append(f"{judge}: {', '.join(flaws) if flaws else 'no flaw found'}")
     if report.position_inconsistency:
-        lines.append(f"position inconsistency (order-dependent comparisons): {report.position_inconsistency}")
+        lines.append(f"position inconsistency (order-dependent comparisons): {_per_judge(report.position_inconsistency)}")
     if report.length_slope:
-        lines.append(f"score slope per doubling of length (within a label): {report.length_slope}")
+        lines.append(f"score slope per doubling of length (within a label): {_per_judge(report.length_slope)}")
     for judge, figures in report.self_consistency.items():
         lines.append(
             f"self-consistency {judge}: mean std {figures['mean_std']:.3f} over {figures['repeats']} calls, "
@@ -249,3 +249,8 @@ def format_table(report: ProbeReport) -> str:
             + (f", AUC {cal['auc']}, ECE {cal['ece']}" if (cal := figures.get("calibration")) else "")
         )
     return "\n".join(lines)
+
+
+def _per_judge(values: dict[str, float | None]) -> str:
+    """`judge 0.123, other n/a` rather than a Python dict in text meant for people."""
+    return ", ".join(f"{name} {value:.3f}" if isinstance(value, float) else f"{name} n/a" for name, value in values.items()) or "none"

@@ -158,3 +158,16 @@ def test_report_has_no_fake_cost_and_no_python_dicts():
     assert "$0.0000" not in page and "{" not in page.split("<body>")[1].split("<svg")[0]
     assert "no cost estimate (no `prices` configured for these models)" in page
     assert "ok 9, partial 1" in page and "accuracy 0.900, AUC 0.950 (n 10)" in page and "no price configured" in page
+
+
+def test_probe_and_calibrate_tables_print_figures_not_python_dicts():
+    from farm.integrity.fitting import FitReport, format_fit
+    from farm.integrity.probes import ProbeReport, format_table
+
+    fit = FitReport(source="labels", rows=10, ensemble_before={"accuracy": 0.9, "ece": 0.12}, ensemble_after={"accuracy": 0.9, "ece": None})
+    probe = ProbeReport(rollouts=10, position_inconsistency={"preference": 0.25}, length_slope={"rubric": 0.16, "preference": None})
+    fit_text, probe_text = format_fit(fit), format_table(probe)
+    assert "ensemble before: accuracy 0.900, ece 0.120" in fit_text and "ensemble after:  accuracy 0.900, ece n/a" in fit_text
+    assert "order-dependent comparisons): preference 0.250" in probe_text
+    assert "within a label): rubric 0.160, preference n/a" in probe_text
+    assert "{" not in fit_text and "{" not in probe_text
