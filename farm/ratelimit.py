@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError
@@ -171,7 +171,7 @@ class ModelQuota:
         self._recover()
         tokens = min(tokens, int(self.tokens.capacity))
         wait = max(self.requests.take(1), self.tokens.take(tokens))
-        self._admitted.append((self._clock(), 1))
+        self._record(self._admitted, (self._clock(), 1))
         return Reservation(tokens=tokens, wait_s=wait)
 
     def wait_for(self, tokens: int) -> float:
@@ -188,12 +188,12 @@ class ModelQuota:
     def unused(self, requests: int) -> None:
         """Requests taken but never sent go back, and do not count as admitted calls."""
         self.requests.give(requests)
-        self._admitted.append((self._clock(), -requests))
+        self._record(self._admitted, (self._clock(), -requests))
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Correct the token reservation with what the model really used (and count the answer)."""
         self.tokens.give(reservation.tokens - used_tokens)
-        self._settled.append(self._clock())
+        self._record(self._settled, self._clock())
 
     def grant(self, requests: int, tokens: int) -> Grant:
         """Hand out a lease of several requests and tokens at once (for the quota actor), capped
@@ -203,7 +203,7 @@ class ModelQuota:
         tokens = min(tokens, int(self.tokens.capacity))
         wait = max(self.requests.take(requests), self.tokens.take(tokens))
         if requests:
-            self._admitted.append((self._clock(), requests))
+            self._record(self._admitted, (self._clock(), requests))
         return Grant(requests=requests, tokens=tokens, wait_s=wait)
 
     def export_state(self) -> dict[str, float]:
@@ -279,6 +279,13 @@ class ModelQuota:
         self._last_decrease = now
         self.cuts += 1
         self._set_scale(new)
+
+    def _record(self, history: deque[Any], entry: Any) -> None:
+        """Append to a window's history, pruning as it goes: a quota that never sees a 429 (days
+        of calls) must not keep every call it ever admitted."""
+        history.append(entry)
+        if len(history) % 256 == 0:
+            self._prune(self._clock())
 
     def _prune(self, now: float) -> None:
         horizon = now - self._window_s

@@ -149,3 +149,15 @@ def test_restored_state_starts_empty_keeps_bookings_and_back_off():
     late = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1, slow_start=False)
     late.restore_state(state, elapsed_s=7.0)
     assert late.requests.level == pytest.approx(0.0)  # empty, not full
+
+
+def test_call_history_stays_bounded_without_any_429():
+    # Weeks of calls that are never throttled: the window's history must not keep every call.
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock, slow_start=False, window_s=10.0)
+    for _ in range(20_000):
+        clock.now += 0.1
+        quota.settle(quota.reserve(10), 10)
+        quota.grant(1, 10)
+    assert len(quota._admitted) <= 2 * (10.0 / 0.1) + 256
+    assert len(quota._settled) <= 10.0 / 0.1 + 256
