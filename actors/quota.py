@@ -122,8 +122,10 @@ class QuotaActor:
     def give_back(self, requests: int, tokens: int) -> None:
         """Return an unused lease (expired, a replica shutting down, a deadline that passed)."""
         self._quota.tokens.give(tokens)
-        self._quota.requests.give(requests)
+        if requests:
+            self._quota.unused(requests)  # never sent: not admitted calls, or 429s would look like noise
         self._granted_requests -= requests
+        self._save()
 
     def throttled(self) -> None:
         self._quota.throttled()
