@@ -209,10 +209,15 @@ class LeasedQuotas:
             remaining = time_left(deadline)
             if remaining is not None and remaining <= 0:
                 break
+            pending = asyncio.ensure_future(_awaitable(lease.actor.grant.remote(requests, tokens)))
             try:
-                return await asyncio.wait_for(_awaitable(lease.actor.grant.remote(requests, tokens)), remaining)
+                return await asyncio.wait_for(asyncio.shield(pending), remaining)
             except TimeoutError:
+                self._return_when_granted(lease, pending)
                 break
+            except asyncio.CancelledError:
+                self._return_when_granted(lease, pending)  # the actor still books it: hand it back
+                raise
             except RAY_ERRORS as exc:
                 last = exc
                 self.ray_errors += 1
@@ -256,6 +261,18 @@ class LeasedQuotas:
         finally:
             lease.lock.release()
         return Reservation(tokens=tokens, wait_s=0.0)
+
+    def _return_when_granted(self, lease: _Lease, pending: asyncio.Future[Grant]) -> None:
+        """A grant whose caller stopped waiting (deadline, cancellation) is still booked by the
+        actor: return it when it arrives, or the cluster's quota leaks a lease each time."""
+
+        def settle(done: asyncio.Future[Grant]) -> None:
+            if done.cancelled() or done.exception() is not None:  # also marks the error retrieved
+                return
+            grant = done.result()
+            self._give_back(lease, grant.requests, grant.tokens)
+
+        pending.add_done_callback(settle)
 
     def _expire(self, lease: _Lease) -> None:
         if (lease.requests > 0 or lease.tokens > 0) and time.monotonic() > lease.expires_at:
