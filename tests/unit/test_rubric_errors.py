@@ -20,7 +20,9 @@ class _OneBroken(RubricJudge):
 
 
 def test_an_unexpected_error_costs_one_verdict_not_the_batch() -> None:
-    config = RubricJudgeConfig(name="rubric", kind="rubric", model="amazon.nova-lite-v1:0", criteria=[{"name": "c", "description": "Correct."}])
+    config = RubricJudgeConfig(
+        name="rubric", kind="rubric", model="amazon.nova-lite-v1:0", criteria=[{"name": "c", "description": "Correct."}]
+    )
     judge = _OneBroken(config, client=Any, cache=VerdictCache())  # type: ignore[arg-type]
     rollouts = [parse_rollout({"id": f"r{i}", "prompt": "p", "response": "broken" if i == 1 else f"r{i}"}) for i in range(4)]
     verdicts = asyncio.run(judge.score(rollouts))
