@@ -120,7 +120,8 @@ class QuotaActor:
 
     @ray.method(max_task_retries=0)
     def give_back(self, requests: int, tokens: int) -> None:
-        """Return an unused lease (expired, a replica shutting down, a deadline that passed)."""
+        """Return an unused lease (expired, a replica shutting down, a deadline that passed);
+        negative `tokens` charge what calls used beyond their lease."""
         self._quota.tokens.give(tokens)
         if requests:
             self._quota.unused(requests)  # never sent: not admitted calls, or 429s would look like noise
@@ -275,13 +276,13 @@ class LeasedQuotas:
         pending.add_done_callback(settle)
 
     def _expire(self, lease: _Lease) -> None:
-        if (lease.requests > 0 or lease.tokens > 0) and time.monotonic() > lease.expires_at:
-            self._give_back(lease, max(0, lease.requests), max(0, lease.tokens))
+        if (lease.requests > 0 or lease.tokens != 0) and time.monotonic() > lease.expires_at:
+            self._give_back(lease, max(0, lease.requests), lease.tokens)  # tokens used beyond the lease are charged
             lease.requests = lease.tokens = 0
 
     @staticmethod
     def _give_back(lease: _Lease, requests: int, tokens: int) -> None:
-        if requests > 0 or tokens > 0:
+        if requests > 0 or tokens != 0:
             try:
                 lease.actor.give_back.remote(requests, tokens)  # fire and forget: a dead actor restores from the KV
             except Exception:  # noqa: BLE001 - returning is best effort; losing it only under-uses the quota
@@ -305,7 +306,7 @@ class LeasedQuotas:
     def release_all(self) -> None:
         """Hand unused leases back (called when a replica shuts down)."""
         for lease in self._leases.values():
-            self._give_back(lease, max(0, lease.requests), max(0, lease.tokens))
+            self._give_back(lease, max(0, lease.requests), lease.tokens)
             lease.requests = lease.tokens = 0
 
 

@@ -80,3 +80,19 @@ def test_a_grant_whose_caller_was_cancelled_goes_back_to_the_actor() -> None:
 
     asyncio.run(run())
     assert actor.returned == [(10, 1000)]
+
+
+def test_tokens_used_beyond_an_expired_lease_are_charged_not_forgiven() -> None:
+    actor = _SlowActor(delay_s=0.0)
+
+    async def run() -> None:
+        quotas = _leased(actor)
+        quotas._expire_s = 0.0
+        reservation = await quotas.acquire("m", "r", 100, time.monotonic() + 30)
+        quota_used = 1350  # of a 1,000-token lease
+        quotas.settle("m", "r", reservation, quota_used)
+        await asyncio.sleep(0.01)
+        await quotas.acquire("m", "r", 100, time.monotonic() + 30)  # the old lease expired first
+
+    asyncio.run(run())
+    assert actor.returned[0] == (9, -350)  # 9 requests unused, 350 tokens owed
