@@ -37,6 +37,8 @@ _FAR_BELOW = 0.45
 """A service that served less than this share of the admitted rate is far below it: learn it in one step."""
 _BELOW_LEARNED = 0.95
 """After a cut, run at this share of the rate the service was seen to serve."""
+_MAX_GROWTH = 50.0
+"""Cap on growth exponents: e^50 takes any scale from the floor to 1.0 without overflowing."""
 
 
 class TokenBucket:
@@ -304,11 +306,14 @@ class ModelQuota:
         if self._scale >= 1.0 or now <= since:
             return
         elapsed, scale = now - since, self._scale
+        # Exponents are capped: after a long idle spell exp() would overflow (and fail every call after it).
         if scale < self._ceiling:  # back to the level the service last let through (or slow start): doubles every 0.5 s
-            scale = min(self._ceiling, scale * math.exp(_CATCH_UP_PER_S * elapsed))
+            scale = min(self._ceiling, scale * math.exp(min(_MAX_GROWTH, _CATCH_UP_PER_S * elapsed)))
         else:  # probe above it, faster the longer nothing was throttled
             quiet = now - self._last_decrease
-            scale *= math.exp(self._probe_per_s * 2 ** (quiet / _PROBE_DOUBLING_S) * elapsed)
+            speed = self._probe_per_s * 2 ** min(quiet / _PROBE_DOUBLING_S, _MAX_GROWTH)
+            scale *= math.exp(min(_MAX_GROWTH, speed * elapsed))
+            self._ceiling = max(self._ceiling, min(1.0, scale))  # the service let this through: the new level
         self._set_scale(min(1.0, scale))
 
     def _set_scale(self, scale: float) -> None:
