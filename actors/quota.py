@@ -120,10 +120,13 @@ class QuotaActor:
 
     @ray.method(max_task_retries=0)
     def give_back(self, requests: int, tokens: int) -> None:
-        """Return an unused lease (expired, a replica shutting down, a deadline that passed)."""
+        """Return an unused lease (expired, a replica shutting down, a deadline that passed);
+        negative `tokens` charge what calls used beyond their lease."""
         self._quota.tokens.give(tokens)
-        self._quota.requests.give(requests)
+        if requests:
+            self._quota.unused(requests)  # never sent: not admitted calls, or 429s would look like noise
         self._granted_requests -= requests
+        self._save()
 
     def throttled(self) -> None:
         self._quota.throttled()
@@ -207,10 +210,15 @@ class LeasedQuotas:
             remaining = time_left(deadline)
             if remaining is not None and remaining <= 0:
                 break
+            pending = asyncio.ensure_future(_awaitable(lease.actor.grant.remote(requests, tokens)))
             try:
-                return await asyncio.wait_for(_awaitable(lease.actor.grant.remote(requests, tokens)), remaining)
+                return await asyncio.wait_for(asyncio.shield(pending), remaining)
             except TimeoutError:
+                self._return_when_granted(lease, pending)
                 break
+            except asyncio.CancelledError:
+                self._return_when_granted(lease, pending)  # the actor still books it: hand it back
+                raise
             except RAY_ERRORS as exc:
                 last = exc
                 self.ray_errors += 1
@@ -255,14 +263,26 @@ class LeasedQuotas:
             lease.lock.release()
         return Reservation(tokens=tokens, wait_s=0.0)
 
+    def _return_when_granted(self, lease: _Lease, pending: asyncio.Future[Grant]) -> None:
+        """A grant whose caller stopped waiting (deadline, cancellation) is still booked by the
+        actor: return it when it arrives, or the cluster's quota leaks a lease each time."""
+
+        def settle(done: asyncio.Future[Grant]) -> None:
+            if done.cancelled() or done.exception() is not None:  # also marks the error retrieved
+                return
+            grant = done.result()
+            self._give_back(lease, grant.requests, grant.tokens)
+
+        pending.add_done_callback(settle)
+
     def _expire(self, lease: _Lease) -> None:
-        if (lease.requests > 0 or lease.tokens > 0) and time.monotonic() > lease.expires_at:
-            self._give_back(lease, max(0, lease.requests), max(0, lease.tokens))
+        if (lease.requests > 0 or lease.tokens != 0) and time.monotonic() > lease.expires_at:
+            self._give_back(lease, max(0, lease.requests), lease.tokens)  # tokens used beyond the lease are charged
             lease.requests = lease.tokens = 0
 
     @staticmethod
     def _give_back(lease: _Lease, requests: int, tokens: int) -> None:
-        if requests > 0 or tokens > 0:
+        if requests > 0 or tokens != 0:
             try:
                 lease.actor.give_back.remote(requests, tokens)  # fire and forget: a dead actor restores from the KV
             except Exception:  # noqa: BLE001 - returning is best effort; losing it only under-uses the quota
@@ -286,7 +306,7 @@ class LeasedQuotas:
     def release_all(self) -> None:
         """Hand unused leases back (called when a replica shuts down)."""
         for lease in self._leases.values():
-            self._give_back(lease, max(0, lease.requests), max(0, lease.tokens))
+            self._give_back(lease, max(0, lease.requests), lease.tokens)
             lease.requests = lease.tokens = 0
 
 

@@ -82,8 +82,11 @@ class Admission:
         if not self.config.serve.admission:
             return Ticket({})
         needed = calls_needed(self.config, rollouts)
+        # Read every rate first: no await may come between the check and booking the calls, or
+        # requests arriving together would all be checked against the same backlog.
+        rates = {key: await self.rate(*key) for key in needed}
         for key, calls in needed.items():
-            rate = await self.rate(*key)
+            rate = rates[key]
             budget = self._budget[key]
             if calls / rate > budget:
                 raise Refused(

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError
@@ -37,6 +37,8 @@ _FAR_BELOW = 0.45
 """A service that served less than this share of the admitted rate is far below it: learn it in one step."""
 _BELOW_LEARNED = 0.95
 """After a cut, run at this share of the rate the service was seen to serve."""
+_MAX_GROWTH = 50.0
+"""Cap on growth exponents: e^50 takes any scale from the floor to 1.0 without overflowing."""
 
 
 class TokenBucket:
@@ -171,7 +173,7 @@ class ModelQuota:
         self._recover()
         tokens = min(tokens, int(self.tokens.capacity))
         wait = max(self.requests.take(1), self.tokens.take(tokens))
-        self._admitted.append((self._clock(), 1))
+        self._record(self._admitted, (self._clock(), 1))
         return Reservation(tokens=tokens, wait_s=wait)
 
     def wait_for(self, tokens: int) -> float:
@@ -188,12 +190,12 @@ class ModelQuota:
     def unused(self, requests: int) -> None:
         """Requests taken but never sent go back, and do not count as admitted calls."""
         self.requests.give(requests)
-        self._admitted.append((self._clock(), -requests))
+        self._record(self._admitted, (self._clock(), -requests))
 
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Correct the token reservation with what the model really used (and count the answer)."""
         self.tokens.give(reservation.tokens - used_tokens)
-        self._settled.append(self._clock())
+        self._record(self._settled, self._clock())
 
     def grant(self, requests: int, tokens: int) -> Grant:
         """Hand out a lease of several requests and tokens at once (for the quota actor), capped
@@ -203,7 +205,7 @@ class ModelQuota:
         tokens = min(tokens, int(self.tokens.capacity))
         wait = max(self.requests.take(requests), self.tokens.take(tokens))
         if requests:
-            self._admitted.append((self._clock(), requests))
+            self._record(self._admitted, (self._clock(), requests))
         return Grant(requests=requests, tokens=tokens, wait_s=wait)
 
     def export_state(self) -> dict[str, float]:
@@ -280,6 +282,13 @@ class ModelQuota:
         self.cuts += 1
         self._set_scale(new)
 
+    def _record(self, history: deque[Any], entry: Any) -> None:
+        """Append to a window's history, pruning as it goes: a quota that never sees a 429 (days
+        of calls) must not keep every call it ever admitted."""
+        history.append(entry)
+        if len(history) % 256 == 0:
+            self._prune(self._clock())
+
     def _prune(self, now: float) -> None:
         horizon = now - self._window_s
         while self._admitted and self._admitted[0][0] < horizon:
@@ -297,11 +306,14 @@ class ModelQuota:
         if self._scale >= 1.0 or now <= since:
             return
         elapsed, scale = now - since, self._scale
+        # Exponents are capped: after a long idle spell exp() would overflow (and fail every call after it).
         if scale < self._ceiling:  # back to the level the service last let through (or slow start): doubles every 0.5 s
-            scale = min(self._ceiling, scale * math.exp(_CATCH_UP_PER_S * elapsed))
+            scale = min(self._ceiling, scale * math.exp(min(_MAX_GROWTH, _CATCH_UP_PER_S * elapsed)))
         else:  # probe above it, faster the longer nothing was throttled
             quiet = now - self._last_decrease
-            scale *= math.exp(self._probe_per_s * 2 ** (quiet / _PROBE_DOUBLING_S) * elapsed)
+            speed = self._probe_per_s * 2 ** min(quiet / _PROBE_DOUBLING_S, _MAX_GROWTH)
+            scale *= math.exp(min(_MAX_GROWTH, speed * elapsed))
+            self._ceiling = max(self._ceiling, min(1.0, scale))  # the service let this through: the new level
         self._set_scale(min(1.0, scale))
 
     def _set_scale(self, scale: float) -> None:

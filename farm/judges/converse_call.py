@@ -54,9 +54,13 @@ async def ask(
 ) -> Answer[T]:
     """`build` makes a fresh prompt (new fence tag) for every attempt; raises `AskError`."""
     started = time.monotonic()
+    budget = deadline - started
+    patient = getattr(client, "patient", False)
     answer: Answer[None] = Answer(value=None)
     last_parse_error: ParseError | None = None
     for _ in range(parse_retries + 1):
+        if patient:  # offline, a call may wait for quota past the judge's deadline: a retry gets the budget again
+            deadline = max(deadline, time.monotonic() + budget)
         prompt, request = build()
         if prompt.truncated:
             answer.flags.add(Flag.TRUNCATED)

@@ -20,7 +20,7 @@ from farm.bedrock import ConverseClient, ConverseRequest
 from farm.cache import VerdictCache, content_key
 from farm.config import PreferenceJudgeConfig
 from farm.flags import Flag
-from farm.judges.base import skipped_verdict
+from farm.judges.base import failed_verdict, skipped_verdict
 from farm.judges.converse_call import AskError, ask
 from farm.parsing import parse_preference
 from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preference_schema
@@ -212,7 +212,10 @@ class PreferenceJudge:
 
     async def _ordered(self, prompt: str, a: str, b: str, deadline: float, reference: str | None, fresh: bool) -> _Ordered:
         key = content_key(self.fingerprint, prompt, a, b, reference)
-        verdict = await self._cache.get_or_compute(key, lambda: self._ask(prompt, a, b, deadline, reference), fresh=fresh)
+        try:
+            verdict = await self._cache.get_or_compute(key, lambda: self._ask(prompt, a, b, deadline, reference), fresh=fresh)
+        except Exception as exc:  # noqa: BLE001 - one broken call fails its comparison, not (via the TaskGroups) the batch
+            verdict = failed_verdict(exc)
         return _Ordered.from_verdict(verdict)
 
     async def _ask(self, prompt: str, a: str, b: str, deadline: float, reference: str | None) -> Verdict:

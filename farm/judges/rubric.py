@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.cache import VerdictCache, content_key
 from farm.config import RubricJudgeConfig
+from farm.judges.base import failed_verdict
 from farm.judges.converse_call import AskError, ask
 from farm.parsing import RubricAnswer, parse_rubric
 from farm.prompting import RUBRIC_TOOL, Prompt, rubric_prompt, rubric_schema
@@ -38,7 +39,10 @@ class RubricJudge:
 
     async def _score_one(self, rollout: Rollout, deadline: float) -> Verdict:
         key = content_key(self.fingerprint, prompt_text(rollout.prompt), rollout.response, rollout.reference)
-        return await self._cache.get_or_compute(key, lambda: self._judge(rollout, deadline), fresh=wants_fresh(rollout))
+        try:
+            return await self._cache.get_or_compute(key, lambda: self._judge(rollout, deadline), fresh=wants_fresh(rollout))
+        except Exception as exc:  # noqa: BLE001 - one broken call fails its rollout, not (via gather) the batch
+            return failed_verdict(exc)
 
     async def _judge(self, rollout: Rollout, deadline: float) -> Verdict:
         config = self.config

@@ -149,3 +149,45 @@ def test_restored_state_starts_empty_keeps_bookings_and_back_off():
     late = ModelQuota(config, clock=clock, cooldown_s=2.0, recovery_s=10.0, min_scale=0.1, slow_start=False)
     late.restore_state(state, elapsed_s=7.0)
     assert late.requests.level == pytest.approx(0.0)  # empty, not full
+
+
+def test_call_history_stays_bounded_without_any_429():
+    # Weeks of calls that are never throttled: the window's history must not keep every call.
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock, slow_start=False, window_s=10.0)
+    for _ in range(20_000):
+        clock.now += 0.1
+        quota.settle(quota.reserve(10), 10)
+        quota.grant(1, 10)
+    assert len(quota._admitted) <= 2 * (10.0 / 0.1) + 256
+    assert len(quota._settled) <= 10.0 / 0.1 + 256
+
+
+def test_the_learned_ceiling_recovers_with_the_rate():
+    # Admission control reads rpm x ceiling: once the rate is back at the quota, so is the ceiling,
+    # or an ingress would refuse forever the work one overload episode once made too much.
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=600, tpm=10**9, burst_s=1), clock=clock, slow_start=False)
+    for _ in range(10):
+        quota.reserve(10)
+    for _ in range(5):
+        clock.now += 0.1
+        quota.throttled()
+    assert quota.cuts == 1 and quota.export_state()["ceiling"] < 1.0
+    clock.now += 600  # ten quiet minutes
+    assert quota.scale == 1.0
+    assert quota.export_state()["ceiling"] == 1.0
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_long_idle_spell_does_not_break_the_quota(cut):
+    # Slow start (or a cut) then ten idle minutes: the next call used to raise OverflowError.
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(rpm=2000, tpm=10**9), clock=clock, min_throttles=1)
+    quota.reserve(10)
+    if cut:
+        quota.throttled()
+        assert quota.cuts == 1
+    for idle_s in (600, 3600, 86_400):
+        clock.now += idle_s
+        assert quota.reserve(10).wait_s == 0.0 and quota.scale == 1.0
