@@ -261,8 +261,14 @@ def run_batch_phase(
 
     previous = store.read(_STATE)
     if previous is not None:
-        phase.jobs = [_Job(**j) for j in json.loads(previous)["jobs"]]
+        state = json.loads(previous)
+        phase.jobs = [_Job(**j) for j in state["jobs"]]
         say(f"resuming {len(phase.jobs)} batch job(s) submitted by the previous run")
+        if not state.get("complete", True):  # it died while submitting: never submit (and pay) twice
+            phase.notes.append(
+                f"the previous run died while submitting batch jobs; {len(phase.jobs)} job(s) it created are used, "
+                "and requests in none of them are scored on demand"
+            )
     else:
         phase.jobs = _submit(spool.name, counts, settings, store, phase.notes, say)
     spool.cleanup()
@@ -344,9 +350,14 @@ def _submit(
                 )
                 job.arn = response["jobArn"]
                 jobs.append(job)
+                _save_state(store, jobs, complete=False)  # a driver killed mid-submission must not resubmit these
                 say(f"submitted {job.arn.rsplit('/', 1)[-1]}: {size} records for {model}")
-    store.write(_STATE, json.dumps({"jobs": [asdict(j) for j in jobs]}, indent=1).encode())
+    _save_state(store, jobs, complete=True)
     return jobs
+
+
+def _save_state(store: OutputStore, jobs: list[_Job], *, complete: bool) -> None:
+    store.write(_STATE, json.dumps({"jobs": [asdict(j) for j in jobs], "complete": complete}, indent=1).encode())
 
 
 def _poll(jobs: list[_Job], settings: BatchSettings, say: Callable[[str], None]) -> None:
