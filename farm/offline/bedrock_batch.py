@@ -138,12 +138,23 @@ class ReplayClient:
         """Per model: tokens of the calls that went on demand (billed at the full price)."""
 
     def add(self, answers: dict[str, list[Any]]) -> None:
+        """A chunk's answers; chunks in flight on this actor at once may share a request, so
+        uses add up and an answer stays until every chunk that brought it is done."""
         for key, (output, uses) in answers.items():
-            self._answers[key] = [output, uses]
+            entry = self._answers.get(key)
+            if entry is None:
+                self._answers[key] = [output, uses, 1]
+            else:
+                entry[1] += uses
+                entry[2] += 1
 
     def forget(self, answers: dict[str, Any]) -> None:
         for key in answers:
-            self._answers.pop(key, None)
+            entry = self._answers.get(key)
+            if entry is not None:
+                entry[2] -= 1
+                if entry[2] <= 0:
+                    del self._answers[key]
 
     async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         entry = self._answers.get(request_key(request))

@@ -290,3 +290,33 @@ def test_driver_killed_mid_submission_does_not_submit_twice(batch_emulator, s3_e
     assert [j["arn"] for j in summary["jobs"]] == [created[0]["jobArn"]]
     assert summary["jobs"][0]["status"] == "Completed" and summary["answered_in_batch"] == 100
     assert any("died while submitting" in note for note in summary["notes"])
+
+
+def test_replay_keeps_an_answer_shared_by_two_chunks_in_flight(batch_emulator, s3_env) -> None:
+    """Two chunks on one actor at once can ask the same question; the first chunk finishing must
+    not take the answer away from the second (which would pay on demand for it)."""
+    import asyncio
+
+    from farm.bedrock import ConverseClient, ConverseRequest
+    from farm.config import load_config
+    from farm.offline.bedrock_batch import ReplayClient
+    from farm.ratelimit import QuotaRegistry
+
+    config = load_config(None)
+    replay = ReplayClient(ConverseClient(config.bedrock, QuotaRegistry(config.quota_for), patient=True))
+    question = ConverseRequest(model=LITE, user_text="<<<BEGIN TASK 0123456789ab>>> grade this")
+    key = request_key(question)
+    output = {"output": {"message": {"content": [{"text": '{"score": 1}'}]}}, "usage": {"inputTokens": 5, "outputTokens": 3}}
+    chunk_a, chunk_b = {key: [output, 1]}, {key: [output, 1]}
+
+    async def main() -> None:
+        replay.add(chunk_a)
+        replay.add(chunk_b)
+        await replay.converse(question, deadline=time.monotonic() + 30)  # chunk A's use
+        replay.forget(chunk_a)  # chunk A is done; chunk B still needs its answer
+        await replay.converse(question, deadline=time.monotonic() + 30)
+        replay.forget(chunk_b)
+        await replay.aclose()
+
+    asyncio.run(main())
+    assert replay.counters == {"batch_answers": 2}
