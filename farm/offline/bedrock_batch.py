@@ -211,7 +211,10 @@ class _Phase:
 
 
 def _safe(model: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9]+", "-", model).strip("-")[:30]
+    """A short name for a model's spool file, S3 input folder and job name, distinct per model:
+    two ARNs of one account share a long prefix, and a shared name would mix their records."""
+    digest = hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
+    return f"{re.sub(r'[^a-zA-Z0-9]+', '-', model).strip('-')[:21]}-{digest}"
 
 
 def run_batch_phase(

@@ -320,3 +320,16 @@ def test_replay_keeps_an_answer_shared_by_two_chunks_in_flight(batch_emulator, s
 
     asyncio.run(main())
     assert replay.counters == {"batch_answers": 2}
+
+
+def test_models_sharing_a_long_prefix_get_their_own_files_and_jobs() -> None:
+    """Spool file, S3 input folder and job name come from `_safe(model)`: two inference-profile
+    ARNs of one account must not share them, or one model's records would go to the other's job."""
+    from farm.offline.bedrock_batch import _safe
+
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    models = [LITE, MICRO, arn + "us.amazon.nova-lite-v1:0", arn + "us.amazon.nova-micro-v1:0"]
+    names = [_safe(m) for m in models]
+    assert len(set(names)) == len(models), names
+    assert all(len(n) <= 30 and n.replace("-", "").isalnum() for n in names)
+    assert _safe(LITE) == _safe(LITE)  # stable: a resume finds the same names
