@@ -49,6 +49,8 @@ __all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
 logger = logging.getLogger("ray.serve")
 
 _json = msgspec.json.Encoder()
+_OPENRLHF_PATIENCE_S = 120.0
+"""How long `/openrlhf` waits for admission: under OpenRLHF's 180 s client timeout."""
 
 
 class RuntimeTuning(BaseModel):
@@ -219,7 +221,8 @@ class RewardIngress:
                 except InputError as exc:
                     raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
                 self._admit(caller, len(rollouts))
-                return _respond(200, openrlhf_response(await self._admitted(rollouts), failed_reward=self.openrlhf.failed_reward))
+                scored = await self._admitted(rollouts, patience_s=_OPENRLHF_PATIENCE_S)
+                return _respond(200, openrlhf_response(scored, failed_reward=self.openrlhf.failed_reward))
             if not isinstance(payload.get("rollouts"), list):
                 raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
             rollouts = self._rollouts(payload["rollouts"])
@@ -229,14 +232,23 @@ class RewardIngress:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
             return _respond(exc.status, exc.body, headers)
 
-    async def _admitted(self, rollouts: list[Rollout]) -> list[RewardResult]:
+    async def _admitted(self, rollouts: list[Rollout], patience_s: float = 0.0) -> list[RewardResult]:
         """Score, if the quota can serve this request before its deadline; else refuse now
-        (503 with Retry-After), so that a 200 always carries complete rewards."""
-        try:
-            ticket = await self.admission.admit(rollouts)
-        except Refused as exc:
-            headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-            raise _HTTPError(exc.status, str(exc), headers) from None
+        (503 with Retry-After), so that a 200 always carries complete rewards. With `patience_s`
+        (OpenRLHF, which ignores Retry-After, logs the URL holding its token on any error status and
+        dies after five quick retries) the request waits the Retry-After and tries again instead."""
+        give_up = time.monotonic() + patience_s
+        while True:
+            try:
+                ticket = await self.admission.admit(rollouts)
+                break
+            except Refused as exc:
+                wait = exc.retry_after_s
+                if exc.status == 503 and wait is not None and time.monotonic() + wait <= give_up:
+                    await asyncio.sleep(wait)
+                    continue
+                headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+                raise _HTTPError(exc.status, str(exc), headers) from None
         try:
             return await self._score(rollouts)
         finally:

@@ -278,8 +278,12 @@ def _serve_auth(
     "--batch-s3", default=None, help="s3:// prefix for batch inference inputs and outputs (default: <out>/_batch when --out is s3://)."
 )
 @click.option("--batch-role-arn", default=None, help="IAM service role Bedrock batch jobs run as (required on AWS).")
-@click.option("--batch-min-records", type=int, default=100, show_default=True, help="Service minimum records per batch job.")
-@click.option("--batch-max-records", type=int, default=50_000, show_default=True, help="Service maximum records per batch job.")
+@click.option(
+    "--batch-min-records", type=click.IntRange(min=1), default=100, show_default=True, help="Service minimum records per batch job."
+)
+@click.option(
+    "--batch-max-records", type=click.IntRange(min=1), default=50_000, show_default=True, help="Service maximum records per batch job."
+)
 @click.option("--batch-poll-s", type=float, default=30.0, show_default=True, help="Seconds between job status polls.")
 def rescore(
     inputs: tuple[str, ...],

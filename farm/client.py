@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -260,11 +261,18 @@ class HttpFarmClient:
         return _in_order(parsed, list(results))
 
 
+_MAX_RETRY_AFTER_S = 60.0
+
+
 def _retry_after(header: str | None, attempt: int) -> float:
+    """Seconds to wait before retrying: the server's Retry-After (capped, so a proxy's huge or
+    infinite value cannot stall the trainer for ever), else exponential backoff."""
+    backoff = min(10.0, 0.5 * 2**attempt)
     try:
-        return max(0.0, float(header)) if header else min(10.0, 0.5 * 2**attempt)
+        value = float(header) if header else backoff
     except ValueError:
-        return min(10.0, 0.5 * 2**attempt)
+        return backoff
+    return min(max(0.0, value), _MAX_RETRY_AFTER_S) if math.isfinite(value) else backoff
 
 
 def _message(body: str) -> str:

@@ -78,11 +78,12 @@ def rollouts_from_openrlhf(payload: Mapping[str, Any], *, strip_template: bool =
         if strip_template:
             response = strip_special_tokens(response)
             judged_prompt = split_chat_template(prompt) or strip_special_tokens(prompt)
-        group = group_key(prompt)
+        key = group_key(prompt)
+        group = key if prompt else None  # without `prompts` (older OpenRLHF) no two queries are known to share a prompt
         out.append(
             parse_rollout(
                 {
-                    "id": f"{group}-{index}",
+                    "id": f"{key}-{index}",
                     "prompt": judged_prompt,
                     "response": response,
                     "reference": label if label is None or isinstance(label, str) else str(label),

@@ -138,12 +138,23 @@ class ReplayClient:
         """Per model: tokens of the calls that went on demand (billed at the full price)."""
 
     def add(self, answers: dict[str, list[Any]]) -> None:
+        """A chunk's answers; chunks in flight on this actor at once may share a request, so
+        uses add up and an answer stays until every chunk that brought it is done."""
         for key, (output, uses) in answers.items():
-            self._answers[key] = [output, uses]
+            entry = self._answers.get(key)
+            if entry is None:
+                self._answers[key] = [output, uses, 1]
+            else:
+                entry[1] += uses
+                entry[2] += 1
 
     def forget(self, answers: dict[str, Any]) -> None:
         for key in answers:
-            self._answers.pop(key, None)
+            entry = self._answers.get(key)
+            if entry is not None:
+                entry[2] -= 1
+                if entry[2] <= 0:
+                    del self._answers[key]
 
     async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         entry = self._answers.get(request_key(request))
@@ -200,7 +211,10 @@ class _Phase:
 
 
 def _safe(model: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9]+", "-", model).strip("-")[:30]
+    """A short name for a model's spool file, S3 input folder and job name, distinct per model:
+    two ARNs of one account share a long prefix, and a shared name would mix their records."""
+    digest = hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
+    return f"{re.sub(r'[^a-zA-Z0-9]+', '-', model).strip('-')[:21]}-{digest}"
 
 
 def run_batch_phase(
@@ -261,8 +275,14 @@ def run_batch_phase(
 
     previous = store.read(_STATE)
     if previous is not None:
-        phase.jobs = [_Job(**j) for j in json.loads(previous)["jobs"]]
+        state = json.loads(previous)
+        phase.jobs = [_Job(**j) for j in state["jobs"]]
         say(f"resuming {len(phase.jobs)} batch job(s) submitted by the previous run")
+        if not state.get("complete", True):  # it died while submitting: never submit (and pay) twice
+            phase.notes.append(
+                f"the previous run died while submitting batch jobs; {len(phase.jobs)} job(s) it created are used, "
+                "and requests in none of them are scored on demand"
+            )
     else:
         phase.jobs = _submit(spool.name, counts, settings, store, phase.notes, say)
     spool.cleanup()
@@ -344,9 +364,14 @@ def _submit(
                 )
                 job.arn = response["jobArn"]
                 jobs.append(job)
+                _save_state(store, jobs, complete=False)  # a driver killed mid-submission must not resubmit these
                 say(f"submitted {job.arn.rsplit('/', 1)[-1]}: {size} records for {model}")
-    store.write(_STATE, json.dumps({"jobs": [asdict(j) for j in jobs]}, indent=1).encode())
+    _save_state(store, jobs, complete=True)
     return jobs
+
+
+def _save_state(store: OutputStore, jobs: list[_Job], *, complete: bool) -> None:
+    store.write(_STATE, json.dumps({"jobs": [asdict(j) for j in jobs], "complete": complete}, indent=1).encode())
 
 
 def _poll(jobs: list[_Job], settings: BatchSettings, say: Callable[[str], None]) -> None:

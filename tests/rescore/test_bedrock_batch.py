@@ -249,3 +249,87 @@ def test_cli_bedrock_batch_reports_jobs_and_saving(batch_emulator, s3_env, tmp_p
     summary = json.loads(s3_env.get("cli-batch.summary.json"))
     assert summary["rows"] == 120 and summary["bedrock_batch"]["replay"] == {"batch_answers": 120}
     assert s3_env.keys("cli-batch/_batch/")  # job inputs and outputs under <out>/_batch by default
+
+
+def test_driver_killed_mid_submission_does_not_submit_twice(batch_emulator, s3_env, tmp_path, monkeypatch) -> None:
+    """Jobs created before the driver died are saved as they are created, so the resume polls
+    them instead of creating (and paying for) them again."""
+    from collections import Counter
+
+    from farm.config import load_config
+    from farm.offline import bedrock_batch
+    from farm.offline.store import OutputStore
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for model in (LITE, MICRO):
+        lines = [json.dumps({"recordId": f"{m}{i:04d}", "modelInput": record(i)["modelInput"]}) for m in (model[7:11],) for i in range(100)]
+        (spool / f"{bedrock_batch._safe(model)}.jsonl").write_text("\n".join(lines) + "\n")
+    real = bedrock_batch._bedrock
+
+    class KilledAfterOneJob:  # the real client, with the driver "killed" before its second job
+        def __init__(self, inner) -> None:  # noqa: ANN001
+            self.inner, self.created = inner, 0
+
+        def create_model_invocation_job(self, **kwargs):  # noqa: ANN003, ANN201
+            if self.created:
+                raise KeyboardInterrupt("driver killed")
+            self.created += 1
+            return self.inner.create_model_invocation_job(**kwargs)
+
+    monkeypatch.setattr(bedrock_batch, "_bedrock", lambda settings: KilledAfterOneJob(real(settings)))
+    settings = bedrock_batch.BatchSettings(s3_prefix=f"s3://{s3_env.bucket}/kill", role_arn="arn:aws:iam::000000000000:role/b", poll_s=0.05)
+    store = OutputStore(str(tmp_path / "out"))
+    with pytest.raises(KeyboardInterrupt):
+        bedrock_batch._submit(str(spool), Counter({LITE: 100, MICRO: 100}), settings, store, [], lambda _line: None)
+    monkeypatch.setattr(bedrock_batch, "_bedrock", real)
+
+    summary, _ = bedrock_batch.run_batch_phase([], [], store, 10, set(), settings, load_config(None), log=lambda _line: None)
+    created = bedrock().list_model_invocation_jobs(nameContains="farm-")["invocationJobSummaries"]
+    assert len(created) == 1  # nothing submitted twice
+    assert [j["arn"] for j in summary["jobs"]] == [created[0]["jobArn"]]
+    assert summary["jobs"][0]["status"] == "Completed" and summary["answered_in_batch"] == 100
+    assert any("died while submitting" in note for note in summary["notes"])
+
+
+def test_replay_keeps_an_answer_shared_by_two_chunks_in_flight(batch_emulator, s3_env) -> None:
+    """Two chunks on one actor at once can ask the same question; the first chunk finishing must
+    not take the answer away from the second (which would pay on demand for it)."""
+    import asyncio
+
+    from farm.bedrock import ConverseClient, ConverseRequest
+    from farm.config import load_config
+    from farm.offline.bedrock_batch import ReplayClient
+    from farm.ratelimit import QuotaRegistry
+
+    config = load_config(None)
+    replay = ReplayClient(ConverseClient(config.bedrock, QuotaRegistry(config.quota_for), patient=True))
+    question = ConverseRequest(model=LITE, user_text="<<<BEGIN TASK 0123456789ab>>> grade this")
+    key = request_key(question)
+    output = {"output": {"message": {"content": [{"text": '{"score": 1}'}]}}, "usage": {"inputTokens": 5, "outputTokens": 3}}
+    chunk_a, chunk_b = {key: [output, 1]}, {key: [output, 1]}
+
+    async def main() -> None:
+        replay.add(chunk_a)
+        replay.add(chunk_b)
+        await replay.converse(question, deadline=time.monotonic() + 30)  # chunk A's use
+        replay.forget(chunk_a)  # chunk A is done; chunk B still needs its answer
+        await replay.converse(question, deadline=time.monotonic() + 30)
+        replay.forget(chunk_b)
+        await replay.aclose()
+
+    asyncio.run(main())
+    assert replay.counters == {"batch_answers": 2}
+
+
+def test_models_sharing_a_long_prefix_get_their_own_files_and_jobs() -> None:
+    """Spool file, S3 input folder and job name come from `_safe(model)`: two inference-profile
+    ARNs of one account must not share them, or one model's records would go to the other's job."""
+    from farm.offline.bedrock_batch import _safe
+
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    models = [LITE, MICRO, arn + "us.amazon.nova-lite-v1:0", arn + "us.amazon.nova-micro-v1:0"]
+    names = [_safe(m) for m in models]
+    assert len(set(names)) == len(models), names
+    assert all(len(n) <= 30 and n.replace("-", "").isalnum() for n in names)
+    assert _safe(LITE) == _safe(LITE)  # stable: a resume finds the same names

@@ -91,3 +91,31 @@ def test_time_queued_before_a_judge_replica_counts_against_the_deadline(ray_serv
     assert late.status in ("timeout", "failed") and late.score is None and "deadline" in late.error
     assert b.status == "partial" and b.reward is not None  # the rule judge still answers
     serve.delete("queue-test")
+
+
+def test_openrlhf_waits_for_admission_instead_of_refusing(ray_serve, reset_emulator, report):
+    """OpenRLHF ignores Retry-After, logs the URL (holding its path token) on any error status and
+    dies after five retries a second apart, so `/openrlhf` waits for the backlog instead of a 503."""
+    from ray import serve
+
+    config: dict[str, Any] = {
+        "judges": [_rubric(PRO, 10)],
+        "bedrock": {"quotas": {PRO: {"rpm": 120, "tpm": 100_000_000, "burst_s": 1.0}}},
+        "cache": {"enabled": False},
+        "serve": {"app_name": "admit-orl"},
+    }
+    deploy(ray_serve, "admit-orl", {"config": config, "env": ray_serve["env"]}, "/admit-orl")
+    base = ray_serve["url"] + "/admit-orl"
+    rows = _rows("o", 12)
+    query = {"query": [r["prompt"] + "\n" + r["response"] for r in rows], "prompts": [r["prompt"] + "\n" for r in rows]}
+    query["labels"] = ["42"] * len(rows)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http, base, "/score", {"rollouts": _rows("a", 12)})
+        time.sleep(1.0)  # the first request is admitted and holds the quota
+        status_o, _, body_o = http(base, "/openrlhf", query)
+        status_a, _, _ = first.result(timeout=120)
+    report(f"/openrlhf behind a full quota: {status_o}")
+    assert status_a == 200
+    assert status_o == 200, body_o
+    assert body_o["extra_logs"]["farm_failed"] == [0.0] * len(rows) and len(body_o["rewards"]) == len(rows)
+    serve.delete("admit-orl")

@@ -33,6 +33,12 @@ def test_openrlhf_request_splits_prompt_from_query():
     assert rollouts[0].group == rollouts[1].group and rollouts[0].reference == "5"
 
 
+def test_openrlhf_queries_without_prompts_are_not_one_group():
+    """Older OpenRLHF sends only `query`: unrelated samples must not reach the preference judge as one group."""
+    rollouts = rollouts_from_openrlhf({"query": ["Q1? A: 5", "Q2? A: 7"]})
+    assert [r.group for r in rollouts] == [None, None] and len({r.id for r in rollouts}) == 2
+
+
 def test_openrlhf_chat_template_is_stripped_unless_disabled():
     prompt = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     payload = {"query": [prompt + "It is 5.<|im_end|><|endoftext|>"], "prompts": [prompt], "labels": ["5"]}
