@@ -46,4 +46,3 @@ def test_http_client_survives_an_infinite_retry_after():
     finally:
         server.shutdown()
     assert result.id == "a" and result.reward == 1.0 and calls == [1, 1]
-
