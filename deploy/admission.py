@@ -132,7 +132,8 @@ async def _snapshot(model: str, region: str) -> dict[str, Any] | None:
     from actors.quota import NAMESPACE, quota_actor_name
 
     try:
-        actor = ray.get_actor(quota_actor_name(model, region), namespace=NAMESPACE)
+        # `get_actor` is a blocking GCS call: off the ingress loop, and bounded like the snapshot
+        actor = await asyncio.wait_for(asyncio.to_thread(ray.get_actor, quota_actor_name(model, region), namespace=NAMESPACE), 0.5)
         return await asyncio.wait_for(_awaited(actor.snapshot.remote()), 0.5)
     except Exception:  # noqa: BLE001 - no actor yet, or busy: the configured quota stands in
         return None

@@ -34,6 +34,17 @@ def _rubric(model: str, deadline_s: float, **deployment: Any) -> dict[str, Any]:
     }
 
 
+def _wait_for_calls(emulator: Any, model: str, count: int, timeout_s: float = 60.0) -> None:
+    """Until the emulator has seen `count` calls for `model`: an order of events, not a guessed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = emulator.stats().get(model)
+        if stats is not None and stats.received >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no call for {model} reached the emulator within {timeout_s}s")
+
+
 def test_work_the_quota_cannot_serve_in_time_is_refused_early_never_answered_partial(ray_serve, reset_emulator, report):
     """120 rpm and a 10 s deadline serve about 16 calls: a 12-rollout request is admitted and
     complete; a second one while it runs gets 503 with a Retry-After from the quota; a request
@@ -50,7 +61,7 @@ def test_work_the_quota_cannot_serve_in_time_is_refused_early_never_answered_par
     base = ray_serve["url"] + "/admit"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(http, base, "/score", {"rollouts": _rows("a", 12)})
-        time.sleep(1.0)  # the first request is admitted and running
+        _wait_for_calls(reset_emulator, PRO, 1)  # the first request is admitted and its calls are flowing
         status_b, headers_b, body_b = http(base, "/score", {"rollouts": _rows("b", 12)})
         status_c, _, body_c = http(base, "/score", {"rollouts": _rows("c", 40)})
         status_a, _, body_a = first.result(timeout=120)
