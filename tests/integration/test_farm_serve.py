@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from tests.conftest import REPO
+from tests.farm_process import stop_process_group, wait_until_serving
 from tests.serve.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
@@ -34,21 +32,12 @@ def test_farm_serve_embedded_default_answers_curl():
     )
     lines: list[str] = []
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
-            if "is serving at" in line:
-                break
-        url = re.search(r"is serving at (http://\S+)", "".join(lines))
-        assert url, "".join(lines)[-3000:]
+        url = wait_until_serving(proc, lines, timeout_s=180)
         assert any("Bedrock EMULATOR" in line for line in lines)
         with open(REPO / "examples/gsm8k_rollouts.jsonl") as handle:
             rollout = json.loads(handle.readline())
         request = urllib.request.Request(
-            url.group(1) + "/score", data=json.dumps({"rollouts": [rollout]}).encode(), headers={"Content-Type": "application/json"}
+            url + "/score", data=json.dumps({"rollouts": [rollout]}).encode(), headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             body = json.loads(response.read())
@@ -57,9 +46,4 @@ def test_farm_serve_embedded_default_answers_curl():
         assert set(result["judges"]) == {"final_answer", "rubric", "preference"}
         assert result["judges"]["rubric"]["status"] == "ok" and result["judges"]["rubric"]["input_tokens"] > 0
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)

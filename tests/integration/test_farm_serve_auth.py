@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.farm_process import stop_process_group
 from tests.serve.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
@@ -66,12 +66,7 @@ def test_farm_serve_with_a_token_file(tmp_path: Path):
         status, info = _get(url + "/info", token)
         assert status == 200 and set(info["judges"]) == {"final_answer", "rubric", "preference"}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)
     reader.join(timeout=30)
     printed = "".join(lines)
     assert "Authorization: Bearer $FARM_API_TOKEN" in printed  # the curl hint names a variable, not the token

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import yaml
 
 from farm.emulator import EmulatorSettings, EmulatorThread
 from tests.conftest import PREFERENCE, REPO, RUBRIC
+from tests.farm_process import stop_process_group, wait_until_serving
 from tests.serve.conftest import free_port
 
 TOKEN = "trainer-test-token-0123456789"
@@ -90,23 +88,10 @@ def farm_http(trainer_emulator: EmulatorThread, tmp_path_factory: pytest.TempPat
     )
     lines: list[str] = []
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
-            if "is serving at" in line:
-                break
-        found = re.search(r"is serving at (http://\S+)", "".join(lines))
-        assert found, "".join(lines)[-3000:]
-        yield {"url": found.group(1), "token": TOKEN, "key": key, "emulator": trainer_emulator, "ray_tmp": ray_tmp}
+        url = wait_until_serving(proc, lines, timeout_s=240)
+        yield {"url": url, "token": TOKEN, "key": key, "emulator": trainer_emulator, "ray_tmp": ray_tmp}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
