@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from farm.errors import InputError
-from farm.wire import Rollout, parse_rollout
+from farm.wire import Rollout, decode_json, parse_rollout
 
 __all__ = ["LineError", "decode_row", "read_rollouts"]
-
-_decoder = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True)
@@ -26,17 +22,20 @@ class LineError:
 
 
 def decode_row(data: bytes | dict[str, Any], where: str) -> tuple[Rollout | None, dict[str, Any] | None, str | None]:
-    """One raw row (a JSONL line or a Parquet row) as (rollout, the decoded object, error)."""
+    """One raw row (a JSONL line or a Parquet row) as (rollout, the decoded object, error).
+
+    A line is decoded like an HTTP body (`decode_json`: depth limit, lone surrogates, JSON errors
+    with a position), then by the same typed decoder, so a file and a request fail alike."""
     obj: Any = data
     if isinstance(data, bytes):
         try:
-            text = data.decode("utf-8")
+            data.decode("utf-8")
         except UnicodeDecodeError as exc:
             return None, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         try:
-            obj = _decoder.decode(text)
-        except msgspec.DecodeError as exc:
-            return None, None, f"not valid JSON: {exc}"
+            obj = decode_json(data, where=where, what="the line")
+        except InputError as exc:
+            return None, None, str(exc)
     try:
         return parse_rollout(obj, where=where), obj, None
     except InputError as exc:

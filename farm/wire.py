@@ -1,9 +1,12 @@
 """Wire types: the only values that cross process, Ray and HTTP boundaries.
 
 Frozen msgspec Structs, evolved by adding fields with defaults (never by changing a field's
-type). `parse_rollout` is the boundary: it accepts the plain rollout form and Nova RFT's
-reward-Lambda sample form and raises `InputError` naming the row and the field. `decode_json`
-and `check_depth` hold the limits checked once at the door (nesting depth, text that is not UTF-8).
+type). `parse_rollout` is the one decoder every entry point uses (HTTP, the Serve handle, CLI
+files, adapters): msgspec converts a row into a typed, constrained Struct (the plain rollout form
+or Nova RFT's reward-Lambda sample form) and `input_error` turns msgspec's error into the farm's
+`InputError` naming the row and the field. `decode_json` and `check_depth` hold the limits checked
+once at the door (nesting depth, text that is not UTF-8); `MAX_TEXT_CHARS` and `MAX_ID_CHARS`
+bound each string.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -25,11 +28,14 @@ __all__ = [
     "RewardResult",
     "Rollout",
     "FRESH",
+    "MAX_ID_CHARS",
+    "MAX_TEXT_CHARS",
     "Verdict",
     "check_depth",
     "decode_json",
     "decode_results",
     "encode_result",
+    "input_error",
     "mark_fresh",
     "parse_rollout",
     "parse_rollouts",
@@ -132,66 +138,183 @@ def parse_rollouts(objs: Sequence[Mapping[str, Any]]) -> list[Rollout]:
     return out
 
 
+MAX_TEXT_CHARS = 1_000_000
+"""Longest prompt, response, message or reference text a rollout may carry (judges read at most
+`max_response_chars` of it; a bigger string is a mistake or an attack, refused naming the field)."""
+MAX_ID_CHARS = 1024
+"""Longest `id` or `group` (they appear in logs, manifests and cache keys)."""
+
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)] | int
+_Group = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] | int | None
+_JsonValue = _Text | int | float | bool | None | list[Any] | dict[str, Any]
+_Role = Literal["system", "user", "assistant"]
+_AnyRole = Literal["system", "user", "assistant", "nova_assistant"]
+
+
+class _TextBlock(msgspec.Struct):
+    """A content block in Converse (`{"text"}`) or OpenAI (`{"type": "text", "text"}`) form."""
+
+    text: _Text
+
+
+_Content = _Text | list[_TextBlock]
+
+
+class _MessageIn(msgspec.Struct):
+    role: _Role
+    content: _Content
+
+
+class _TurnIn(msgspec.Struct):
+    role: _AnyRole
+    content: _Content
+
+
+class _PlainRow(msgspec.Struct, kw_only=True):
+    """The plain rollout form. Unknown fields are ignored (a trainer's extra columns ride along)."""
+
+    id: _Id
+    prompt: _Text | Annotated[list[_MessageIn], msgspec.Meta(min_length=1)]
+    response: _Text
+    reference: _JsonValue = None
+    group: _Group = None
+    metadata: dict[str, Any] | None = None
+
+
+class _RftRow(msgspec.Struct, kw_only=True):
+    """Nova RFT's reward-Lambda sample: the last of `messages` is the response."""
+
+    id: _Id
+    messages: Annotated[list[_TurnIn], msgspec.Meta(min_length=2)]
+    reference_answer: _JsonValue = None
+    group: _Group = None
+    metadata: dict[str, Any] | None = None
+
+
 def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAULT_MAX_DEPTH) -> Rollout:
-    """Validate one rollout in either accepted form.
+    """Validate one rollout in either accepted form, by msgspec's typed conversion.
 
     `where` names the row when the object has no usable id (a line number, a list index).
     Nesting deeper than `max_depth` is refused here, not by a pickling error in a judge later.
+    Every refusal is an `InputError` naming the row and the field.
     """
     if isinstance(obj, Rollout):
         check_depth(obj.metadata, max_depth - 1, where=where, path="metadata")
-        _check_metadata_text(obj.metadata, _row_name({"id": obj.id}, where))
-        return obj
+        return _checked_text(obj, _row_name({"id": obj.id}, where))
     if not isinstance(obj, Mapping):
-        raise InputError(f"a rollout must be a JSON object, got {type(obj).__name__}", row=where)
+        raise InputError(f"a rollout must be a JSON object, got {_json_type(obj)}", row=where)
     row = _row_name(obj, where)
     check_depth(obj, max_depth, where=row)
-    rollout_id = obj.get("id")
-    if rollout_id is None:
-        raise InputError("missing required field", row=row, field="id")
-    if isinstance(rollout_id, int) and not isinstance(rollout_id, bool):
-        rollout_id = str(rollout_id)
-    if not isinstance(rollout_id, str) or not rollout_id:
-        raise InputError("must be a non-empty string", row=row, field="id")
-    if "messages" in obj and "response" not in obj:
-        prompt, response = _split_rft_messages(obj["messages"], row)
-        reference = obj.get("reference_answer")
-        metadata = obj.get("metadata") or {}
-        if reference is None and isinstance(metadata, Mapping):
-            reference = metadata.get("reference_answer")
+    rft = "messages" in obj and "response" not in obj
+    try:
+        typed = msgspec.convert(obj, _RftRow if rft else _PlainRow)
+    except msgspec.ValidationError as exc:
+        raise input_error(exc, row=row) from None
+    metadata = typed.metadata or {}
+    if isinstance(typed, _RftRow):
+        prompt, response = _split_rft(typed.messages, row)
+        reference = typed.reference_answer if typed.reference_answer is not None else metadata.get("reference_answer")
     else:
-        if "prompt" not in obj:
-            raise InputError("missing required field", row=row, field="prompt")
-        if "response" not in obj:
-            raise InputError("missing required field", row=row, field="response")
-        prompt = _parse_prompt(obj["prompt"], row)
-        response = obj["response"]
-        reference = obj.get("reference")
-        metadata = obj.get("metadata") or {}
-    if not isinstance(response, str):
-        raise InputError(f"must be a string, got {_json_type(response)}", row=row, field="response")
-    _check_text(response, row, "response")
-    if reference is not None and not isinstance(reference, str):
-        reference = json.dumps(reference, ensure_ascii=False)
-    if reference is not None:
-        _check_text(reference, row, "reference")
-    group = obj.get("group")
-    if group is not None and not isinstance(group, str):
-        if isinstance(group, int) and not isinstance(group, bool):
-            group = str(group)
-        else:
-            raise InputError(f"must be a string or null, got {_json_type(group)}", row=row, field="group")
-    if not isinstance(metadata, Mapping):
-        raise InputError(f"must be an object, got {_json_type(metadata)}", row=row, field="metadata")
-    _check_metadata_text(metadata, row)
-    return Rollout(
-        id=rollout_id,
+        prompt = typed.prompt if isinstance(typed.prompt, str) else tuple(_message(m) for m in typed.prompt)
+        response, reference = typed.response, typed.reference
+    rollout = Rollout(
+        id=str(typed.id),
         prompt=prompt,
         response=response,
-        reference=reference,
-        group=group,
-        metadata=dict(metadata),
+        reference=reference if reference is None or isinstance(reference, str) else json.dumps(reference, ensure_ascii=False),
+        group=None if typed.group is None else str(typed.group),
+        metadata=metadata,
     )
+    return _checked_text(rollout, row)
+
+
+def input_error(exc: msgspec.ValidationError, *, row: str | None = None, prefix: str = "") -> InputError:
+    """The farm's `InputError` for a msgspec validation error: msgspec's JSON path becomes the
+    field (a missing field's name included), its wording becomes "must be ..., got ..." in JSON's
+    type names. `prefix` places the path inside a bigger document (`query`, `rollouts[3]`)."""
+    message, _, at = str(exc).partition(" - at `")
+    path = ""
+    if at:
+        in_key = at.startswith("key` in `")
+        path = at.removeprefix("key` in `").rstrip("`").removeprefix("$").removeprefix(".")
+        message += " (an object key)" if in_key else ""
+    missing = re.fullmatch(r"Object missing required field `(.+)`", message)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        message = "missing required field"
+    if prefix:
+        path = f"{prefix}{path}" if path.startswith("[") or not path else f"{prefix}.{path}"
+    return InputError(_plain(message, path), row=row, field=path or None)
+
+
+_KINDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
+    "array": "an array",
+    "object": "an object",
+}
+
+
+def _kinds(names: str) -> str:
+    words = [_KINDS.get(n.strip(), f"`{n.strip()}`") for n in names.split("|")]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _plain(message: str, path: str) -> str:
+    """msgspec's wording, in the words of a JSON document's author."""
+    if found := re.fullmatch(r"Expected `([^`]+)`, got `([^`]+)`(.*)", message):
+        return f"must be {_kinds(found.group(1))}, got {_kinds(found.group(2)).removeprefix('a ').removeprefix('an ')}{found.group(3)}"
+    if found := re.fullmatch(r"Expected `(str|array)` of length ([<>]=) (\d+)", message):
+        kind, op, size = found.groups()
+        unit = "characters" if kind == "str" else "items"
+        if op == ">=" and size == "1":
+            return f"must be a non-empty {'string' if kind == 'str' else 'array'}"
+        return f"must be {_kinds(kind)} of {'at least' if op == '>=' else 'at most'} {size} {unit}"
+    if found := re.fullmatch(r"Invalid enum value (.+)", message):
+        roles = _ASSISTANT_ROLES | _ROLES if path.startswith("messages") else _ROLES
+        what = f"one of {sorted(roles)}" if path.endswith("role") else "one of the accepted values"
+        return f"must be {what}, got {found.group(1)}"
+    return message
+
+
+def _message(message: _MessageIn | _TurnIn) -> Message:
+    content = message.content if isinstance(message.content, str) else "\n".join(b.text for b in message.content)
+    return Message(role="assistant" if message.role == "nova_assistant" else message.role, content=content)
+
+
+def _split_rft(messages: list[_TurnIn], row: str | None) -> tuple[tuple[Message, ...], str]:
+    last = messages[-1]
+    if last.role not in _ASSISTANT_ROLES:
+        raise InputError(
+            f"the last message must have role 'assistant' or 'nova_assistant', got {last.role!r}",
+            row=row,
+            field=f"messages[{len(messages) - 1}].role",
+        )
+    return tuple(_message(m) for m in messages[:-1]), _message(last).content
+
+
+def _checked_text(rollout: Rollout, row: str | None) -> Rollout:
+    """Refuse strings that cannot be sent on as UTF-8 (lone surrogates from `\\ud800` escapes):
+    one encode in C, and a walk to name the field only when it fails."""
+    try:
+        _encoder.encode(rollout)
+    except UnicodeEncodeError:
+        _check_text(rollout.response, row, "response")
+        _check_text(rollout.reference or "", row, "reference")
+        if isinstance(rollout.prompt, str):
+            _check_text(rollout.prompt, row, "prompt")
+        else:
+            for i, m in enumerate(rollout.prompt):
+                _check_text(m.content, row, f"prompt[{i}].content")
+        _check_text(rollout.id, row, "id")
+        _check_text(rollout.group or "", row, "group")
+        _check_metadata_text(rollout.metadata, row)
+        raise InputError("not valid UTF-8 text", row=row) from None
+    return rollout
 
 
 def check_depth(value: Any, limit: int, *, where: str | None = None, path: str = "") -> None:
@@ -259,30 +382,33 @@ def _scan_too_deep(data: bytes, limit: int) -> str:
     return "".join(path)
 
 
-def decode_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Decode a request body, with errors that say what is wrong: `InputError` for nesting beyond
-    `max_depth` (naming the field) and for malformed JSON (with the position). A lone surrogate
-    escape (`"\\ud800"`) decodes, so that the row check can name the field that holds it."""
+def decode_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, where: str | None = None, what: str = "body") -> Any:
+    """Decode a request body (or one JSONL line: `what="line"`, `where` its name), with errors that
+    say what is wrong: `InputError` for nesting beyond `max_depth` (naming the field) and for
+    malformed JSON (with the position). A lone surrogate escape (`"\\ud800"`) decodes, so that the
+    row check can name the field that holds it."""
     try:
         value = msgspec.json.decode(data)
     except RecursionError:
-        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, None) from None
+        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, where) from None
     except msgspec.DecodeError as exc:
-        value = _decode_stdlib(data, exc, max_depth)
-    check_depth(value, max_depth)
+        value = _decode_stdlib(data, exc, max_depth, where, what)
+    check_depth(value, max_depth, where=where)
     return value
 
 
-def _decode_stdlib(data: bytes, exc: msgspec.DecodeError, max_depth: int) -> Any:
+def _decode_stdlib(data: bytes, exc: msgspec.DecodeError, max_depth: int, where: str | None, what: str) -> Any:
     """msgspec refuses lone surrogates with a misleading "truncated"; the stdlib parser tells the truth."""
     try:
         return json.loads(data, parse_constant=_refuse_constant)
     except RecursionError:
-        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, None) from None
+        raise _too_deep(_scan_too_deep(data, max_depth), max_depth, where) from None
     except json.JSONDecodeError as err:
-        raise InputError(f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        raise InputError(f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", row=where) from None
     except UnicodeDecodeError:
-        raise InputError(f"body is not valid JSON: {exc}") from None
+        raise InputError(f"{what} is not valid JSON: {exc}", row=where) from None
+    except InputError as err:  # NaN / Infinity
+        raise InputError(str(err).replace("body", what, 1), row=where) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -295,61 +421,6 @@ def _row_name(obj: Mapping[str, Any], where: str | None) -> str | None:
     if isinstance(rollout_id, str) and rollout_id:
         return f"{rollout_id!r}" + (f" ({where})" if where else "")
     return where
-
-
-def _parse_prompt(prompt: Any, row: str) -> str | tuple[Message, ...]:
-    if isinstance(prompt, str):
-        _check_text(prompt, row, "prompt")
-        return prompt
-    if isinstance(prompt, list):
-        if not prompt:
-            raise InputError("a message list must not be empty", row=row, field="prompt")
-        return tuple(_parse_message(m, row, f"prompt[{i}]") for i, m in enumerate(prompt))
-    raise InputError(f"must be a string or a list of messages, got {_json_type(prompt)}", row=row, field="prompt")
-
-
-def _parse_message(message: Any, row: str, field: str, roles: frozenset[str] = _ROLES) -> Message:
-    if not isinstance(message, Mapping):
-        raise InputError(f"must be an object with `role` and `content`, got {_json_type(message)}", row=row, field=field)
-    role = message.get("role")
-    if role not in roles:
-        raise InputError(f"`role` must be one of {sorted(roles)}, got {role!r}", row=row, field=f"{field}.role")
-    content = _content_text(message.get("content"), row, f"{field}.content")
-    return Message(role="assistant" if role == "nova_assistant" else role, content=content)
-
-
-def _content_text(content: Any, row: str, field: str) -> str:
-    """Accept a string, or content blocks in Converse (`{"text"}`) or OpenAI (`{"type": "text"}`) form."""
-    if isinstance(content, str):
-        _check_text(content, row, field)
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, block in enumerate(content):
-            if not isinstance(block, Mapping) or not isinstance(block.get("text"), str):
-                raise InputError("content blocks must carry a string `text`", row=row, field=f"{field}[{i}]")
-            parts.append(block["text"])
-        text = "\n".join(parts)
-        _check_text(text, row, field)
-        return text
-    raise InputError(f"must be a string or a list of text blocks, got {_json_type(content)}", row=row, field=field)
-
-
-def _split_rft_messages(messages: Any, row: str) -> tuple[tuple[Message, ...], str]:
-    if not isinstance(messages, list) or len(messages) < 2:
-        raise InputError("must be a list of at least two messages ending with the assistant turn", row=row, field="messages")
-    last = messages[-1]
-    if not isinstance(last, Mapping) or last.get("role") not in _ASSISTANT_ROLES:
-        got = last.get("role") if isinstance(last, Mapping) else _json_type(last)
-        raise InputError(
-            f"the last message must have role 'assistant' or 'nova_assistant', got {got!r}",
-            row=row,
-            field=f"messages[{len(messages) - 1}].role",
-        )
-    response = _content_text(last.get("content"), row, f"messages[{len(messages) - 1}].content")
-    roles = _ROLES | _ASSISTANT_ROLES
-    prompt = tuple(_parse_message(m, row, f"messages[{i}]", roles) for i, m in enumerate(messages[:-1]))
-    return prompt, response
 
 
 def _check_text(text: str, row: str | None, field: str) -> None:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from farm.adapters.common import group_key, sample_metrics
 from farm.errors import InputError
-from farm.wire import RewardResult, Rollout, parse_rollout
+from farm.wire import MAX_TEXT_CHARS, RewardResult, Rollout, input_error, parse_rollout
 
-__all__ = ["openrlhf_response", "rollouts_from_openrlhf", "split_chat_template", "strip_special_tokens"]
+__all__ = ["OpenRLHFRequest", "openrlhf_response", "rollouts_from_openrlhf", "split_chat_template", "strip_special_tokens"]
 
 _TEMPLATES = (
     re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|\Z)", re.S),  # ChatML (Qwen, ...)
@@ -35,6 +37,7 @@ _TEMPLATES = (
     re.compile(r"<start_of_turn>(\w+)\n(.*?)(?:<end_of_turn>|\Z)", re.S),  # Gemma
 )
 _SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|<(?:bos|eos|pad|start_of_turn|end_of_turn)>|\[/?INST\]")
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
 _ROLES = {"system": "system", "user": "user", "assistant": "assistant", "model": "assistant"}
 
 
@@ -56,22 +59,26 @@ def split_chat_template(text: str) -> list[dict[str, str]] | None:
     return None
 
 
+class OpenRLHFRequest(msgspec.Struct):
+    """The body OpenRLHF posts; other fields are ignored."""
+
+    query: list[_Text]
+    prompts: list[_Text] | None = None
+    labels: list[Any] | None = None
+
+
 def rollouts_from_openrlhf(payload: Mapping[str, Any], *, strip_template: bool = True) -> list[Rollout]:
-    queries = payload.get("query")
-    if not isinstance(queries, list):
-        raise InputError("must be a list of strings (prompt + response)", field="query")
-    prompts = payload.get("prompts")
-    labels = payload.get("labels")
+    try:
+        request = msgspec.convert(payload, OpenRLHFRequest)
+    except msgspec.ValidationError as exc:
+        raise input_error(exc) from None
+    queries, prompts, labels = request.query, request.prompts, request.labels
     for name, values in (("prompts", prompts), ("labels", labels)):
-        if values is not None and (not isinstance(values, list) or len(values) != len(queries)):
+        if values is not None and len(values) != len(queries):
             raise InputError(f"must be a list as long as `query` ({len(queries)})", field=name)
     out = []
     for index, query in enumerate(queries):
-        if not isinstance(query, str):
-            raise InputError("must be a string", field=f"query[{index}]")
         prompt = prompts[index] if prompts is not None else ""
-        if not isinstance(prompt, str):
-            raise InputError("must be a string", field=f"prompts[{index}]")
         response = query[len(prompt) :] if prompt and query.startswith(prompt) else query
         label = labels[index] if labels is not None else None
         judged_prompt: str | list[dict[str, str]] = prompt
