@@ -20,7 +20,7 @@ from typing import Any
 
 from farm.config import BedrockConfig
 from farm.deadlines import bounded
-from farm.errors import JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
+from farm.errors import DeadlineError, JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
 from farm.ratelimit import QuotaBackend, Reservation
 
 __all__ = ["ClientStats", "ConverseClient", "ConverseReply", "ConverseRequest", "RETRYABLE_CODES", "estimate_tokens"]
@@ -172,7 +172,7 @@ class ConverseClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 quotas.cancel(model, region, reservation, refund_request=True)
-                raise JudgeTimeoutError(
+                raise DeadlineError(
                     f"{request.model}: the deadline passed before attempt {attempt} could be sent (last error: {last_error or 'none'})"
                 )
             started = time.monotonic()

@@ -14,8 +14,8 @@ from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
-from farm.errors import JudgeTimeoutError, JudgeUnavailableError
-from farm.flags import Flag
+from farm.errors import JudgeCancelledError, JudgeTimeoutError
+from farm.flags import FailureReason, Flag
 from farm.integrity import defences
 from farm.integrity.calibration import apply_score_map
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
@@ -176,7 +176,7 @@ class Ensemble:
             if me is not None and me.cancelling():
                 raise  # this request itself is being cancelled: let it go
             # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
-            error = JudgeUnavailableError(f"judge {member.config.name!r} was cancelled by work shared with another request")
+            error = JudgeCancelledError(f"judge {member.config.name!r} was cancelled by work shared with another request")
             return [failed_verdict(error) for _ in batch]
         except Exception as exc:
             return [failed_verdict(exc) for _ in batch]
@@ -186,7 +186,7 @@ class Ensemble:
         return verdicts
 
     def _empty_result(self, rollout: Rollout) -> RewardResult:
-        verdicts = {m.config.name: skipped_verdict("empty response") for m in self.members}
+        verdicts = {m.config.name: skipped_verdict("empty response", FailureReason.EMPTY_RESPONSE) for m in self.members}
         zero = self.aggregation.empty_response == "zero"
         return RewardResult(
             id=rollout.id,
@@ -199,5 +199,5 @@ class Ensemble:
     def _gated_result(self, rollout: Rollout, verdicts: dict[str, Verdict]) -> RewardResult:
         complete = dict(verdicts)
         for member in self.members:
-            complete.setdefault(member.config.name, skipped_verdict("a gate judge scored 0"))
+            complete.setdefault(member.config.name, skipped_verdict("a gate judge scored 0", FailureReason.GATED))
         return RewardResult(id=rollout.id, reward=0.0, status="ok", judges=complete, flags=(str(Flag.GATE_FAILED),))

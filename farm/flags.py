@@ -1,10 +1,10 @@
-"""The closed vocabulary of flags a result or verdict may carry."""
+"""The closed vocabularies: flags a result or verdict may carry, and why a verdict is not ok."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Flag"]
+__all__ = ["FailureReason", "Flag"]
 
 
 class Flag(StrEnum):
@@ -32,3 +32,40 @@ class Flag(StrEnum):
     """A cheap gate judge scored 0, so the expensive judges were skipped."""
     MULTIPLE_ANSWERS = "multiple_answers"  # more than one distinct final answer (a hedge): scored 0
     JUDGE_CONTRADICTION = "judge_contradiction"  # a verifiable judge says wrong, an LLM judge clearly right
+
+
+class FailureReason(StrEnum):
+    """Why a verdict is not `ok`: a closed vocabulary carried on `Verdict.reason`, set where the
+    verdict is made (from the exception's type, or by the judge that skips) and read by metrics,
+    summaries and reports instead of the human `error` text. Documented in README's "Flags" section."""
+
+    TIMEOUT = "timeout"
+    """No answer within the judge's deadline."""
+    DEADLINE = "deadline"
+    """The request's deadline passed before the call could be sent (time spent queued)."""
+    THROTTLED = "throttled"
+    """The model's quota stayed exhausted (429) through every retry."""
+    PARSE = "parse"
+    """The judge answered, but not in a form that can be scored."""
+    REJECTED = "rejected"
+    """Bedrock refused the call (400/403/404); retrying cannot help."""
+    UPSTREAM = "upstream"
+    """A transient upstream failure (5xx, model error) outlasted the retries."""
+    UNAVAILABLE = "unavailable"
+    """The judge's replica died or refused work under backpressure."""
+    CANCELLED = "cancelled"
+    """Work this request shared with another was cancelled."""
+    INPUT = "input"
+    """The rollout could not be judged as given."""
+    UNEXPECTED = "unexpected"
+    """A bug: an exception the farm does not raise on purpose (its traceback is logged once)."""
+    OTHER = "other"
+    """Read back from an old results file whose error text names no known reason."""
+    NO_REFERENCE = "no_reference"
+    """Skipped: the judge needs a reference (or a group) the rollout does not carry."""
+    EMPTY_RESPONSE = "empty_response"
+    """Skipped: the response was empty, so no judge was called."""
+    GATED = "gated"
+    """Skipped: a cheap gate judge scored 0, so the expensive judges were not called."""
+    NOT_RUN = "not_run"
+    """Skipped for another reason the judge names in `error`."""

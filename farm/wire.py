@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from farm.errors import InputError
+from farm.flags import FailureReason
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -79,6 +80,9 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     cached: bool = False
     error: str | None = None
     flags: tuple[str, ...] = ()
+    reason: FailureReason | None = None
+    """Why the status is not `ok`, from a closed vocabulary (None when ok, and in results written
+    before the field existed); `error` keeps the human text."""
 
 
 class RewardResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,12 +210,14 @@ def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAUL
         raise InputError(f"a rollout must be a JSON object, got {_json_type(obj)}", row=where)
     row = _row_name(obj, where)
     check_depth(obj, max_depth, where=row)
-    rft = "messages" in obj and "response" not in obj
+    kind: type[_RftRow | _PlainRow] = _RftRow if "messages" in obj and "response" not in obj else _PlainRow
     try:
-        typed = msgspec.convert(obj, _RftRow if rft else _PlainRow)
+        typed = msgspec.convert(obj, kind)
     except msgspec.ValidationError as exc:
         raise input_error(exc, row=row) from None
     metadata = typed.metadata or {}
+    prompt: str | tuple[Message, ...]
+    reference: Any
     if isinstance(typed, _RftRow):
         prompt, response = _split_rft(typed.messages, row)
         reference = typed.reference_answer if typed.reference_answer is not None else metadata.get("reference_answer")

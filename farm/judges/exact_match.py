@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from farm.config import ExactMatchJudgeConfig
+from farm.flags import FailureReason
 from farm.judges.base import RuleJudge, skipped_verdict
 from farm.wire import Rollout, Verdict
 
@@ -22,6 +23,6 @@ class ExactMatchJudge(RuleJudge):
 
     def check(self, rollout: Rollout) -> Verdict:
         if rollout.reference is None:
-            return skipped_verdict("exact-match judging needs a reference")
+            return skipped_verdict("exact-match judging needs a reference", FailureReason.NO_REFERENCE)
         equal = self._normalise(rollout.response) == self._normalise(rollout.reference)
         return Verdict(score=float(equal), status="ok", rationale="matches the reference" if equal else "differs from the reference")

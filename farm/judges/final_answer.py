@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from farm.answers import answers_match, distinct_final_answers, extract_final_answer
 from farm.config import FinalAnswerJudgeConfig
-from farm.flags import Flag
+from farm.flags import FailureReason, Flag
 from farm.judges.base import RuleJudge, skipped_verdict
 from farm.wire import Rollout, Verdict
 
@@ -19,7 +19,7 @@ class FinalAnswerJudge(RuleJudge):
 
     def check(self, rollout: Rollout) -> Verdict:
         if rollout.reference is None:
-            return skipped_verdict("final-answer judging needs a reference")
+            return skipped_verdict("final-answer judging needs a reference", FailureReason.NO_REFERENCE)
         expected = extract_final_answer(rollout.reference, fallback_last_number=True) or rollout.reference.strip()
         got = extract_final_answer(rollout.response, fallback_last_number=self.config.fallback_last_number)
         if got is None:

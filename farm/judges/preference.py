@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.cache import VerdictCache, content_key
 from farm.config import PreferenceJudgeConfig
-from farm.flags import Flag
+from farm.flags import FailureReason, Flag
 from farm.judges.base import failed_verdict, skipped_verdict
 from farm.judges.converse_call import AskError, ask
 from farm.parsing import parse_preference
@@ -65,6 +65,7 @@ class _Comparison:
     inconsistent: bool = False
     rationale: str = ""
     error: str | None = None
+    reason: FailureReason | None = None
     timed_out: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
@@ -109,7 +110,7 @@ class PreferenceJudge:
                     if mode == "reference"
                     else "a group of two or more rollouts" + (" or a reference" if mode == "auto" else "")
                 )
-                verdicts[index] = skipped_verdict(f"preference judging needs {need}")
+                verdicts[index] = skipped_verdict(f"preference judging needs {need}", FailureReason.NO_REFERENCE)
         async with asyncio.TaskGroup() as group:  # one failing group cancels the rest and their reservations
             for task in tasks:
                 group.create_task(task)
@@ -170,7 +171,8 @@ class PreferenceJudge:
         errors = [c.error for c in comparisons if c.error]
         if reward is None or not done:
             status = "timeout" if comparisons and all(c.timed_out for c in comparisons) else "failed"
-            return Verdict(score=None, status=status, error="; ".join(errors) or "no comparison succeeded", **common)
+            reason = next((c.reason for c in comparisons if c.reason is not None), FailureReason.UNEXPECTED)
+            return Verdict(score=None, status=status, error="; ".join(errors) or "no comparison succeeded", reason=reason, **common)
         inconsistent = sum(c.inconsistent for c in done)
         if errors:  # the reward rests on fewer comparisons than planned: say so
             common["flags"] = tuple(sorted({*common["flags"], str(Flag.JUDGE_INCOMPLETE)}))
@@ -202,7 +204,7 @@ class PreferenceJudge:
         )
         failures = [v for v in (forward, backward) if v.status != "ok"]
         if failures:
-            result.error = failures[0].error
+            result.error, result.reason = failures[0].error, failures[0].reason
             result.timed_out = all(v.status == "timeout" for v in failures)
             result.flags.discard(Flag.POSITION_INCONSISTENT)
             return result
@@ -295,6 +297,7 @@ class _Ordered:
     output_tokens: int
     latency_ms: float
     flags: tuple[str, ...]
+    reason: FailureReason | None = None
 
     @classmethod
     def from_verdict(cls, verdict: Verdict) -> _Ordered:
@@ -305,6 +308,7 @@ class _Ordered:
             rationale_winner=winner,
             rationale=verdict.rationale,
             error=verdict.error,
+            reason=verdict.reason,
             input_tokens=0 if cached else verdict.input_tokens,
             output_tokens=0 if cached else verdict.output_tokens,
             latency_ms=verdict.latency_ms,

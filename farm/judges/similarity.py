@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from farm.config import SimilarityJudgeConfig
-from farm.flags import Flag
+from farm.flags import FailureReason, Flag
 from farm.judges.base import failed_verdict, skipped_verdict
 from farm.judges.local_runtime import OutOfMemoryError, default_minilm_path, load_model, run_in_buckets
 from farm.wire import Rollout, Verdict
@@ -59,7 +59,7 @@ class SimilarityJudge:
         work = []
         for index, rollout in enumerate(rollouts):
             if rollout.reference is None:
-                out[index] = skipped_verdict("similarity judging needs a reference")
+                out[index] = skipped_verdict("similarity judging needs a reference", FailureReason.NO_REFERENCE)
             else:
                 work.append((index, rollout.response, rollout.reference))
         if work:

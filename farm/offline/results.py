@@ -15,7 +15,7 @@ from farm.wire import RewardResult
 __all__ = ["ScoreColumns", "encode_part", "read_columns", "read_part_table", "results_table"]
 
 _encode = msgspec.json.Encoder().encode
-_JUDGE_FIELDS = ("score", "status", "error", "input_tokens", "output_tokens", "cached")
+_JUDGE_FIELDS = ("score", "status", "error", "reason", "input_tokens", "output_tokens", "cached")
 
 
 def results_table(
@@ -38,6 +38,7 @@ def results_table(
         "score": pa.float64(),
         "status": pa.string(),
         "error": pa.string(),
+        "reason": pa.string(),
         "input_tokens": pa.int64(),
         "output_tokens": pa.int64(),
         "cached": pa.bool_(),
@@ -138,7 +139,11 @@ class ScoreColumns:
             statuses = part[f"{name}.status"]
             self.judge_status[name].update(s for s in statuses if s is not None)
             self.reasons[name].update(
-                r for r in (reason_for(s or "", e) for s, e in zip(statuses, part[f"{name}.error"], strict=True)) if r
+                r
+                for r in (
+                    reason_for(s or "", e, k) for s, e, k in zip(statuses, part[f"{name}.error"], part[f"{name}.reason"], strict=True)
+                )
+                if r
             )
             fresh = ~part[f"{name}.cached"]
             self.tokens[name][0] += int(part[f"{name}.input_tokens"][fresh].sum())
@@ -193,6 +198,8 @@ def _parquet_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         out[f"{name}.score"] = numbers(f"judge.{name}.score")
         out[f"{name}.status"] = table.column(f"judge.{name}.status").to_pylist()
         out[f"{name}.error"] = table.column(f"judge.{name}.error").to_pylist()
+        reasons = f"judge.{name}.reason"  # absent from parts written before verdicts carried a reason
+        out[f"{name}.reason"] = table.column(reasons).to_pylist() if reasons in table.column_names else [None] * n
         out[f"{name}.input_tokens"] = np.nan_to_num(numbers(f"judge.{name}.input_tokens", 0)).astype(np.int64)
         out[f"{name}.output_tokens"] = np.nan_to_num(numbers(f"judge.{name}.output_tokens", 0)).astype(np.int64)
         out[f"{name}.cached"] = np.nan_to_num(numbers(f"judge.{name}.cached", 0)).astype(bool)
@@ -215,6 +222,7 @@ def _jsonl_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         out[f"{name}.score"] = _floats([v.get("score") for v in verdicts])
         out[f"{name}.status"] = [v.get("status") for v in verdicts]
         out[f"{name}.error"] = [v.get("error") for v in verdicts]
+        out[f"{name}.reason"] = [v.get("reason") for v in verdicts]
         out[f"{name}.input_tokens"] = np.array([v.get("input_tokens") or 0 for v in verdicts], dtype=np.int64)
         out[f"{name}.output_tokens"] = np.array([v.get("output_tokens") or 0 for v in verdicts], dtype=np.int64)
         out[f"{name}.cached"] = np.array([bool(v.get("cached")) for v in verdicts], dtype=bool)
