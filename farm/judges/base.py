@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from farm.errors import JudgeTimeoutError, ParseError
 from farm.flags import FailureReason
-from farm.wire import Rollout, Verdict
+from farm.wire import JudgeStatus, Rollout, Verdict
 
 __all__ = ["Judge", "RuleJudge", "failed_verdict", "failure_reason", "reason_for", "reason_of", "skipped_verdict"]
 
@@ -69,7 +69,7 @@ def failed_verdict(error: BaseException, *, latency_ms: float = 0.0, input_token
     """The verdict for a judge error, with the reason its type names; parse errors keep the
     judge's raw answer in the human text."""
     reason = reason_of(error)
-    status = "timeout" if isinstance(error, JudgeTimeoutError | TimeoutError) else "failed"
+    status: JudgeStatus = "timeout" if isinstance(error, JudgeTimeoutError | TimeoutError) else "failed"
     message = f"{type(error).__name__}: {error}"
     if isinstance(error, ParseError) and error.raw:
         message += f"; raw answer: {error.raw[:1000]!r}"
