@@ -11,13 +11,11 @@ without it. The handle client needs the Ray version the farm's server side is te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -26,7 +24,18 @@ from farm.batching import make_batches
 from farm.errors import ConfigError, FarmError, InputError
 from farm.wire import RewardResult, Rollout, parse_rollout
 
-__all__ = ["SERVER_RAY_VERSION", "FarmClient", "FarmHTTPError", "HttpFarmClient", "LocalFarmClient", "check_ray_version"]
+__all__ = [
+    "SERVER_RAY_VERSION",
+    "FarmClient",
+    "FarmConnectionError",
+    "FarmHTTPError",
+    "FarmProtocolError",
+    "FarmTimeoutError",
+    "HttpFarmClient",
+    "LocalFarmClient",
+    "RetryPolicy",
+    "check_ray_version",
+]
 
 DEFAULT_APP = "reward-farm"
 SERVER_RAY_VERSION = "2.60.0"  # the `server` extra's pin; tests/unit/test_adapters.py keeps them equal
@@ -193,15 +202,68 @@ def _start_local(source: Any) -> tuple[Any, Any, Any]:
 
 
 class FarmHTTPError(FarmError):
+    """The farm answered with an HTTP error status (after the backpressure retries)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
 
 
+class FarmConnectionError(FarmError):
+    """The farm could not be reached, or the connection broke before an answer."""
+
+
+class FarmTimeoutError(FarmConnectionError):
+    """No answer within the client's `timeout_s`."""
+
+
+class FarmProtocolError(FarmError):
+    """The farm answered 200 with something that is not a results document."""
+
+
+@contextlib.contextmanager
+def _mapped(url: str) -> Iterator[None]:
+    """The one place transport exceptions become the farm's (as httpx maps its transports'):
+    a caller catches `FarmError` and never sees aiohttp, asyncio or msgspec types."""
+    import aiohttp
+
+    try:
+        yield
+    except FarmError:
+        raise
+    except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since 3.11
+        raise FarmTimeoutError(f"no answer from {url} within the client's timeout") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise FarmHTTPError(exc.status, exc.message) from exc
+    except (aiohttp.ClientPayloadError, msgspec.DecodeError) as exc:
+        raise FarmProtocolError(f"{url} answered 200 with an unreadable results document: {exc}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise FarmConnectionError(f"cannot reach the farm at {url}: {exc}") from exc
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    """Which answers are the farm's backpressure (429, 503), how often to try again, and how
+    long to wait: the server's Retry-After (capped), else exponential backoff."""
+
+    retries: int = 5
+    statuses: frozenset[int] = frozenset({429, 503})
+
+    def wait_s(self, status: int, retry_after: str | None, attempt: int) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None when this answer is final."""
+        if status not in self.statuses or attempt >= self.retries:
+            return None
+        return _retry_after(retry_after, attempt)
+
+
 class HttpFarmClient:
     """Scores over `POST /score` for trainers outside the Ray cluster.
 
-    Retries 429/503 (the farm's backpressure) honouring Retry-After, up to `retries` times.
+    One HTTP stack (aiohttp) and one retry loop: `score_async` runs in the caller's event loop;
+    the blocking `score` runs the same coroutine on the client's own event-loop thread, so it
+    works from plain code and from inside a running loop alike (it blocks that loop, as any
+    blocking call does: use `score_async` there). Retries 429/503 (the farm's backpressure)
+    honouring Retry-After, up to `retries` times. Errors are `FarmError`s: `FarmHTTPError`
+    (with `status`), `FarmConnectionError`, `FarmTimeoutError`, `FarmProtocolError`.
     """
 
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 300.0, batch_size: int = 256, retries: int = 5):
@@ -210,6 +272,14 @@ class HttpFarmClient:
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self.retries = retries
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_loop", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _loop=None, _lock=threading.Lock())
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -217,48 +287,50 @@ class HttpFarmClient:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _body(self, batch: list[Rollout]) -> bytes:
-        return msgspec.json.encode({"rollouts": batch})
-
     def score(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
-        parsed, batches = _prepare(rollouts, self.batch_size)
-        return _in_order(parsed, [self._post(batch) for batch in batches])
+        """Blocking: the same requests as `score_async`, on this client's event-loop thread."""
+        future = asyncio.run_coroutine_threadsafe(self.score_async(rollouts), self._private_loop())
+        return future.result()
 
-    def _post(self, batch: list[Rollout]) -> list[RewardResult]:
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(f"{self.url}/score", data=self._body(batch), headers=self._headers(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return _results.decode(response.read())["results"]
-            except urllib.error.HTTPError as exc:
-                body = exc.read().decode("utf-8", "replace")
-                if exc.code in (429, 503) and attempt < self.retries:
-                    time.sleep(_retry_after(exc.headers.get("Retry-After"), attempt))
-                    continue
-                raise FarmHTTPError(exc.code, _message(body)) from None
-        raise AssertionError("unreachable")
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="farm-http-client", daemon=True).start()
+            return self._loop
 
     async def score_async(self, rollouts: Sequence[Rollout | Mapping[str, Any]]) -> list[RewardResult]:
         import aiohttp
 
         parsed, batches = _prepare(rollouts, self.batch_size)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout, headers=self._headers()) as session:
-
-            async def post(batch: list[Rollout]) -> list[RewardResult]:
-                for attempt in range(self.retries + 1):
-                    async with session.post(f"{self.url}/score", data=self._body(batch)) as response:
-                        body = await response.read()
-                        if response.status == 200:
-                            return _results.decode(body)["results"]
-                        if response.status in (429, 503) and attempt < self.retries:
-                            await asyncio.sleep(_retry_after(response.headers.get("Retry-After"), attempt))
-                            continue
-                        raise FarmHTTPError(response.status, _message(body.decode("utf-8", "replace")))
-                raise AssertionError("unreachable")
-
-            results = await asyncio.gather(*(post(batch) for batch in batches))
+        policy = RetryPolicy(retries=self.retries)
+        with _mapped(self.url):
+            timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+            async with aiohttp.ClientSession(timeout=timeout, headers=self._headers()) as session:
+                results = await asyncio.gather(*(self._post(session, batch, policy) for batch in batches))
         return _in_order(parsed, list(results))
+
+    async def _post(self, session: Any, batch: list[Rollout], policy: RetryPolicy) -> list[RewardResult]:
+        """The one retry loop: post a batch until it is answered, or the answer is final."""
+        body = msgspec.json.encode({"rollouts": batch})
+        attempt = 0
+        while True:
+            async with session.post(f"{self.url}/score", data=body) as response:
+                data = await response.read()
+                if response.status == 200:
+                    return _results.decode(data)["results"]
+                wait_s = policy.wait_s(response.status, response.headers.get("Retry-After"), attempt)
+                if wait_s is None:
+                    raise FarmHTTPError(response.status, _message(data.decode("utf-8", "replace")))
+            await asyncio.sleep(wait_s)
+            attempt += 1
+
+    def close(self) -> None:
+        """Stop the private event-loop thread (if `score` started one)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
 
 
 _MAX_RETRY_AFTER_S = 60.0
