@@ -55,6 +55,8 @@ class FailureReason(StrEnum):
     """The judge's replica died or refused work under backpressure."""
     CANCELLED = "cancelled"
     """Work this request shared with another was cancelled."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """A local model could not fit even one rollout in its device's memory."""
     INPUT = "input"
     """The rollout could not be judged as given."""
     UNEXPECTED = "unexpected"

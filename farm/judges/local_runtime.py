@@ -6,16 +6,21 @@ torch and transformers are imported only when a local judge is built (the `local
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from farm.errors import ConfigError, JudgeError
+from farm.flags import FailureReason
+from farm.judges.base import failed_verdict
+from farm.wire import Rollout, Verdict
 
 __all__ = [
     "LoadedModel",
+    "LocalModelJudge",
     "OutOfMemoryError",
     "load_model",
     "default_minilm_path",
@@ -25,6 +30,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "run_in_buckets",
+    "verdict_or_oom",
 ]
 
 T = TypeVar("T")
@@ -33,6 +39,31 @@ R = TypeVar("R")
 
 class OutOfMemoryError(JudgeError):
     """Even a batch of one did not fit in the device's memory."""
+
+    reason: ClassVar[FailureReason] = FailureReason.OUT_OF_MEMORY
+
+
+class LocalModelJudge:
+    """What a local-model judge shares after its forward pass: `score_sync` runs on a worker
+    thread (the event loop keeps serving), and an exception there fails every verdict of the
+    batch with its typed reason instead of reaching the ensemble."""
+
+    def score_sync(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
+        raise NotImplementedError
+
+    async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
+        try:
+            return await asyncio.to_thread(self.score_sync, list(rollouts))
+        except Exception as exc:  # noqa: BLE001 - a broken model or tokenizer is a failed state per rollout, not a crash
+            return [failed_verdict(exc) for _ in rollouts]
+
+
+def verdict_or_oom(value: R | OutOfMemoryError, latency_ms: float, make: Callable[[R], Verdict]) -> Verdict:
+    """`make(value)` for a result of `run_in_buckets`, or the failed verdict of an item that did
+    not fit in memory even alone."""
+    if isinstance(value, OutOfMemoryError):
+        return failed_verdict(value, latency_ms=latency_ms)
+    return make(value)
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,15 @@ to [0, 1] through the configured calibration.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from farm.config import MinMaxCalibration, RewardModelJudgeConfig, SigmoidCalibration
 from farm.flags import Flag
-from farm.judges.base import failed_verdict
-from farm.judges.local_runtime import OutOfMemoryError, load_model, run_in_buckets
+from farm.judges.local_runtime import LocalModelJudge, load_model, run_in_buckets, verdict_or_oom
 from farm.wire import Message, Rollout, Verdict
 
 __all__ = ["RewardModelJudge", "calibrate", "fit_minmax"]
@@ -41,7 +40,7 @@ def fit_minmax(logits: Sequence[float], lower_q: float = 0.01, upper_q: float = 
     return MinMaxCalibration(method="minmax", low=low, high=high)
 
 
-class RewardModelJudge:
+class RewardModelJudge(LocalModelJudge):
     def __init__(self, config: RewardModelJudgeConfig):
         loaded = load_model(config, "AutoModelForSequenceClassification", config.model_path)
         self.name = config.name
@@ -101,29 +100,18 @@ class RewardModelJudge:
             keyed, lambda item: item[1], lambda batch: self.forward([i for i, _ in batch]), self.config.max_batch_size, on_oom
         )
         elapsed_ms = (time.monotonic() - started) * 1000.0
-        out = []
-        for logit, length in zip(logits, lengths, strict=True):
-            if isinstance(logit, OutOfMemoryError):
-                out.append(failed_verdict(logit, latency_ms=elapsed_ms))
-                continue
-            flags = (str(Flag.TRUNCATED),) if length > self.max_length else ()
-            out.append(
-                Verdict(
-                    score=calibrate(logit, self.config.calibration),
-                    status="ok",
-                    criteria={"logit": logit},
-                    rationale=f"reward-model logit {logit:.4f}",
-                    latency_ms=round(elapsed_ms, 1),
-                    flags=flags,
-                )
-            )
-        return out
 
-    async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
-        try:
-            return await asyncio.to_thread(self.score_sync, list(rollouts))
-        except Exception as exc:
-            return [failed_verdict(exc) for _ in rollouts]
+        def verdict(logit: float, length: int) -> Verdict:
+            return Verdict(
+                score=calibrate(logit, self.config.calibration),
+                status="ok",
+                criteria={"logit": logit},
+                rationale=f"reward-model logit {logit:.4f}",
+                latency_ms=round(elapsed_ms, 1),
+                flags=(str(Flag.TRUNCATED),) if length > self.max_length else (),
+            )
+
+        return [verdict_or_oom(logit, elapsed_ms, partial(verdict, length=length)) for logit, length in zip(logits, lengths, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         return {"device": self.device, "max_length": self.max_length, "chat_template": self.chat}

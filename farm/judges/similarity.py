@@ -7,21 +7,21 @@ reference is skipped, not scored.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from farm.config import SimilarityJudgeConfig
 from farm.flags import FailureReason, Flag
-from farm.judges.base import failed_verdict, skipped_verdict
-from farm.judges.local_runtime import OutOfMemoryError, default_minilm_path, load_model, run_in_buckets
+from farm.judges.base import skipped_verdict
+from farm.judges.local_runtime import LocalModelJudge, default_minilm_path, load_model, run_in_buckets, verdict_or_oom
 from farm.wire import Rollout, Verdict
 
 __all__ = ["SimilarityJudge"]
 
 
-class SimilarityJudge:
+class SimilarityJudge(LocalModelJudge):
     def __init__(self, config: SimilarityJudgeConfig):
         loaded = load_model(config, "AutoModel", config.model_path or default_minilm_path())
         self.name = config.name
@@ -74,26 +74,20 @@ class SimilarityJudge:
             )
             elapsed_ms = round((time.monotonic() - started) * 1000.0, 1)
             floor = self.config.floor
-            for (index, _, _), cosine, length in zip(work, cosines, lengths, strict=True):
-                if isinstance(cosine, OutOfMemoryError):
-                    out[index] = failed_verdict(cosine, latency_ms=elapsed_ms)
-                    continue
-                score = min(1.0, max(0.0, (cosine - floor) / (1.0 - floor)))
-                out[index] = Verdict(
-                    score=score,
+
+            def verdict(cosine: float, length: int) -> Verdict:
+                return Verdict(
+                    score=min(1.0, max(0.0, (cosine - floor) / (1.0 - floor))),
                     status="ok",
                     criteria={"cosine": cosine},
                     rationale=f"cosine similarity to the reference {cosine:.4f}",
                     latency_ms=elapsed_ms,
                     flags=(str(Flag.TRUNCATED),) if length > self.max_length else (),
                 )
-        return [v for v in out if v is not None]
 
-    async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
-        try:
-            return await asyncio.to_thread(self.score_sync, list(rollouts))
-        except Exception as exc:
-            return [failed_verdict(exc) for _ in rollouts]
+            for (index, _, _), cosine, length in zip(work, cosines, lengths, strict=True):
+                out[index] = verdict_or_oom(cosine, elapsed_ms, partial(verdict, length=length))
+        return [v for v in out if v is not None]
 
 
 def _sentence_window(directory: Any) -> int | None:
