@@ -27,7 +27,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, TaskCancelledError
 
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError, JudgeUnavailableError
-from farm.ratelimit import Grant, ModelQuota, Reservation, time_left
+from farm.ratelimit import Grant, ModelQuota, Reservation, time_left, wait_turn
 
 __all__ = ["HEAD_NODE", "NAMESPACE", "LeasedQuotas", "QuotaActor", "quota_actor", "quota_actor_name"]
 
@@ -95,9 +95,7 @@ class QuotaActor:
             }
             _kv_put(self._name, state)
 
-    def grant(self, requests: int, tokens: int, returned_tokens: int = 0) -> Grant:
-        if returned_tokens:
-            self._quota.tokens.give(returned_tokens)
+    def grant(self, requests: int, tokens: int) -> Grant:
         granted = self._quota.grant(requests, tokens)
         self._granted_requests += granted.requests
         self._save()
@@ -235,10 +233,7 @@ class LeasedQuotas:
     async def acquire(self, model: str, region: str, tokens: int, deadline: float) -> Reservation:
         lease = self._lease(model, region)
         late = JudgeTimeoutError(f"cluster quota for {model} in {region} would not admit the call before its deadline")
-        try:
-            await asyncio.wait_for(lease.lock.acquire(), time_left(deadline))
-        except TimeoutError:
-            raise late from None
+        await wait_turn(lease.lock, deadline, late)
         try:
             self._expire(lease)
             while lease.requests < 1 or lease.tokens < tokens:

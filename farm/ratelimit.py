@@ -387,10 +387,7 @@ class QuotaRegistry:
         quota = self.get(model, region)
         queue = self._queues[(model, region)]
         late = JudgeTimeoutError(f"quota for {model} in {region} would not admit the call before its deadline")
-        try:
-            await asyncio.wait_for(queue.acquire(), time_left(deadline, self._clock))
-        except TimeoutError:
-            raise late from None
+        await wait_turn(queue, deadline, late, self._clock)
         try:
             while True:
                 wait = quota.wait_for(tokens)
