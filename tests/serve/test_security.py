@@ -137,6 +137,31 @@ def test_bad_input_gets_4xx_naming_the_field_and_the_server_still_answers(secure
     assert status == 200 and body["results"][0]["status"] == "ok"
 
 
+def test_hostile_rows_over_http_name_the_field(secured):
+    """The typed decoder behind every route: wrong types, nested junk and oversized strings are a
+    422 naming the row's index and the field; unknown fields are ignored, as they always were."""
+    from farm.wire import MAX_ID_CHARS
+
+    base = secured["base"]
+    cases = [
+        (rollout("t", response=5), "response", "must be a string, got integer"),
+        (rollout("t", prompt={"role": "user"}), "prompt", "must be a string or an array, got object"),
+        (rollout("t", prompt=[{"role": "user", "content": [{"text": {"x": [1]}}]}]), "prompt[0].content[0].text", "got object"),
+        (rollout("t", prompt=[{"role": "root", "content": "c"}]), "prompt[0].role", "must be one of"),
+        (rollout("t", group=[1]), "group", "got array"),
+        ({**rollout("t"), "id": True}, "id", "got boolean"),
+        ({**rollout("t"), "id": "i" * (MAX_ID_CHARS + 1)}, "id", f"at most {MAX_ID_CHARS} characters"),
+        (rollout("t", metadata=[1]), "metadata", "must be an object or null, got array"),
+    ]
+    for row, field, words in cases:
+        status, _, body = http(base, "/score", {"rollouts": [rollout("fine"), row]}, token=NEW)
+        assert status == 422 and body["field"] == field and body["index"] == 1 and words in body["error"], (row, body)
+    status, _, body = http(base, "/openrlhf", {"query": ["Q: 2+3?\nA: 5", 5]}, token=NEW)
+    assert status == 422 and body["field"] == "query[1]" and "must be a string, got integer" in body["error"], body
+    status, _, body = http(base, "/score", {"rollouts": [rollout("extra", unknown={"junk": [1, 2]}, tool_calls=None)]}, token=NEW)
+    assert status == 200 and body["results"][0]["status"] == "ok", body
+
+
 def test_the_handle_path_has_the_same_limits(secured):
     from ray import serve
 
