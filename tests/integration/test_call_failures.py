@@ -10,6 +10,7 @@ import pytest
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.config import QuotaConfig
 from farm.errors import JudgeTimeoutError
+from farm.judges.base import failed_verdict
 from farm.ratelimit import QuotaRegistry, Reservation
 from tests.conftest import fast_bedrock
 
@@ -40,6 +41,7 @@ def test_a_deadline_passed_before_any_attempt_says_so(aws_env):
 
     with pytest.raises(JudgeTimeoutError) as caught:
         asyncio.run(main())
+    assert failed_verdict(caught.value).reason == "deadline"  # time spent queued, told apart from a slow model
     message = str(caught.value)
     assert "before attempt 1 could be sent" in message and "last error: none" in message
     assert not message.rstrip().endswith(":")  # never an empty reason

@@ -56,6 +56,7 @@ def test_malformed_output_is_retried_once_then_failed_with_raw_text(aws_env):
     (verdict,) = verdicts(make_config([RUBRIC]), [GOOD], "rubric")
     assert verdict.status == "failed" and verdict.score is None
     assert "ParseError" in verdict.error and "carefully considered" in verdict.error  # the raw answer
+    assert verdict.reason == "parse"  # typed, not read back from the text
     assert aws_env.stats()[LITE].received == 2  # one parse retry
 
 
@@ -123,6 +124,7 @@ def test_preference_against_reference_and_skip_reasons(aws_env):
     assert good.status == bad.status == "ok"
     assert good.score >= 0.5 > bad.score
     assert alone.status == "skipped" and "group" in alone.error and results[2].reward is None
+    assert alone.reason == "no_reference"
 
 
 def test_duplicates_are_scored_once_within_and_across_requests(aws_env):
@@ -152,6 +154,7 @@ def test_one_judge_down_gives_partial_result(aws_env):
     for result in results:
         assert result.status == "partial" and Flag.JUDGE_FAILED in result.flags
         assert result.judges["preference"].status == "failed" and "AccessDeniedException" in result.judges["preference"].error
+        assert result.judges["preference"].reason == "rejected"  # a 403: retrying cannot help
         assert result.reward is not None
     assert results[0].reward > results[1].reward
 
