@@ -12,7 +12,7 @@ from ray import serve
 from actors.judge_host import JudgeHost
 from deploy.metrics import FarmMetrics
 from farm.deadlines import request_deadline, wall_to_monotonic
-from farm.errors import JudgeTimeoutError
+from farm.errors import DeadlineError
 from farm.judges.base import failed_verdict
 from farm.wire import Rollout, Verdict
 
@@ -32,7 +32,7 @@ class JudgeDeployment:
         if deadline_at is not None:
             deadline = wall_to_monotonic(deadline_at)
             if deadline <= time.monotonic():
-                late = JudgeTimeoutError(f"judge {self.name!r}: the request's deadline passed while it queued for this replica")
+                late = DeadlineError(f"judge {self.name!r}: the request's deadline passed while it queued for this replica")
                 return [failed_verdict(late) for _ in rollouts]
             with request_deadline(deadline):
                 verdicts = await self.host.score(rollouts)
