@@ -10,6 +10,7 @@ def test_public_api_is_pinned():
     assert sorted(farm.__all__) == [
         "ConfigError",
         "Ensemble",
+        "FailureReason",
         "FarmConfig",
         "FarmError",
         "Flag",
@@ -51,3 +52,5 @@ def test_flags_are_a_closed_documented_vocabulary():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for flag in farm.Flag:
         assert f"`{flag.value}`" in readme, f"flag {flag.value} is not documented in README"
+    for reason in farm.FailureReason:
+        assert f"`{reason.value}`" in readme, f"failure reason {reason.value} is not documented in README"
