@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from farm.errors import InputError
-from farm.flags import FailureReason
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -80,9 +79,10 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     cached: bool = False
     error: str | None = None
     flags: tuple[str, ...] = ()
-    reason: FailureReason | None = None
-    """Why the status is not `ok`, from a closed vocabulary (None when ok, and in results written
-    before the field existed); `error` keeps the human text."""
+    reason: str | None = None
+    """Why the status is not `ok`: a `farm.flags.FailureReason` value (None when ok, and in results
+    written before the field existed); `error` keeps the human text. Typed `str` on the wire so
+    that a reader older than a newly added reason still decodes the result."""
 
 
 class RewardResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -65,7 +65,7 @@ class _Comparison:
     inconsistent: bool = False
     rationale: str = ""
     error: str | None = None
-    reason: FailureReason | None = None
+    reason: str | None = None
     timed_out: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
@@ -297,7 +297,7 @@ class _Ordered:
     output_tokens: int
     latency_ms: float
     flags: tuple[str, ...]
-    reason: FailureReason | None = None
+    reason: str | None = None
 
     @classmethod
     def from_verdict(cls, verdict: Verdict) -> _Ordered:

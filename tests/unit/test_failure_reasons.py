@@ -120,6 +120,8 @@ def test_the_wire_stays_backward_compatible():
     assert reason_for("failed", "unexpected KeyError: 'x'") == "unexpected"
     assert reason_for("failed", "SomethingElse: ?") == "other"
     assert reason_for("skipped", "needs a reference", "no_reference") is None  # metrics count failures only
+    future = msgspec.json.decode(b'{"score": null, "status": "failed", "reason": "a_reason_added_later"}', type=Verdict)
+    assert future.reason == "a_reason_added_later"  # an older reader still decodes a newer farm's results
     new = msgspec.json.decode(msgspec.json.encode(failed_verdict(ParseError("bad", raw="x"))))
     assert new["reason"] == "parse" and new["status"] == "failed" and new["error"].startswith("ParseError: bad")
 
