@@ -17,6 +17,7 @@ from farm.batching import make_batches
 from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
+from farm.judges.base import failure_reason
 from farm.progress import Progress
 from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
@@ -33,6 +34,8 @@ class ScoreSummary:
     judge_status: dict[str, Counter[str]] = field(default_factory=dict)
     judge_errors: dict[str, Counter[str]] = field(default_factory=dict)
     """Per judge, how often each error (first line, shortened) was the reason for a failed verdict."""
+    judge_reasons: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per judge, failed verdicts by their typed `reason` (the closed `FailureReason` vocabulary)."""
     reward_mean: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -48,6 +51,7 @@ class ScoreSummary:
         out["flags"] = dict(self.flags)
         out["judge_status"] = {name: dict(counts) for name, counts in self.judge_status.items()}
         out["judge_errors"] = {name: dict(counts.most_common(5)) for name, counts in self.judge_errors.items()}
+        out["judge_reasons"] = {name: dict(counts) for name, counts in self.judge_reasons.items()}
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
 
@@ -121,6 +125,7 @@ def _count(summary: ScoreSummary, result: RewardResult) -> None:
         summary.judge_status.setdefault(name, Counter())[verdict.status] += 1
         if verdict.status in ("failed", "timeout"):
             summary.judge_errors.setdefault(name, Counter())[_short(verdict.error or verdict.status)] += 1
+            summary.judge_reasons.setdefault(name, Counter())[failure_reason(verdict) or "other"] += 1
         if not verdict.cached:
             summary.input_tokens += verdict.input_tokens
             summary.output_tokens += verdict.output_tokens

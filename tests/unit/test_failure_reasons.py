@@ -152,3 +152,12 @@ def test_reports_of_old_parts_fall_back_to_the_error_text():
     }
     columns.add(part)
     assert dict(columns.reasons["j"]) == {"parse": 1, "timeout": 1}
+
+
+def test_the_score_summary_counts_typed_reasons():
+    from farm.scorefile import ScoreSummary, _count
+
+    summary = ScoreSummary()
+    for error in (ThrottledError("429"), ThrottledError("429 again"), DeadlineError("queued")):
+        _count(summary, RewardResult(id="a", reward=None, status="failed", judges={"j": failed_verdict(error)}))
+    assert summary.as_dict()["judge_reasons"] == {"j": {"throttled": 2, "deadline": 1}}
