@@ -18,7 +18,7 @@ from farm.aggregate import aggregate, disagreement
 from farm.config import AggregationConfig, EscalateConfig, JudgeConfig
 from farm.wire import RewardResult, Rollout, Verdict
 
-__all__ = ["NOT_NEEDED_REASON", "Reason", "cost_tiers", "escalated", "escalation_reason", "escalations", "reached"]
+__all__ = ["NOT_NEEDED_REASON", "Reason", "as_cascaded", "cost_tiers", "escalated", "escalation_reason", "escalations", "reached"]
 
 
 class Reason(StrEnum):
@@ -113,3 +113,17 @@ def reached(result: RewardResult, judges: Sequence[str]) -> bool:
     if result.escalation is None:  # no cascade: a judge was called unless skipped (gate, empty response)
         return any((v := result.judges.get(name)) is not None and v.status != "skipped" for name in judges)
     return any(name in result.escalation and result.escalation[name] not in _NOT_CALLED for name in judges)
+
+
+def as_cascaded(result: RewardResult) -> tuple[dict[str, Verdict], dict[str, str]] | None:
+    """A forced result (every judge ran) as the cascade would have left it: the verdicts and record
+    with each `forced` judge not needed. None when the result has no cascade record."""
+    if result.escalation is None:
+        return None
+    forced = {name for name, reason in result.escalation.items() if reason == Reason.FORCED}
+    verdicts = {name: (_NOT_NEEDED_VERDICT if name in forced else v) for name, v in result.judges.items()}
+    record = {name: (str(Reason.NOT_NEEDED) if name in forced else reason) for name, reason in result.escalation.items()}
+    return verdicts, record
+
+
+_NOT_NEEDED_VERDICT = Verdict(score=None, status="skipped", error=NOT_NEEDED_REASON)
