@@ -103,9 +103,11 @@ def escalations(
     return out
 
 
-def escalated(result: RewardResult) -> bool:
-    """Whether the cascade called (or, forced, would have called) a judge beyond the cheapest tier."""
-    return result.escalation is not None and any(v not in _BASE for v in result.escalation.values())
+def escalated(result: RewardResult | Mapping[str, str] | None) -> bool:
+    """Whether the cascade called (or, forced, would have called) a judge beyond the cheapest tier;
+    takes a result or its `escalation` record (as read back from a results file)."""
+    record = result.escalation if isinstance(result, RewardResult) else result
+    return record is not None and any(v not in _BASE for v in record.values())
 
 
 def reached(result: RewardResult, judges: Sequence[str]) -> bool:

@@ -189,3 +189,20 @@ def test_bad_cost_is_named_and_a_cascade_needs_two_tiers():
     with pytest.raises(ConfigError) as caught:
         parse_config({"judges": [{"name": "a", "kind": "length"}], "aggregation": {"escalate": {"enabled": True}}})
     assert "aggregation.escalate.enabled" in str(caught.value) and "two cost tiers" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_rescore_report_counts_escalated_rows(fmt):
+    from farm.offline.report import summarise
+    from farm.offline.results import encode_part, read_columns
+
+    rule = FakeJudge("rule", lambda r: 0.5 if r.id == "r1" else 1.0)
+    nova = FakeJudge("nova", lambda r: 0.9)
+    cascade = ensemble((rule, "free"), (nova, "expensive"))
+    results = asyncio.run(cascade.score([rollout(0), rollout(1), rollout(2, reference=None)]))
+    config = parse_config({"judges": [{"name": "rule", "kind": "length"}, {"name": "nova", "kind": "length", "cost": "expensive"}]})
+    part = encode_part(results, ["rule", "nova"], None, fmt)
+    summary = summarise(read_columns([part], ["rule", "nova"], fmt), config)
+    assert summary["escalated"] == 2
+    assert summary["escalation"] == {"rule": {"ran": 3}, "nova": {"not_needed": 1, "uncertain": 1, "no_reference": 1}}
+    assert summary["judges"]["nova"]["status"] == {"skipped": 1, "ok": 2}
