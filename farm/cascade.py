@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from farm.aggregate import aggregate, disagreement
 from farm.config import AggregationConfig, EscalateConfig, JudgeConfig
-from farm.wire import RewardResult, Rollout, Verdict
+from farm.wire import RewardResult, Rollout, Verdict, wants_fresh
 
 __all__ = ["NOT_NEEDED_REASON", "Reason", "as_cascaded", "cost_tiers", "escalated", "escalation_reason", "escalations", "reached"]
 
@@ -58,9 +58,20 @@ def cost_tiers(configs: Sequence[JudgeConfig]) -> list[list[int]]:
 
 
 def escalation_reason(
-    rollout: Rollout, verdicts: Mapping[str, Verdict], ran: Sequence[JudgeConfig], rule: EscalateConfig, aggregation: AggregationConfig
+    rollout: Rollout,
+    verdicts: Mapping[str, Verdict],
+    ran: Sequence[JudgeConfig],
+    rule: EscalateConfig,
+    aggregation: AggregationConfig,
+    *,
+    fresh_forces: bool = True,
 ) -> Reason | None:
-    """Why `rollout` needs the next tier, given the verdicts of the judges in `ran`; None when settled."""
+    """Why `rollout` needs the next tier, given the verdicts of the judges in `ran`; None when settled.
+    A rollout marked fresh (`farm_fresh`: canaries, self-consistency, scheduled probes) is `forced`:
+    those measure every judge, and a judge the cascade spares would never be watched. `fresh_forces`
+    False: the decision the cascade would make for the same rollout unmarked (every judge runs anyway)."""
+    if fresh_forces and wants_fresh(rollout):
+        return Reason.FORCED
     if rule.no_reference and rollout.reference is None:
         return Reason.NO_REFERENCE
     seen = [(verdicts[c.name].score, c.weight) for c in ran if c.name in verdicts]
@@ -87,16 +98,18 @@ def escalations(
     ran: Sequence[JudgeConfig],
     rule: EscalateConfig,
     aggregation: AggregationConfig,
+    *,
+    fresh_forces: bool = True,
 ) -> dict[int, Reason]:
     """Which of `candidates` (indices into `rollouts`) go on to the next tier, and why. With
     `scope: group`, a rollout pulls the other candidates of its group along (`group`)."""
     out: dict[int, Reason] = {}
     for i in candidates:
-        reason = escalation_reason(rollouts[i], verdicts[i], ran, rule, aggregation)
+        reason = escalation_reason(rollouts[i], verdicts[i], ran, rule, aggregation, fresh_forces=fresh_forces)
         if reason is not None:
             out[i] = reason
     if rule.scope == "group":
-        needy = {rollouts[i].group for i in out if rollouts[i].group is not None}
+        needy = {rollouts[i].group for i, why in out.items() if rollouts[i].group is not None and why != Reason.FORCED}
         for i in candidates:
             if i not in out and rollouts[i].group in needy:
                 out[i] = Reason.GROUP

@@ -202,7 +202,7 @@ class Ensemble:
         record: dict[int, dict[str, str]] = {i: {m.config.name: Reason.RAN for m in tiers[0]} for i in live}
         pending, ran = list(live), list(tiers[0])
         for tier in tiers[1:]:
-            needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation)
+            needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation, fresh_forces=not self.every_judge)
             for i in live:
                 for m in tier:
                     reason = needed.get(i)

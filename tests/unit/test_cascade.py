@@ -206,3 +206,22 @@ def test_rescore_report_counts_escalated_rows(fmt):
     assert summary["escalated"] == 2
     assert summary["escalation"] == {"rule": {"ran": 3}, "nova": {"not_needed": 1, "uncertain": 1, "no_reference": 1}}
     assert summary["judges"]["nova"]["status"] == {"skipped": 1, "ok": 2}
+
+
+def test_fresh_rollouts_canaries_and_consistency_checks_run_every_judge():
+    from farm.wire import mark_fresh
+
+    rule, nova = FakeJudge("rule", lambda r: 1.0), FakeJudge("nova", lambda r: 0.9)
+    results = asyncio.run(ensemble((rule, "free"), (nova, "expensive")).score([rollout(0), mark_fresh(rollout(1))]))
+    assert nova.calls == [["r1"]]
+    assert [r.escalation["nova"] for r in results] == ["not_needed", "forced"]
+    assert results[1].reward == pytest.approx(0.95) and results[1].judges["nova"].score == 0.9
+
+
+def test_forced_runs_report_the_decision_for_fresh_rollouts_too():
+    from farm.wire import mark_fresh
+
+    rule, nova = FakeJudge("rule", lambda r: 1.0), FakeJudge("nova", lambda r: 0.9)
+    forced = ensemble((rule, "free"), (nova, "expensive")).with_every_judge()
+    results = asyncio.run(forced.score([mark_fresh(rollout(0)), mark_fresh(rollout(1, reference=None))]))
+    assert [r.escalation["nova"] for r in results] == ["forced", "no_reference"]  # what the cascade would do unmarked
