@@ -199,7 +199,7 @@ class Ensemble:
             return {}
         cutoff = None if self.patient else time.monotonic() + max(m.config.deadline_s for m in members) + _GRACE_S
         await self._run(members if self.every_judge else tiers[0], rollouts, live, out)
-        record: dict[int, dict[str, str]] = {i: {m.config.name: Reason.RAN for m in tiers[0]} for i in live}
+        record: dict[int, dict[str, str]] = {i: {m.config.name: str(Reason.RAN) for m in tiers[0]} for i in live}
         pending, ran = list(live), list(tiers[0])
         for tier in tiers[1:]:
             needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation, fresh_forces=not self.every_judge)
@@ -207,11 +207,11 @@ class Ensemble:
                 for m in tier:
                     reason = needed.get(i)
                     if reason is not None:
-                        record[i][m.config.name] = reason
+                        record[i][m.config.name] = str(reason)
                     elif self.every_judge:
-                        record[i][m.config.name] = Reason.FORCED
+                        record[i][m.config.name] = str(Reason.FORCED)
                     else:
-                        record[i][m.config.name] = Reason.NOT_NEEDED
+                        record[i][m.config.name] = str(Reason.NOT_NEEDED)
                         out[i][m.config.name] = skipped_verdict(NOT_NEEDED_REASON)
             if needed and not self.every_judge:
                 await self._run(tier, rollouts, sorted(needed), out, cutoff=cutoff)
