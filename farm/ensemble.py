@@ -242,7 +242,10 @@ class Ensemble:
         bound = None if self.patient else member.config.deadline_s + _GRACE_S
         cut_short = cutoff is not None and bound is not None and cutoff - time.monotonic() < bound
         if cut_short and cutoff is not None:
-            bound = max(0.0, cutoff - time.monotonic())
+            bound = cutoff - time.monotonic()
+            if bound <= 0:  # the cheaper tiers used the whole deadline: no call that could not be answered
+                error = JudgeTimeoutError(f"judge {member.config.name!r} was escalated to with no time left of the request's deadline")
+                return [failed_verdict(error) for _ in batch]
         try:
             verdicts = await asyncio.wait_for(member.judge.score(batch), bound)
         except TimeoutError:

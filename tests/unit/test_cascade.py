@@ -225,3 +225,24 @@ def test_forced_runs_report_the_decision_for_fresh_rollouts_too():
     forced = ensemble((rule, "free"), (nova, "expensive")).with_every_judge()
     results = asyncio.run(forced.score([mark_fresh(rollout(0)), mark_fresh(rollout(1, reference=None))]))
     assert [r.escalation["nova"] for r in results] == ["forced", "no_reference"]  # what the cascade would do unmarked
+
+
+def test_an_escalated_tier_gets_only_what_is_left_of_the_deadline(monkeypatch):
+    import farm.ensemble as module
+
+    monkeypatch.setattr(module, "_GRACE_S", 0.05)
+    rule = FakeJudge("rule", lambda r: 0.5, delay_s=0.3)  # uses up nearly all of the round's 0.35 s
+    nova = FakeJudge("nova", lambda r: 0.9, delay_s=0.3)  # alone it would fit its own 0.3 s deadline + grace
+    config = parse_config(
+        {
+            "judges": [
+                {"name": "rule", "kind": "length", "deadline_s": 0.3},
+                {"name": "nova", "kind": "length", "cost": "expensive", "deadline_s": 0.3},
+            ]
+        }
+    )
+    cascade = Ensemble([EnsembleMember(c, j) for c, j in zip(config.judges, (rule, nova), strict=True)], AGG)
+    (result,) = asyncio.run(cascade.score([rollout()]))
+    assert result.escalation == {"rule": "ran", "nova": "uncertain"} or result.judges["rule"].status == "timeout"  # loaded machine
+    assert result.judges["nova"].status == "timeout" and "left of the request's deadline" in result.judges["nova"].error
+    assert result.status != "ok" and Flag.JUDGE_FAILED in result.flags
