@@ -19,6 +19,7 @@ reference Nova adds little the rule does not know; without one it has no signal.
 therefore checks that the cascade loses nothing on this data; it cannot show what a real Nova adds.
 
     python benchmarks/cascade.py --groups 128 --no-reference-share 0.25 --latency-ms 20
+    python benchmarks/cascade.py --groups 128 --local-tier   # rule + MiniLM similarity first, then Nova
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def groups(count: int, no_reference_share: float, seed: int) -> list[dict[str, A
     return rows
 
 
-def config(escalate: bool) -> FarmConfig:
+def config(escalate: bool, local_tier: bool = False, rule: dict[str, Any] | None = None) -> FarmConfig:
     raw, _ = load_raw_config(None)  # the packaged default ensemble
+    if local_tier:  # MiniLM similarity to the reference (CPU), in the rule's tier: the two can disagree or be unsure
+        similarity = {"name": "similarity", "kind": "similarity", "device": "cpu", "floor": 0.5, "cost": "free"}
+        raw["judges"] = [*raw["judges"], similarity]
     raw["bedrock"] = {**raw.get("bedrock", {}), "quotas": {}, "default_quota": {"rpm": 60_000, "tpm": 100_000_000}}
-    raw["aggregation"] = {**raw.get("aggregation", {}), "escalate": {"enabled": escalate}}
+    raw["aggregation"] = {**raw.get("aggregation", {}), "escalate": {**(rule or {}), "enabled": escalate}}
     return parse_config(raw, source="benchmark config")
 
 
@@ -145,7 +149,15 @@ def main() -> None:
     parser.add_argument("--no-reference-share", type=float, default=0.25, help="share of groups given no reference")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--local-tier",
+        action="store_true",
+        help="add a local judge (MiniLM similarity, declared free) to the rule's tier, in both runs (escalations by disagreement)",
+    )
+    parser.add_argument("--scope", choices=("group", "rollout"), default="group", help="escalate.scope")
+    parser.add_argument("--max-spread", type=float, default=0.5, help="escalate.max_spread")
     args = parser.parse_args()
+    rule = {"scope": args.scope, "max_spread": args.max_spread}
 
     def measure() -> dict[str, Any]:
         rows = groups(args.groups, args.no_reference_share, args.seed)
@@ -155,8 +167,8 @@ def main() -> None:
         os.environ.pop("AWS_PROFILE", None)
         with EmulatorThread(settings) as emulator, tempfile.TemporaryDirectory() as tmp:
             os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = emulator.url
-            baseline = asyncio.run(run(rows, config(False), emulator, Path(tmp), "baseline"))
-            cascade = asyncio.run(run(rows, config(True), emulator, Path(tmp), "cascade"))
+            baseline = asyncio.run(run(rows, config(False, args.local_tier), emulator, Path(tmp), "baseline"))
+            cascade = asyncio.run(run(rows, config(True, args.local_tier, rule), emulator, Path(tmp), "cascade"))
         agree = agreement(cascade.pop("_rewards"), baseline.pop("_rewards"))
         return {
             "benchmark": "cascade",
@@ -188,8 +200,9 @@ def main() -> None:
                 "groups_without_reference": sum(1 for r in rows[:: len(SOLUTION_KEYS)] if r["reference"] is None),
                 "latency_ms": args.latency_ms,
                 "seed": args.seed,
-                "ensemble": "packaged default (final_answer free; rubric nova-lite and preference nova-micro expensive)",
-                "escalate": config(True).aggregation.escalate.model_dump(),
+                "ensemble": "packaged default (final_answer free; rubric nova-lite and preference nova-micro expensive)"
+                + (" + similarity (MiniLM on CPU, floor 0.5, declared free: the first tier)" if args.local_tier else ""),
+                "escalate": config(True, rule=rule).aggregation.escalate.model_dump(),
             },
         }
 
