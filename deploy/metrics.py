@@ -29,6 +29,9 @@ class FarmMetrics:
         self.throttles = Counter("farm_bedrock_throttles_total", "429s received from Bedrock.", tag_keys=tags)
         self.results = Counter("farm_results_total", "Results by status.", tag_keys=("app", "status"))
         self.flags = Counter("farm_result_flags_total", "Result flags.", tag_keys=("app", "flag"))
+        self.escalations = Counter(
+            "farm_cascade_total", "The cost cascade's record per judge: ran, not_needed, or why it was called.", tag_keys=(*tags, "reason")
+        )
         self.request_latency = Histogram(
             "farm_request_latency_ms", "Ensemble latency per request.", boundaries=_LATENCY_MS, tag_keys=("app",)
         )
@@ -40,6 +43,8 @@ class FarmMetrics:
             self.results.inc(1, tags={**app, "status": result.status})
             for flag in result.flags:
                 self.flags.inc(1, tags={**app, "flag": flag})
+            for name, why in (result.escalation or {}).items():  # the cost cascade (farm/cascade.py)
+                self.escalations.inc(1, tags={**app, "judge": name, "reason": why})
             for name, verdict in result.judges.items():
                 tags = {**app, "judge": name}
                 self.verdicts.inc(1, tags={**tags, "status": verdict.status})

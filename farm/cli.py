@@ -942,6 +942,10 @@ def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:
         echo(f"  judge {name:<16} {_counts(counts)}")
     if summary["flags"]:
         echo(f"  flags: {_counts(summary['flags'])}")
+    if summary.get("escalation"):
+        echo(f"  cascade: {summary['escalated']} of {summary['rollouts']} rollouts escalated")
+        for name, counts in summary["escalation"].items():
+            echo(f"    {name:<16} {_counts(counts)}")
     echo(f"  tokens: {summary['input_tokens']} in, {summary['output_tokens']} out; cache hits {summary['cache_hits']}")
     if summary["invalid_rows"]:
         echo(f"  invalid rows: {summary['invalid_rows']} (see {summary['errors_file']})")

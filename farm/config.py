@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,8 +27,10 @@ __all__ = [
     "DeploymentOptions",
     "ServeConfig",
     "BedrockConfig",
+    "COST_TIERS",
     "CacheConfig",
     "Criterion",
+    "EscalateConfig",
     "EmulatorConfig",
     "ExactMatchJudgeConfig",
     "FarmConfig",
@@ -129,9 +131,38 @@ class LengthCorrection(_Section):
     fitted_on: str | None = None
 
 
+COST_TIERS: dict[str, int] = {"free": 0, "cheap": 1, "expensive": 2}
+"""Named cost tiers; a judge may also declare a whole number (a higher tier runs later in a cascade)."""
+
+
 class _JudgeBase(_Section):
     name: str = Field(pattern=_NAME)
     deployment: DeploymentOptions = DeploymentOptions()
+    cost: str | int | None = None
+    """What calling this judge costs: `free`, `cheap`, `expensive` or a whole-number tier (0 = free).
+    Default by kind: rule judges free, local models cheap, Bedrock judges expensive. With
+    `aggregation.escalate` on, cheaper tiers run first and a dearer one only where they cannot settle."""
+    _default_cost: ClassVar[str] = "free"
+
+    @field_validator("cost")
+    @classmethod
+    def _known_cost(cls, cost: str | int | None) -> str | int | None:
+        if cost is None:
+            return cost
+        if isinstance(cost, bool) or (isinstance(cost, int) and not 0 <= cost <= 100):
+            raise ValueError(f"must be one of {', '.join(COST_TIERS)} or a whole number from 0 to 100, got {cost!r}")
+        if isinstance(cost, str) and cost not in COST_TIERS:
+            close = difflib.get_close_matches(cost, list(COST_TIERS), n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise ValueError(f"must be one of {', '.join(COST_TIERS)} or a whole number from 0 to 100, got {cost!r}{hint}")
+        return cost
+
+    @property
+    def cost_tier(self) -> int:
+        """The declared cost as a number (the kind's default when not declared)."""
+        cost = self._default_cost if self.cost is None else self.cost
+        return COST_TIERS[cost] if isinstance(cost, str) else cost
+
     weight: float = Field(default=1.0, ge=0)
     deadline_s: float = Field(default=60.0, gt=0)
     gate: bool = False
@@ -147,6 +178,7 @@ class _JudgeBase(_Section):
 
 
 class _BedrockJudgeBase(_JudgeBase):
+    _default_cost: ClassVar[str] = "expensive"
     model: str = Field(min_length=1)
     region: str | None = None
     max_tokens: int = Field(default=512, ge=16, le=10_000)
@@ -263,6 +295,7 @@ class MinMaxCalibration(_Section):
 
 
 class _LocalJudgeBase(_JudgeBase):
+    _default_cost: ClassVar[str] = "cheap"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU when the replica has one, else the CPU."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -332,6 +365,31 @@ class BedrockConfig(_Section):
     default_quota: QuotaConfig = QuotaConfig(rpm=100, tpm=100_000)
 
 
+class EscalateConfig(_Section):
+    """The cascade: judges run in order of `cost`, cheapest first; a dearer tier is called for a
+    rollout only when the judges that already ran cannot settle it. Off by default."""
+
+    enabled: bool = False
+    uncertain: tuple[float, float] | None = (0.2, 0.8)
+    """Escalate when the reward so far lies strictly inside this band (null: never for this reason)."""
+    max_spread: float | None = Field(default=0.5, ge=0, le=1)
+    """Escalate when the judges so far disagree by more than this (max - min; null: never)."""
+    undecided: bool = True
+    """Escalate when a cheaper judge did not score (skipped, failed, timed out)."""
+    no_reference: bool = True
+    """Escalate a rollout that has no reference (rule judges cannot check it)."""
+    scope: Literal["group", "rollout"] = "group"
+    """`group`: a rollout escalates with its whole group, so a group judge (preference) compares the
+    group as it is; `rollout`: only the rollouts that need it."""
+
+    @field_validator("uncertain")
+    @classmethod
+    def _band(cls, band: tuple[float, float] | None) -> tuple[float, float] | None:
+        if band is not None and not 0.0 <= band[0] < band[1] <= 1.0:
+            raise ValueError(f"must be [low, high] with 0 <= low < high <= 1, got {list(band)}")
+        return band
+
+
 class AggregationConfig(_Section):
     method: Literal["weighted_mean", "median", "trimmed_mean", "majority"] = "weighted_mean"
     trim_fraction: float = Field(default=0.2, ge=0, lt=0.5)
@@ -341,6 +399,8 @@ class AggregationConfig(_Section):
     disagreement_threshold: float = Field(default=0.3, ge=0, le=1)
     empty_response: Literal["zero", "null"] = "zero"
     """What an empty response earns: 0 with the `empty_response` flag, or null (abstain)."""
+    escalate: EscalateConfig = EscalateConfig()
+    """The cost cascade (README "Cascade"): off by default."""
 
 
 class CacheConfig(_Section):
@@ -463,6 +523,12 @@ class FarmConfig(_Section):
         voting = [j for j in self.judges if not j.gate]
         if self.aggregation.quorum > max(1, len(voting)):
             raise ValueError(f"aggregation.quorum is {self.aggregation.quorum} but only {len(voting)} non-gate judges are configured")
+        tiers = sorted({j.cost_tier for j in voting})
+        if self.aggregation.escalate.enabled and len(tiers) < 2:
+            raise ValueError(
+                f"aggregation.escalate.enabled: a cascade needs non-gate judges of at least two cost tiers, "
+                f"but every one is tier {tiers[0] if tiers else '?'}; set `cost` on the judges (free, cheap, expensive)"
+            )
         return self
 
     def quota_for(self, model: str, region: str) -> QuotaConfig:

@@ -7,12 +7,14 @@ event loop (the CLI scorer, tests, and users' own scripts).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from farm.aggregate import aggregate, disagreement
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
+from farm.cascade import NOT_NEEDED_REASON, Reason, cost_tiers, escalations
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeCancelledError, JudgeTimeoutError
 from farm.flags import FailureReason, Flag
@@ -39,9 +41,15 @@ def combine(
     members: Sequence[EnsembleMember],
     aggregation: AggregationConfig,
     extra_flags: Sequence[str] = (),
+    escalation: Mapping[str, str] | None = None,
 ) -> RewardResult:
-    """Aggregate one rollout's verdicts into its result (pure)."""
+    """Aggregate one rollout's verdicts into its result (pure). `escalation` is the cascade's record
+    (farm/cascade.py): a judge it did not need is no failure, and the quorum counts only judges called."""
     voters = [m for m in members if not m.config.gate] or list(members)
+    quorum = aggregation.quorum
+    if escalation is not None:
+        called = [m for m in voters if escalation.get(m.config.name) != Reason.NOT_NEEDED]
+        quorum = max(1, min(quorum, len(called)))
     scored = [(verdicts[m.config.name].score, m.config.weight) for m in voters]
     flags: set[str] = set(extra_flags)
     for verdict in verdicts.values():
@@ -50,7 +58,7 @@ def combine(
             flags.add(Flag.JUDGE_FAILED)
     answered = sum(1 for score, _ in scored if score is not None)
     reward: float | None
-    if answered >= aggregation.quorum:
+    if answered >= quorum:
         reward = aggregate(aggregation.method, scored, trim_fraction=aggregation.trim_fraction, pass_threshold=aggregation.pass_threshold)
     else:
         reward = None
@@ -66,7 +74,13 @@ def combine(
     else:
         status = "ok"
     return RewardResult(
-        id=rollout.id, reward=reward, status=status, judges=verdicts, disagreement=spread, flags=tuple(sorted(map(str, flags)))
+        id=rollout.id,
+        reward=reward,
+        status=status,
+        judges=verdicts,
+        disagreement=spread,
+        flags=tuple(sorted(map(str, flags))),
+        escalation=None if escalation is None else dict(escalation),
     )
 
 
@@ -82,12 +96,16 @@ class Ensemble:
         cache: VerdictCache | None = None,
         integrity: IntegrityConfig | None = None,
         patient: bool = False,
+        every_judge: bool = False,
     ):
         """`patient`: nobody waits on the answer (offline scoring, probes, calibration): judges
         are not cut off at their deadline while they wait for quota; each Bedrock call is
-        bounded from the moment the quota admits it instead."""
+        bounded from the moment the quota admits it instead. `every_judge`: with the cascade on,
+        still call every judge on every rollout, recording what the cascade would have done
+        (`forced` where it would not have called the judge): probe and calibrate need every score."""
         self.members = list(members)
         self.patient = patient
+        self.every_judge = every_judge
         self.aggregation = aggregation
         self.client = client
         self.cache = cache
@@ -112,6 +130,18 @@ class Ensemble:
             client = ConverseClient(config.bedrock, quotas or QuotaRegistry(config.quota_for), patient=patient)
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
         return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=patient)
+
+    def with_every_judge(self) -> Ensemble:
+        """This ensemble (same judges, client and cache) calling every judge on every rollout."""
+        return Ensemble(
+            self.members,
+            self.aggregation,
+            client=self.client,
+            cache=self.cache,
+            integrity=self.integrity,
+            patient=self.patient,
+            every_judge=True,
+        )
 
     async def aclose(self) -> None:
         for member in self.members:
@@ -138,10 +168,14 @@ class Ensemble:
                     still_live.append(i)
             live = still_live
         others = [m for m in self.members if not m.config.gate]
+        record: dict[int, dict[str, str]] = {}
         if others and live:
-            await self._run(others, rollouts, live, verdicts)
+            record = await self._judge(others, rollouts, live, verdicts)
         defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
-        combined = [closed[i] if i in closed else combine(r, verdicts[i], self.members, self.aggregation) for i, r in enumerate(rollouts)]
+        combined = [
+            closed[i] if i in closed else combine(r, verdicts[i], self.members, self.aggregation, escalation=record.get(i))
+            for i, r in enumerate(rollouts)
+        ]
         if defences.screen_off_loop(rollouts):  # the detector is pure Python: a long batch would stall the loop
             return await asyncio.to_thread(lambda: [self._screen(r, c) for r, c in zip(rollouts, combined, strict=True)])
         return [self._screen(r, c) for r, c in zip(rollouts, combined, strict=True)]
@@ -151,25 +185,75 @@ class Ensemble:
         (detector hit or judge contradiction) is flagged and gets the injection policy."""
         return defences.screen(rollout, result, self.members, self.integrity)
 
+    async def _judge(
+        self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], live: list[int], out: list[dict[str, Verdict]]
+    ) -> dict[int, dict[str, str]]:
+        """Every non-gate judge on the live rollouts; with `aggregation.escalate` on, the cost cascade
+        (farm/cascade.py): tier by tier, each dearer tier batched over the rollouts that need it, all
+        within the deadline a single round of judges would have had. Returns the cascade's record
+        per rollout index (empty when the cascade is off)."""
+        rule = self.aggregation.escalate
+        tiers = [[members[k] for k in tier] for tier in cost_tiers([m.config for m in members])]
+        if not rule.enabled or len(tiers) < 2:
+            await self._run(members, rollouts, live, out)
+            return {}
+        cutoff = None if self.patient else time.monotonic() + max(m.config.deadline_s for m in members) + _GRACE_S
+        await self._run(members if self.every_judge else tiers[0], rollouts, live, out)
+        record: dict[int, dict[str, str]] = {i: {m.config.name: str(Reason.RAN) for m in tiers[0]} for i in live}
+        pending, ran = list(live), list(tiers[0])
+        for tier in tiers[1:]:
+            needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation, fresh_forces=not self.every_judge)
+            for i in live:
+                for m in tier:
+                    reason = needed.get(i)
+                    if reason is not None:
+                        record[i][m.config.name] = str(reason)
+                    elif self.every_judge:
+                        record[i][m.config.name] = str(Reason.FORCED)
+                    else:
+                        record[i][m.config.name] = str(Reason.NOT_NEEDED)
+                        out[i][m.config.name] = skipped_verdict(NOT_NEEDED_REASON, FailureReason.NOT_NEEDED)
+            if needed and not self.every_judge:
+                await self._run(tier, rollouts, sorted(needed), out, cutoff=cutoff)
+            pending = sorted(needed)
+            ran.extend(tier)
+        return record
+
     async def _run(
-        self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], indices: list[int], out: list[dict[str, Verdict]]
+        self,
+        members: Sequence[EnsembleMember],
+        rollouts: Sequence[Rollout],
+        indices: list[int],
+        out: list[dict[str, Verdict]],
+        cutoff: float | None = None,
     ) -> None:
         batch = [rollouts[i] for i in indices]
         async with asyncio.TaskGroup() as group:  # a cancelled request cancels every judge call
-            tasks = [group.create_task(self._guarded(m, batch)) for m in members]
+            tasks = [group.create_task(self._guarded(m, batch, cutoff)) for m in members]
         answers = [task.result() for task in tasks]
         for member, member_verdicts in zip(members, answers, strict=True):
             score_map = member.config.score_map
             for i, verdict in zip(indices, member_verdicts, strict=True):
                 out[i][member.config.name] = verdict if score_map is None else apply_score_map(verdict, score_map)
 
-    async def _guarded(self, member: EnsembleMember, batch: list[Rollout]) -> list[Verdict]:
-        """A judge that raises, hangs or miscounts still yields one verdict per rollout."""
+    async def _guarded(self, member: EnsembleMember, batch: list[Rollout], cutoff: float | None = None) -> list[Verdict]:
+        """A judge that raises, hangs or miscounts still yields one verdict per rollout. `cutoff`
+        (monotonic): a cascade tier also stops where the whole request's judging must end."""
+        bound = None if self.patient else member.config.deadline_s + _GRACE_S
+        cut_short = cutoff is not None and bound is not None and cutoff - time.monotonic() < bound
+        if cut_short and cutoff is not None:
+            bound = cutoff - time.monotonic()
+            if bound <= 0:  # the cheaper tiers used the whole deadline: no call that could not be answered
+                error = JudgeTimeoutError(f"judge {member.config.name!r} was escalated to with no time left of the request's deadline")
+                return [failed_verdict(error) for _ in batch]
         try:
-            bound = None if self.patient else member.config.deadline_s + _GRACE_S
             verdicts = await asyncio.wait_for(member.judge.score(batch), bound)
         except TimeoutError:
-            error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
+            if cut_short:
+                name = member.config.name
+                error = JudgeTimeoutError(f"judge {name!r} was escalated to with {bound:.1f}s left of the request's deadline and ran out")
+            else:
+                error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
             return [failed_verdict(error) for _ in batch]
         except asyncio.CancelledError:
             me = asyncio.current_task()

@@ -69,5 +69,7 @@ class FailureReason(StrEnum):
     """Skipped: the response was empty, so no judge was called."""
     GATED = "gated"
     """Skipped: a cheap gate judge scored 0, so the expensive judges were not called."""
+    NOT_NEEDED = "not_needed"
+    """Skipped: the cost cascade settled the rollout with cheaper judges (not a failure)."""
     NOT_RUN = "not_run"
     """Skipped for another reason the judge names in `error`."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.batching import make_batches
+from farm.cascade import escalated
 from farm.config import FarmConfig
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
@@ -36,6 +37,10 @@ class ScoreSummary:
     """Per judge, how often each error (first line, shortened) was the reason for a failed verdict."""
     judge_reasons: dict[str, Counter[str]] = field(default_factory=dict)
     """Per judge, failed verdicts by their typed `reason` (the closed `FailureReason` vocabulary)."""
+    escalated: int = 0
+    """Rollouts for which the cost cascade called a judge beyond the cheapest tier (0 with the cascade off)."""
+    escalation: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per judge, how often the cascade ran it, did not need it, or escalated to it and why."""
     reward_mean: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -52,6 +57,7 @@ class ScoreSummary:
         out["judge_status"] = {name: dict(counts) for name, counts in self.judge_status.items()}
         out["judge_errors"] = {name: dict(counts.most_common(5)) for name, counts in self.judge_errors.items()}
         out["judge_reasons"] = {name: dict(counts) for name, counts in self.judge_reasons.items()}
+        out["escalation"] = {name: dict(counts) for name, counts in self.escalation.items()}
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
 
@@ -121,6 +127,9 @@ def _count(summary: ScoreSummary, result: RewardResult) -> None:
     summary.rollouts += 1
     summary.status[result.status] += 1
     summary.flags.update(result.flags)
+    summary.escalated += escalated(result)
+    for name, reason in (result.escalation or {}).items():
+        summary.escalation.setdefault(name, Counter())[reason] += 1
     for name, verdict in result.judges.items():
         summary.judge_status.setdefault(name, Counter())[verdict.status] += 1
         if verdict.status in ("failed", "timeout"):

@@ -94,6 +94,10 @@ class RewardResult(msgspec.Struct, frozen=True, kw_only=True):
     judges: dict[str, Verdict]
     disagreement: float | None = None
     flags: tuple[str, ...] = ()
+    escalation: dict[str, str] | None = None
+    """With the cost cascade on (`aggregation.escalate`): per judge, `ran` (cheapest tier),
+    `not_needed`, or why it was called (`no_reference`, `undecided`, `disagree`, `uncertain`,
+    `group`, `forced`); see `farm.cascade.Reason`. None when the cascade is off."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from farm.cascade import as_cascaded, escalated
 from farm.config import FarmConfig, LengthCorrection, ScoreMap
 from farm.ensemble import Ensemble, EnsembleMember, combine
 from farm.flags import Flag
@@ -40,6 +41,10 @@ class FitReport:
     skipped: dict[str, str] = field(default_factory=dict)
     length_corrections: dict[str, LengthCorrection] = field(default_factory=dict)
     """Judges found length-biased: the correction written into config (applied before the map)."""
+    cascade: dict[str, Any] = field(default_factory=dict)
+    """With `aggregation.escalate` on: every judge is still called (each needs its scores fitted);
+    `escalated_share` is how many rows the cascade would have escalated, and `all_judges` /
+    `cascade` the ensemble's figures (configured maps) with every judge and as the cascade scores."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,14 +57,16 @@ class FitReport:
             "ensemble_after": self.ensemble_after,
             "skipped": self.skipped,
             "length_corrections": {name: c.model_dump(exclude_none=True) for name, c in self.length_corrections.items()},
+            "cascade": self.cascade,
         }
 
 
 async def fit_judges(
     ensemble: Ensemble, rollouts: Sequence[Rollout], labels: Sequence[bool] | None, *, described_as: str = "data"
 ) -> FitReport:
-    """Score `rollouts` once and fit every non-gate judge; `labels` None means label-free."""
-    results = await ensemble.score(rollouts)
+    """Score `rollouts` once and fit every non-gate judge; `labels` None means label-free. A cost
+    cascade is overridden (every judge must answer to be fitted) and its behaviour reported."""
+    results = await ensemble.with_every_judge().score(rollouts)
     voters = [m for m in ensemble.members if not m.config.gate]
     scores = {m.config.name: [_raw(r.judges[m.config.name]) for r in results] for m in voters}
     report = FitReport(source="labels" if labels is not None else "dawid_skene", rows=len(rollouts))
@@ -105,7 +112,30 @@ async def fit_judges(
     report.ensemble_before = _ensemble_figures([r.reward for r in results], targets)
     after = _recombine(ensemble, rollouts, results, report)
     report.ensemble_after = _ensemble_figures(after, targets)
+    if any(r.escalation is not None for r in results):
+        report.cascade = _cascade_figures(ensemble, rollouts, results, targets)
     return report
+
+
+def _cascade_figures(
+    ensemble: Ensemble, rollouts: Sequence[Rollout], results: Sequence[RewardResult], targets: Sequence[float]
+) -> dict[str, Any]:
+    """What the cascade would have done on these rows, and the ensemble with every judge against it."""
+    every, cascaded = [], []
+    for rollout, result in zip(rollouts, results, strict=True):
+        view = as_cascaded(result)
+        if view is None:  # gated, empty: no judge beyond the gate ran either way
+            every.append(result.reward)
+            cascaded.append(result.reward)
+            continue
+        verdicts, record = view
+        every.append(combine(rollout, dict(result.judges), ensemble.members, ensemble.aggregation).reward)
+        cascaded.append(combine(rollout, verdicts, ensemble.members, ensemble.aggregation, escalation=record).reward)
+    return {
+        "escalated_share": round(sum(escalated(r) for r in results) / len(results), 4) if results else None,
+        "all_judges": _ensemble_figures(every, targets),
+        "cascade": _ensemble_figures(cascaded, targets),
+    }
 
 
 def _raw(verdict: Verdict) -> float | None:
@@ -195,6 +225,10 @@ def format_fit(report: FitReport) -> str:
         )
     lines.append(f"ensemble before: {_figures(report.ensemble_before)}")
     lines.append(f"ensemble after:  {_figures(report.ensemble_after)}")
+    if report.cascade:
+        cascade = report.cascade
+        lines.append(f"cascade: every judge called to fit it; the cascade would escalate {cascade['escalated_share']:.1%} of rows")
+        lines.append(f"  all judges: {_figures(cascade['all_judges'])}; as the cascade scores: {_figures(cascade['cascade'])}")
     for name, c in report.length_corrections.items():
         lines.append(f"length-biased {name}: {c.slope:+.3f} per doubling, corrected around {c.pivot_chars} chars")
     for name, why in report.skipped.items():

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from farm.answers import extract_final_answer
+from farm.cascade import escalated
 from farm.ensemble import Ensemble
 from farm.flags import Flag
 from farm.integrity.bias import pair_figures, self_consistency
@@ -103,6 +104,9 @@ class ProbeReport:
     detection: dict[str, dict[str, float]] = field(default_factory=dict)
     """Injection probe -> {detector_recall (flagged `injection_suspected`), caught (that or `judge_contradiction`)}."""
     grouped: bool = False
+    escalated: dict[str, float] = field(default_factory=dict)
+    """With the cost cascade on: share of rollouts it would escalate, `clean` and per probe (attacked
+    rollouts). Every judge is still called, so each judge's inflation is measured."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +119,7 @@ class ProbeReport:
             "findings": self.findings,
             "detection": self.detection,
             "grouped": self.grouped,
+            "escalated": self.escalated,
         }
 
 
@@ -142,11 +147,14 @@ async def run_probes(
     rollout is attacked while the others stay clean, which is where group preference can be won
     by position. `repeats` >= 2 adds self-consistency; `pairs` adds position bias and human
     agreement of preference judges; `fresh` bypasses verdict caches (scheduled runs must see
-    judges as they are now)."""
+    judges as they are now). A cost cascade is overridden: every judge is called (an attack the
+    cheap tier settles would otherwise leave the dearer judges unmeasured), and `escalated` says
+    how often the cascade would have passed the clean and attacked rollouts on to them."""
     clean_rollouts = [
         mark_fresh(r, group=r.group if grouped else None) if fresh else msgspec.structs.replace(r, group=r.group if grouped else None)
         for r in rollouts
     ]
+    ensemble = ensemble.with_every_judge()  # a cost cascade would leave dearer judges unprobed
     clean = await ensemble.score(clean_rollouts)
     seen: set[str] = set()
     targets = []
@@ -156,12 +164,16 @@ async def run_probes(
             seen.add(r.group or "")
     judges = [m.config.name for m in ensemble.members]
     report = ProbeReport(rollouts=len(rollouts), grouped=grouped)
+    if any(r.escalation is not None for r in clean):
+        report.escalated["clean"] = round(sum(escalated(clean[i]) for i in targets) / len(targets), 4)
     for probe in probes:
         batch = list(clean_rollouts)
         for i in targets:
             batch[i] = _with(clean_rollouts[i], PROBES[probe](clean_rollouts[i]), probe)
         scored = await ensemble.score(batch)
         attacked = [scored[i] for i in targets]
+        if report.escalated:
+            report.escalated[probe] = round(sum(escalated(r) for r in attacked) / len(attacked), 4)
         if probe in INJECTION_PROBES:
             caught = {str(Flag.INJECTION_SUSPECTED), str(Flag.JUDGE_CONTRADICTION)}
             report.detection[probe] = {
@@ -233,6 +245,9 @@ def format_table(report: ProbeReport) -> str:
         lines.append(f"{probe}: detector recall {figures['detector_recall']:.0%}, caught by any defence {figures['caught']:.0%}")
     for judge, flaws in report.findings.items():
         lines.append(f"{judge}: {', '.join(flaws) if flaws else 'no flaw found'}")
+    if report.escalated:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in report.escalated.items())
+        lines.append(f"cascade (every judge was called to probe it) would escalate: {shares}")
     if report.position_inconsistency:
         lines.append(f"position inconsistency (order-dependent comparisons): {_per_judge(report.position_inconsistency)}")
     if report.length_slope:

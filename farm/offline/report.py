@@ -103,6 +103,8 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
         "reward_histogram": _histogram(reward),
         "flags": dict(data.flags),
         "disagreement_rate": round(data.flags.get("high_disagreement", 0) / n, 4) if n else None,
+        "escalated": data.escalated,
+        "escalation": {name: dict(counts) for name, counts in data.escalation.items()},
         "judges": judges,
         "agreement_pearson": agreement,
         "ensemble_against_label": _label_metrics(reward, label),

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from farm.cascade import escalated
 from farm.wire import RewardResult
 
 __all__ = ["ScoreColumns", "encode_part", "read_columns", "read_part_table", "results_table"]
@@ -33,6 +34,7 @@ def results_table(
         "disagreement": pa.array([r.disagreement for r in results], pa.float64()),
         "flags": pa.array([list(r.flags) for r in results], pa.list_(pa.string())),
         "judges": pa.array([_encode(r.judges).decode() for r in results], pa.string()),
+        "escalation": pa.array([None if r.escalation is None else _encode(r.escalation).decode() for r in results], pa.string()),
     }
     types = {
         "score": pa.float64(),
@@ -123,6 +125,10 @@ class ScoreColumns:
         self.judge_status: dict[str, Counter[str]] = {n: Counter() for n in judges}
         self.reasons: dict[str, Counter[str]] = {n: Counter() for n in judges}
         self.tokens: dict[str, list[int]] = {n: [0, 0] for n in judges}
+        self.escalated = 0
+        """Rows for which the cost cascade called a judge beyond the cheapest tier."""
+        self.escalation: dict[str, Counter[str]] = {}
+        """Per judge, the cascade's record counted (ran, not_needed, or why it was called)."""
 
     def add(self, part: dict[str, Any]) -> None:
         """One part's columns: numpy arrays for numbers, lists for the rest."""
@@ -134,6 +140,10 @@ class ScoreColumns:
         self.status.update(part["status"])
         for flags in part["flags"]:
             self.flags.update(flags or ())
+        for record in part.get("escalation") or ():
+            self.escalated += escalated(record)
+            for name, reason in (record or {}).items():
+                self.escalation.setdefault(name, Counter())[reason] += 1
         for name in self.judges:
             self.score[name].append(part[f"{name}.score"])
             statuses = part[f"{name}.status"]
@@ -193,6 +203,9 @@ def _parquet_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         "label": numbers("label"),
         "status": table.column("status").to_pylist(),
         "flags": table.column("flags").to_pylist(),
+        "escalation": [None if e is None else json.loads(e) for e in table.column("escalation").to_pylist()]
+        if "escalation" in table.column_names
+        else [],
     }
     for name in judges:
         out[f"{name}.score"] = numbers(f"judge.{name}.score")
@@ -216,6 +229,7 @@ def _jsonl_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         "label": _floats([r.get("label") for r in rows]),
         "status": [r.get("status") for r in rows],
         "flags": [r.get("flags") for r in rows],
+        "escalation": [r.get("escalation") for r in rows],
     }
     for name in judges:
         verdicts = [(r.get("judges") or {}).get(name) or {} for r in rows]

@@ -143,6 +143,33 @@ def test_runtime_reweighting_through_user_config(app):
     deploy(app, APP, {"config": CONFIG, "env": app["env"]}, "/farm", ingress_user_config={"weights": {"answer": 1.0}})
 
 
+def test_cascade_switched_on_through_user_config_spares_nova_where_the_rule_settles(app, serve_emulator):
+    from ray import serve
+
+    cascade = {"aggregation": {"escalate": {"enabled": True}}}  # no restart: the ingress reconfigures in place
+    deploy(app, APP, {"config": CONFIG, "env": app["env"]}, "/farm", ingress_user_config=cascade)
+    try:
+        settled, open_ended = rows(1)[:2]
+        open_ended = {**open_ended, "id": "open", "reference": None, "group": "open"}  # its own group: scope is group
+        before = {m: s.received for m, s in serve_emulator.stats().items()}
+        results = serve.get_app_handle(APP).score.remote([settled, open_ended]).result()
+        calls = {m: s.received - before.get(m, 0) for m, s in serve_emulator.stats().items()}
+    finally:
+        deploy(app, APP, {"config": CONFIG, "env": app["env"]}, "/farm", ingress_user_config={})
+    done, escalated = results
+    assert done.escalation == {"answer": "ran", "rubric": "not_needed", "preference": "not_needed"}
+    assert all(type(reason) is str for reason in done.escalation.values())  # plain strings on the wire
+    assert done.status == "ok" and done.reward == done.judges["answer"].score
+    assert escalated.escalation == {"answer": "ran", "rubric": "no_reference", "preference": "no_reference"}
+    assert done.judges["rubric"].status == "skipped" and "not needed" in done.judges["rubric"].error
+    # the rubric replica was asked for the escalated rollout alone (on a loaded machine its quota wait may run out: a
+    # failed verdict with its reason, still never a call for the settled rollout)
+    assert escalated.judges["rubric"].status != "skipped", escalated.judges["rubric"].error
+    assert calls.get(LITE, 0) <= 1
+    if escalated.judges["rubric"].status == "ok":
+        assert calls[LITE] == 1
+
+
 def test_handle_client_from_a_second_process(app):
     code = (
         "import json, sys\n"
