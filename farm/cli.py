@@ -448,9 +448,9 @@ def probe(
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
-    from farm.integrity.pairs import read_pairs
-    from farm.integrity.probes import format_table, run_probes
-    from farm.integrity.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
+    from farm.analysis.pairs import read_pairs
+    from farm.analysis.probes import format_table, run_probes
+    from farm.analysis.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
 
     if json_path:
         _claim_output(json_path, force, inputs=(config_path, data_path, pairs_path))
@@ -489,9 +489,9 @@ def calibrate(
     and write them into a copy of the config."""
     import yaml
 
+    from farm.analysis.fitting import calibrated_config, fit_judges, format_fit
+    from farm.analysis.samples import gold_labels, read_sample
     from farm.config import load_raw_config, parse_config
-    from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
-    from farm.integrity.samples import gold_labels, read_sample
 
     if json_path and Path(json_path).resolve() == Path(out_path).resolve():
         raise CliError(f"--json and --out are the same file ({out_path})", "give them different paths")
@@ -534,8 +534,8 @@ def calibrate(
 def pin_canaries(config_path: str | None, data_path: str | None, count: int, out_path: str, force: bool) -> None:
     """Score canaries with today's judges and write them with `metadata.expected_scores`, so the
     drift alarm compares against known scores even on a replica that starts after a judge drifted."""
-    from farm.integrity.canary import pin_canaries as pin
-    from farm.integrity.samples import read_sample
+    from farm.analysis.canary import pin_canaries as pin
+    from farm.analysis.samples import read_sample
 
     _claim_output(out_path, force, inputs=(config_path, data_path))
     rollouts = _read_input(read_sample, data_path, count)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from farm.auth import AuthConfig
 from farm.errors import ConfigError
+from farm.probe_names import PROBE_NAMES
 
 __all__ = [
     "AggregationConfig",
@@ -398,11 +399,9 @@ class ScheduledProbesConfig(_Section):
     @field_validator("probes")
     @classmethod
     def _known_probes(cls, probes: list[str] | None) -> list[str] | None:
-        from farm.integrity.probes import PROBES
-
-        unknown = [p for p in probes or [] if p not in PROBES]
+        unknown = [p for p in probes or [] if p not in PROBE_NAMES]
         if unknown:
-            raise ValueError(f"unknown probe(s) {unknown}; known: {sorted(PROBES)}")
+            raise ValueError(f"unknown probe(s) {unknown}; known: {sorted(PROBE_NAMES)}")
         return probes
 
 

@@ -1,4 +1,5 @@
-"""Reward integrity: detecting rollouts that address the judge, and probing judges for what a
-policy under RL pressure would exploit."""
+"""Runtime screening, applied by the ensemble to every score: the injection detector, the
+defences against a fooled judge, length correction and calibration maps. Below the ensemble;
+the tools that measure judges through the ensemble live in `farm.analysis`."""
 
 __all__: list[str] = []
