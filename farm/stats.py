@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import compress
+from operator import mul
 from typing import Any
 
 __all__ = ["auc", "average_ranks", "expected_calibration_error", "paired", "pearson", "population_std", "spearman"]
@@ -35,19 +37,20 @@ def paired(a: Iterable[Any], b: Iterable[Any]) -> tuple[list[float], list[float]
 def average_ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, ties sharing the mean of the ranks they span (the ranks Mann–Whitney and
     Spearman use)."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
+    n = len(values)
+    order = sorted(range(n), key=values.__getitem__)
+    ordered = [values[k] for k in order]
+    ranks = [0.0] * n
     start = 0
-    n = len(order)
     while start < n:
-        end = start
-        first = values[order[start]]
-        while end + 1 < n and values[order[end + 1]] == first:
+        end = start + 1
+        first = ordered[start]
+        while end < n and ordered[end] == first:
             end += 1
-        rank = (start + end) / 2 + 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = rank
-        start = end + 1
+        rank = (start + end + 1) / 2  # the mean of ranks start+1 .. end
+        for k in order[start:end]:
+            ranks[k] = rank
+        start = end
     return ranks
 
 
@@ -63,7 +66,7 @@ def auc(scores: Iterable[Any], labels: Iterable[Any]) -> float | None:
     if not positives or not negatives:
         return None
     ranks = average_ranks(s)
-    rank_sum = math.fsum(r for r, p in zip(ranks, positive, strict=True) if p)
+    rank_sum = math.fsum(compress(ranks, positive))
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
@@ -93,12 +96,12 @@ def pearson(a: Iterable[Any], b: Iterable[Any]) -> float | None:
     if n < 3:
         return None
     mx, my = math.fsum(xs) / n, math.fsum(ys) / n
-    sxx = math.fsum((x - mx) ** 2 for x in xs)
-    syy = math.fsum((y - my) ** 2 for y in ys)
+    dx = [x - mx for x in xs]
+    dy = [y - my for y in ys]
+    sxx, syy = math.fsum(map(mul, dx, dx)), math.fsum(map(mul, dy, dy))
     if sxx == 0 or syy == 0:
         return None
-    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return max(-1.0, min(1.0, math.fsum(map(mul, dx, dy)) / math.sqrt(sxx * syy)))
 
 
 def spearman(a: Iterable[Any], b: Iterable[Any]) -> float | None:
@@ -114,4 +117,5 @@ def population_std(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
     mean = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    centred = [v - mean for v in values]
+    return math.sqrt(math.fsum(map(mul, centred, centred)) / len(values))
