@@ -489,9 +489,10 @@ def calibrate(
     and write them into a copy of the config."""
     import yaml
 
+    from deploy.options import parse_config
     from farm.analysis.fitting import calibrated_config, fit_judges, format_fit
     from farm.analysis.samples import gold_labels, read_sample
-    from farm.config import load_raw_config, parse_config
+    from farm.config import load_raw_config
 
     if json_path and Path(json_path).resolve() == Path(out_path).resolve():
         raise CliError(f"--json and --out are the same file ({out_path})", "give them different paths")
@@ -654,7 +655,7 @@ def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | N
     import subprocess
 
     from deploy.checks import placeholders, validate_cluster_yaml
-    from farm.config import load_config
+    from deploy.options import load_config
     from farm.errors import ConfigError
 
     try:
@@ -780,7 +781,7 @@ def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
     saying which backend and endpoint the judges use and where the config came from."""
     import os
 
-    from farm.config import load_config
+    from deploy.options import load_config  # the Serve sections too, so a typo there fails every command alike
     from farm.embedded import choose_backend, describe_backend, start_embedded_emulator
     from farm.errors import ConfigError
     from farm.judges import needs_bedrock
