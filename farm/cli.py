@@ -1,4 +1,6 @@
-"""The `farm` command line. Heavy imports happen inside commands, so `farm --help` is instant."""
+"""The `farm` command line, the top layer: it composes deploy/, actors/ and every farm/ layer, and
+imports them inside the commands that need them, so `farm --help` is instant and starts no Ray
+(tests/unit/test_layers.py keeps deploy/ and actors/ out of its module-level imports)."""
 
 from __future__ import annotations
 

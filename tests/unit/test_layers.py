@@ -293,3 +293,14 @@ def test_probe_names_in_the_config_are_the_probes() -> None:
     from farm.probe_names import PROBE_NAMES
 
     assert tuple(PROBES) == PROBE_NAMES
+
+
+def test_the_cli_imports_ray_layers_only_inside_commands(sources: dict[str, str]) -> None:
+    """deploy/ and actors/ import Ray at module level; the CLI reaches them only from the commands
+    that need them, so `farm --help` and the Ray-free commands never import Ray."""
+    eager = [
+        f"farm.cli imports {i.imported} (layer {layer_of(i.imported)}) at line {i.line} at module level: import it inside the command"
+        for i in all_imports(sources)
+        if i.importer == "farm.cli" and i.kind == "module" and i.imported.split(".")[0] in ("actors", "deploy")
+    ]
+    assert not eager, "\n".join(eager)
