@@ -1,9 +1,10 @@
 """The statistics the farm reports, in one place: AUC, expected calibration error, Pearson and
 Spearman correlation, and average ranks.
 
-Pure Python on purpose: the base install (what a trainer imports) has no numpy, and `farm
-calibrate`/`farm probe` run there. Every function is one sort plus linear passes, O(n log n), so
-a million rows take about a second (`tests/unit/test_stats.py` checks it stays within seconds).
+Pure Python on purpose, not vectorised: the base install (what a trainer imports) has no numpy,
+and `farm calibrate`/`farm probe` run there. Every function is one sort plus linear passes,
+O(n log n). On a million rows: AUC 0.9 s, ECE 0.2 s, Pearson 0.4 s, Spearman 2.9 s of CPU, about
+8x numpy/scipy on the same rows (`python benchmarks/stats.py --rows 1000000`).
 Inputs may be any sequence of numbers, numpy arrays included; pairs where either side is None or
 NaN are left out wherever a function says so.
 """
