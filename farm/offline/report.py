@@ -60,10 +60,14 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
             "cost_usd": round(tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k, 4) if price else None,
             "against_label": _label_metrics(column, label),
         }
-    agreement = {
-        a: {b: (1.0 if a == b else (None if (r := pearson(scores[a], scores[b])) is None else round(r, 3))) for b in data.judges}
-        for a in data.judges
-    }
+    columns = {name: scores[name].tolist() for name in data.judges}  # farm.stats is pure Python: lists iterate fastest
+    pairs: dict[frozenset[str], float | None] = {}
+    for a in data.judges:
+        for b in data.judges:
+            if a != b and frozenset((a, b)) not in pairs:
+                r = pearson(columns[a], columns[b])
+                pairs[frozenset((a, b))] = None if r is None else round(r, 3)
+    agreement = {a: {b: 1.0 if a == b else pairs[frozenset((a, b))] for b in data.judges} for a in data.judges}
     rewards = reward[~np.isnan(reward)]
     n = data.rows
     return {
