@@ -219,8 +219,8 @@ def _serve_auth(
     that a missing or empty token source, or a public bind without one, stops before Ray starts."""
     import os
 
+    from deploy.options import load_config
     from farm.auth import SecretRef, TokenBook, is_loopback
-    from farm.config import load_config
     from farm.errors import ConfigError
 
     if os.environ.get("FARM_API_TOKEN"):  # the clients' variable: warn, since the server never reads it
