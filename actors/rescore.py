@@ -20,8 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -29,45 +28,27 @@ import ray
 from actors.quota import LeasedQuotas
 from farm.batching import make_batches
 from farm.config import FarmConfig, parse_config
-from farm.ensemble import Ensemble, EnsembleMember
-from farm.jsonl import decode_row
-from farm.judges import build_judge, needs_bedrock
-from farm.offline.plan import build_manifest, chunks, part_name, prepare_output, retryable_ids
+from farm.ensemble import Ensemble
+from farm.judges import needs_bedrock
+from farm.offline.plan import build_manifest, chunks, part_name, prepare_output
 from farm.offline.reader import count_rows, describe_inputs, iter_rows
-from farm.offline.report import render_html, summarise
-from farm.offline.results import encode_part, read_columns, read_part_table
+from farm.offline.rescoring import (
+    OWNER,
+    RescoreSummary,
+    Row,
+    commit_chunk,
+    decode_chunk,
+    encode_chunk,
+    ensemble_with,
+    failed_ids,
+    finish,
+    progress_printer,
+)
+from farm.offline.results import read_part_table
 from farm.offline.store import OutputStore
 from farm.wire import RewardResult, Rollout
 
 __all__ = ["RescoreSummary", "RescoreWorker", "progress_printer", "rescore"]
-
-Row = tuple[str, int, Any]
-OWNER = "_owner"
-"""The token of the run that owns the output now; only its actors commit parts."""
-
-
-def _decode_rows(rows: Sequence[Row], label_column: str | None) -> tuple[list[Rollout], list[Any], list[dict[str, Any]]]:
-    rollouts: list[Rollout] = []
-    labels: list[Any] = []
-    errors: list[dict[str, Any]] = []
-    for source, line, data in rows:
-        rollout, obj, error = decode_row(data, f"{source}:{line}")
-        if rollout is None:
-            row_id = obj.get("id") if obj is not None and isinstance(obj.get("id"), str) else None
-            errors.append({"source": source, "line": line, "id": row_id, "error": error})
-            continue
-        rollouts.append(rollout)
-        labels.append(_label_of(obj or {}, label_column))
-    return rollouts, labels, errors
-
-
-def _label_of(obj: dict[str, Any], column: str | None) -> Any:
-    if column is None:
-        return None
-    if column in obj:
-        return obj[column]
-    metadata = obj.get("metadata")
-    return metadata.get(column) if isinstance(metadata, dict) else None
 
 
 @ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)
@@ -84,7 +65,7 @@ class RescoreWorker:
             from farm.ratelimit import QuotaRegistry
 
             self.batch = ReplayClient(ConverseClient(self.config.bedrock, quotas or QuotaRegistry(self.config.quota_for), patient=True))
-            self.ensemble = _ensemble_with(self.config, self.batch)
+            self.ensemble = ensemble_with(self.config, self.batch)
         else:
             self.ensemble = Ensemble.from_config(self.config, quotas=quotas, patient=True)  # offline: quota waits, never fails
         self.judges = [j.name for j in self.config.judges]
@@ -100,9 +81,9 @@ class RescoreWorker:
         """The Bedrock requests this chunk's judges would make, recorded, not sent (batch mode)."""
         from farm.offline.bedrock_batch import RecordingClient
 
-        rollouts, _, _ = await asyncio.to_thread(_decode_rows, rows, None)
+        rollouts, _, _ = await asyncio.to_thread(decode_chunk, rows, None)
         recorder = RecordingClient()
-        ensemble = _ensemble_with(self.config, recorder)
+        ensemble = ensemble_with(self.config, recorder)
         for batch in make_batches(rollouts, self.config.batch_size):
             await ensemble.score(batch)
         return recorder.records
@@ -130,7 +111,7 @@ class RescoreWorker:
         started = time.monotonic()
         if answers and self.batch is not None:
             self.batch.add(answers)
-        rollouts, labels, errors = await asyncio.to_thread(_decode_rows, rows, self.label_column)
+        rollouts, labels, errors = await asyncio.to_thread(decode_chunk, rows, self.label_column)
         previous = None
         if retry_ids is not None:
             wanted = set(retry_ids)
@@ -140,7 +121,9 @@ class RescoreWorker:
         results, ordered_labels = await self._score(rollouts, labels)
         if answers and self.batch is not None:
             self.batch.forget(answers)
-        data = await asyncio.to_thread(self._encode, results, ordered_labels, previous)
+        data = await asyncio.to_thread(
+            encode_chunk, results, self.judges, ordered_labels if self.label_column else None, self.fmt, previous
+        )
         error_bytes = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors).encode()
         stats: dict[str, Any] = {
             "index": index,
@@ -156,7 +139,7 @@ class RescoreWorker:
         if keep:
             stats["part"], stats["errors"] = data, error_bytes
         else:
-            await asyncio.to_thread(self._commit, index, data, error_bytes, retry_ids is not None)
+            await asyncio.to_thread(commit_chunk, self.store, self.run_token, index, self.fmt, data, error_bytes, retry_ids is not None)
         return stats
 
     def _read_part(self, index: int) -> Any:
@@ -164,71 +147,6 @@ class RescoreWorker:
         if data is None:
             raise FileNotFoundError(f"{self.store.uri}: {part_name(index, self.fmt)} vanished before its retry")
         return read_part_table(data, self.fmt) if self.fmt == "parquet" else data
-
-    def _encode(self, results: list[RewardResult], labels: list[Any], previous: Any) -> bytes:
-        """The part's bytes; on a retry, the previous part's other rows plus the re-scored ones."""
-        labels_or_none = labels if self.label_column else None
-        if previous is None:
-            return encode_part(results, self.judges, labels_or_none, self.fmt)
-        retried = {r.id for r in results}
-        if self.fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.compute as pc
-            import pyarrow.parquet as pq
-
-            old_attempts = dict(zip(previous.column("id").to_pylist(), previous.column("attempts").to_pylist(), strict=True))
-            attempts = [old_attempts.get(r.id, 0) + 1 for r in results]
-            fresh = pq.read_table(pa.BufferReader(encode_part(results, self.judges, labels_or_none, "parquet", attempts)))
-            kept = previous.filter(pc.invert(pc.is_in(previous.column("id"), pa.array(list(retried), pa.string()))))
-            sink = pa.BufferOutputStream()
-            pq.write_table(pa.concat_tables([kept, fresh.select(kept.column_names)]), sink, compression="zstd")
-            return sink.getvalue().to_pybytes()
-        old_lines = [line for line in previous.splitlines() if line.strip()]
-        decoded = [json.loads(line) for line in old_lines]
-        old_attempts = {d["id"]: d.get("attempts", 1) for d in decoded}
-        kept_lines = [line + b"\n" for line, d in zip(old_lines, decoded, strict=True) if d["id"] not in retried]
-        attempts = [old_attempts.get(r.id, 0) + 1 for r in results]
-        return b"".join(kept_lines) + encode_part(results, self.judges, labels_or_none, "jsonl", attempts)
-
-    def _commit(self, index: int, data: bytes, errors: bytes, retry: bool) -> None:
-        owner = self.store.read(OWNER)
-        if self.run_token and owner is not None and owner.decode() != self.run_token:
-            # a newer run (a resume) owns the output: this actor outlived its killed driver, and its
-            # late write must not replace what the newer run wrote
-            raise RuntimeError(f"{self.store.uri} now belongs to another run; not committing chunk {index}")
-        if not retry:  # a retry keeps the chunk's invalid-row record as first written
-            name = f"errors/part-{index:06d}.jsonl"
-            if errors:
-                self.store.write(name, errors)
-            else:
-                self.store.delete(name)
-        self.store.write(part_name(index, self.fmt), data)  # the commit
-
-
-def _ensemble_with(config: FarmConfig, client: Any) -> Ensemble:
-    """The configured ensemble with `client` behind its Bedrock judges (recording or replaying)."""
-    from farm.cache import VerdictCache
-
-    cache = VerdictCache(config.cache.max_entries, enabled=config.cache.enabled)
-    members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
-    return Ensemble(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=True)
-
-
-@dataclass
-class RescoreSummary:
-    rows: int = 0
-    scored: int = 0
-    invalid: int = 0
-    skipped_chunks: int = 0
-    chunks: int = 0
-    retried_rows: int = 0
-    recovered_rows: int = 0
-    resubmitted_chunks: int = 0
-    status: Counter[str] = field(default_factory=Counter)
-    elapsed_s: float = 0.0
-    report: dict[str, Any] = field(default_factory=dict)
-    nodes: Counter[str] = field(default_factory=Counter)
-    batch: dict[str, Any] = field(default_factory=dict)
 
 
 def rescore(
@@ -326,7 +244,7 @@ def rescore(
         if index in done:
             summary.skipped_chunks += 1
             progress += len(rows)
-            retry = _failed_ids(store, index, fmt) if (resume and retry_failed) else []
+            retry = failed_ids(store, index, fmt) if (resume and retry_failed) else []
             if not retry:
                 continue
             while len(pending) >= 2 * n:
@@ -353,7 +271,7 @@ def rescore(
     for actor in pool:
         ray.kill(actor, no_restart=True)
     summary.elapsed_s = round(time.monotonic() - started, 2)
-    summary.report = _finish(store, config, fmt, summary)
+    summary.report = finish(store, config, fmt, summary)
     return summary
 
 
@@ -363,64 +281,3 @@ def _default_workers(resources: dict[str, float] | None) -> int:
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
     nodes = [n for n in ray.nodes() if n.get("Alive") and all(n["Resources"].get(k, 0) > 0 for k in resources)]
     return max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
-
-
-def _failed_ids(store: OutputStore, index: int, fmt: str) -> list[str]:
-    data = store.read(part_name(index, fmt))
-    return retryable_ids(read_part_table(data, fmt, ["id", "flags"])) if data is not None else []
-
-
-def _finish(store: OutputStore, config: FarmConfig, fmt: str, summary: RescoreSummary) -> dict[str, Any]:
-    """Merge invalid-row records, read every part's columns, write the summary and the report."""
-    error_lines = [line for name in store.list("part-", ".jsonl", folder="errors") for line in (store.read(name) or b"").splitlines()]
-    merged = store.sibling(".errors.jsonl")
-    if error_lines:
-        merged.write("", b"\n".join(error_lines) + b"\n")
-    else:
-        merged.delete("")
-    names = store.list("part-", "." + fmt)
-    attempts: Counter[int] = Counter()
-
-    def parts() -> Iterator[bytes]:
-        for name in names:
-            data = store.read(name) or b""
-            attempts.update(read_part_table(data, fmt, ["attempts"]).column("attempts").to_pylist())
-            yield data
-
-    columns = read_columns(parts(), [j.name for j in config.judges], fmt)
-    report = summarise(columns, config, elapsed_s=summary.elapsed_s, invalid_rows=len(error_lines))
-    report["parts"] = len(names)
-    report["retry"] = {
-        "retried_rows": summary.retried_rows,
-        "recovered_rows": summary.recovered_rows,
-        "still_failed": {name: j["failures_by_reason"] for name, j in report["judges"].items() if j["failures_by_reason"]},
-        "rows_with_failed_judges": report["flags"].get("judge_failed", 0),
-    }
-    report["attempts"] = {str(k): v for k, v in sorted(attempts.items())}
-    if summary.batch:
-        report["bedrock_batch"] = summary.batch
-        cost = summary.batch.get("cost")
-        if cost:  # the judges' costs count every verdict at on-demand prices; the bill is batch + on-demand calls
-            report["total_cost_usd_at_on_demand_prices"] = report["total_cost_usd"]
-            report["total_cost_usd"] = cost["billed_usd"]
-    store.sibling(".summary.json").write("", (json.dumps(report, indent=2) + "\n").encode())
-    store.sibling(".report.html").write("", render_html(report, f"Rescore report: {store.uri.rsplit('/', 1)[-1]}").encode())
-    return report
-
-
-def progress_printer(stream: Any = sys.stderr) -> Callable[[int, int | None], None]:
-    started = time.monotonic()
-    last = [0.0]
-
-    def show(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 1.0 and done != total:
-            return
-        last[0] = now
-        rate = done / max(now - started, 1e-9)
-        eta = f", ETA {int((total - done) / rate)}s" if total and rate > 0 else ""
-        of = f"/{total}" if total else ""
-        stream.write(f"\rrescored {done}{of} rows, {rate:,.0f} rows/s{eta}   ")
-        stream.flush()
-
-    return show

@@ -14,8 +14,9 @@ from ray.serve.config import BackpressureConfig
 
 from deploy.ingress import RewardIngress, RuntimeTuning
 from deploy.judge_deployment import JudgeDeployment, LocalJudgeDeployment
+from deploy.options import DeploymentOptions, load_config, options_of, parse_config
 from farm.auth import AuthConfig
-from farm.config import DeploymentOptions, FarmConfig, JudgeConfig, load_config, parse_config
+from farm.config import FarmConfig, JudgeConfig
 from farm.judges import is_local, needs_bedrock
 from farm.judges.local_runtime import model_directory
 
@@ -95,7 +96,7 @@ def _judge_kind(judge: JudgeConfig) -> str:
 def _judge_deployment(judge: JudgeConfig, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
     """The deployment class and options for one judge; local judges on `cuda` reserve a GPU."""
     kind = _judge_kind(judge)
-    options = deployment_options(judge.deployment, DEFAULTS[kind], env)
+    options = deployment_options(options_of(judge.deployment), DEFAULTS[kind], env)
     if kind != "local":
         return JudgeDeployment, options
     options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try
@@ -119,7 +120,7 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     for judge in config.judges:
         deployment, options = _judge_deployment(judge, args.env)
         judges[judge.name] = deployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
-    ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
+    ingress_options = deployment_options(options_of(config.serve.ingress), DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
     return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m deploy.checks FILE... [--farm-config FARM.yaml]`: findings to stderr, exit 1 on any."""
     import argparse
 
-    from farm.config import load_config
+    from deploy.options import load_config
 
     parser = argparse.ArgumentParser(prog="python -m deploy.checks", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")

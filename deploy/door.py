@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ray.util.metrics import Counter
 
+from deploy.options import options_of
 from farm.auth import ApiKey, AuthConfig, TokenBook
 from farm.config import FarmConfig
 from farm.errors import ConfigError
@@ -73,7 +74,8 @@ class Door:
         self._loaded_at = time.monotonic()
         self._refreshing: threading.Thread | None = None
         self.app = config.serve.app_name
-        replicas = config.serve.ingress.num_replicas if config.serve.ingress.autoscaling is None else None
+        ingress = options_of(config.serve.ingress)
+        replicas = ingress.num_replicas if ingress.autoscaling is None else None
         share_of = max(1, replicas or 1)
         floor = bedrock_rpm_floor(config)
         self.limits = {key.name: _limits(key, share_of, floor) for key in config.serve.auth.keys}

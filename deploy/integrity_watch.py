@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from deploy.metrics import IntegrityMetrics
+from farm.analysis.canary import CanaryMonitor, load_canaries
+from farm.analysis.probes import PROBES, ProbeReport, run_probes
+from farm.analysis.samples import gold_labels, read_sample
 from farm.config import IntegrityConfig
 from farm.ensemble import Ensemble
-from farm.integrity.canary import CanaryMonitor, load_canaries
-from farm.integrity.probes import PROBES, ProbeReport, run_probes
-from farm.integrity.samples import gold_labels, read_sample
 from farm.wire import RewardResult, Rollout
 
 __all__ = ["IntegrityWatch"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from farm.integrity.probes import FLAWS
+from farm.analysis.probes import FLAWS
 from farm.judges.base import failure_reason
 from farm.wire import RewardResult
 

@@ -1,4 +1,6 @@
-"""The `farm` command line. Heavy imports happen inside commands, so `farm --help` is instant."""
+"""The `farm` command line, the top layer: it composes deploy/, actors/ and every farm/ layer, and
+imports them inside the commands that need them, so `farm --help` is instant and starts no Ray
+(tests/unit/test_layers.py keeps deploy/ and actors/ out of its module-level imports)."""
 
 from __future__ import annotations
 
@@ -217,8 +219,8 @@ def _serve_auth(
     that a missing or empty token source, or a public bind without one, stops before Ray starts."""
     import os
 
+    from deploy.options import load_config
     from farm.auth import SecretRef, TokenBook, is_loopback
-    from farm.config import load_config
     from farm.errors import ConfigError
 
     if os.environ.get("FARM_API_TOKEN"):  # the clients' variable: warn, since the server never reads it
@@ -448,9 +450,9 @@ def probe(
 ) -> None:
     """Attack real rollouts (injection, flattery, padding, master keys...) and report each judge's
     inflation, position and length bias, and self-consistency."""
-    from farm.integrity.pairs import read_pairs
-    from farm.integrity.probes import format_table, run_probes
-    from farm.integrity.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
+    from farm.analysis.pairs import read_pairs
+    from farm.analysis.probes import format_table, run_probes
+    from farm.analysis.samples import HH_SAMPLE, gold_labels, packaged_data, read_sample
 
     if json_path:
         _claim_output(json_path, force, inputs=(config_path, data_path, pairs_path))
@@ -489,9 +491,10 @@ def calibrate(
     and write them into a copy of the config."""
     import yaml
 
-    from farm.config import load_raw_config, parse_config
-    from farm.integrity.fitting import calibrated_config, fit_judges, format_fit
-    from farm.integrity.samples import gold_labels, read_sample
+    from deploy.options import parse_config
+    from farm.analysis.fitting import calibrated_config, fit_judges, format_fit
+    from farm.analysis.samples import gold_labels, read_sample
+    from farm.config import load_raw_config
 
     if json_path and Path(json_path).resolve() == Path(out_path).resolve():
         raise CliError(f"--json and --out are the same file ({out_path})", "give them different paths")
@@ -534,8 +537,8 @@ def calibrate(
 def pin_canaries(config_path: str | None, data_path: str | None, count: int, out_path: str, force: bool) -> None:
     """Score canaries with today's judges and write them with `metadata.expected_scores`, so the
     drift alarm compares against known scores even on a replica that starts after a judge drifted."""
-    from farm.integrity.canary import pin_canaries as pin
-    from farm.integrity.samples import read_sample
+    from farm.analysis.canary import pin_canaries as pin
+    from farm.analysis.samples import read_sample
 
     _claim_output(out_path, force, inputs=(config_path, data_path))
     rollouts = _read_input(read_sample, data_path, count)
@@ -654,7 +657,7 @@ def up(cluster_path: str, farm_config: str, dry_run: bool, token_secret: str | N
     import subprocess
 
     from deploy.checks import placeholders, validate_cluster_yaml
-    from farm.config import load_config
+    from deploy.options import load_config
     from farm.errors import ConfigError
 
     try:
@@ -780,7 +783,7 @@ def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
     saying which backend and endpoint the judges use and where the config came from."""
     import os
 
-    from farm.config import load_config
+    from deploy.options import load_config  # the Serve sections too, so a typo there fails every command alike
     from farm.embedded import choose_backend, describe_backend, start_embedded_emulator
     from farm.errors import ConfigError
     from farm.judges import needs_bedrock

@@ -10,22 +10,23 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from farm.auth import AuthConfig
 from farm.errors import ConfigError
+from farm.probe_names import PROBE_NAMES
 
 __all__ = [
     "AggregationConfig",
-    "AutoscalingOptions",
-    "DeploymentOptions",
+    "Section",
     "ServeConfig",
+    "ServeSection",
     "BedrockConfig",
     "COST_TIERS",
     "CacheConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "ScheduledProbesConfig",
     "ScoreMap",
     "LengthCorrection",
+    "invalid_config",
     "load_config",
     "load_raw_config",
     "parse_config",
@@ -66,6 +68,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Section = _Section
+"""The base of every config section (unknown keys are errors); sections defined by layers above
+(deploy/options.py) subclass it so `did you mean` hints know their keys."""
+
+
 class Criterion(_Section):
     """One rubric criterion; `likert5` answers 1–5, `boolean` answers yes/no."""
 
@@ -75,38 +82,13 @@ class Criterion(_Section):
     scale: Literal["likert5", "boolean"] = "likert5"
 
 
-class AutoscalingOptions(_Section):
-    """Ray Serve `autoscaling_config`, typed: Ray ignores a misspelled key, this project does not."""
+class ServeSection(_Section):
+    """Serve replica settings of one deployment (a judge's `deployment`, `serve.ingress`), opaque at
+    this layer: the Serve layer owns their schema (`deploy/options.py`, `DeploymentOptions`) and
+    validates them wherever a config is loaded for Serve (`deploy.options.load_config`: the
+    builder, the CLI, `deploy.checks`), with errors that name the key, as for every other section."""
 
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=4, ge=1)
-    initial_replicas: int | None = Field(default=None, ge=0)
-    target_ongoing_requests: float = Field(default=32.0, gt=0)
-    upscale_delay_s: float = Field(default=10.0, ge=0)
-    downscale_delay_s: float = Field(default=120.0, ge=0)
-    metrics_interval_s: float = Field(default=5.0, gt=0)
-    look_back_period_s: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingOptions:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError("max_replicas must be >= min_replicas")
-        return self
-
-
-class DeploymentOptions(_Section):
-    """Serve replica settings for one deployment. Unset fields take the kind's default (README)."""
-
-    num_replicas: int | None = Field(default=None, ge=1)
-    max_ongoing_requests: int | None = Field(default=None, ge=1)
-    """Concurrent requests per replica. Serve's default of 5 starves I/O-bound judges."""
-    max_queued_requests: int | None = Field(default=None, ge=-1)
-    """Requests a caller may queue before backpressure (HTTP 503 with Retry-After); -1 is unbounded."""
-    autoscaling: AutoscalingOptions | None = None
-    num_cpus: float | None = Field(default=None, ge=0)
-    num_gpus: float | None = Field(default=None, ge=0)
-    resources: dict[str, float] | None = None
-    """Custom Ray resources, e.g. to pin a judge to one node type."""
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class ScoreMap(_Section):
@@ -137,7 +119,8 @@ COST_TIERS: dict[str, int] = {"free": 0, "cheap": 1, "expensive": 2}
 
 class _JudgeBase(_Section):
     name: str = Field(pattern=_NAME)
-    deployment: DeploymentOptions = DeploymentOptions()
+    deployment: SerializeAsAny[ServeSection] = ServeSection()
+    """Serve replica settings; schema and validation in deploy/options.py."""
     cost: str | int | None = None
     """What calling this judge costs: `free`, `cheap`, `expensive` or a whole-number tier (0 = free).
     Default by kind: rule judges free, local models cheap, Bedrock judges expensive. With
@@ -458,11 +441,9 @@ class ScheduledProbesConfig(_Section):
     @field_validator("probes")
     @classmethod
     def _known_probes(cls, probes: list[str] | None) -> list[str] | None:
-        from farm.integrity.probes import PROBES
-
-        unknown = [p for p in probes or [] if p not in PROBES]
+        unknown = [p for p in probes or [] if p not in PROBE_NAMES]
         if unknown:
-            raise ValueError(f"unknown probe(s) {unknown}; known: {sorted(PROBES)}")
+            raise ValueError(f"unknown probe(s) {unknown}; known: {sorted(PROBE_NAMES)}")
         return probes
 
 
@@ -501,7 +482,8 @@ class ServeConfig(_Section):
     measure what it prevents (`benchmarks/admission.py`): then a 200 may carry partial rewards."""
     auth: AuthConfig = AuthConfig()
     """Token sources and named API keys (see farm.auth); never the tokens themselves."""
-    ingress: DeploymentOptions = DeploymentOptions()
+    ingress: SerializeAsAny[ServeSection] = ServeSection()
+    """The ingress replicas' Serve settings; schema and validation in deploy/options.py."""
 
 
 class FarmConfig(_Section):
@@ -579,15 +561,18 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config", from_env: M
     try:
         return FarmConfig.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        culprits = [_env_culprit(e["loc"], from_env or {}) for e in errors]
-        if all(culprits):
-            lines = [f"environment variable {name}: {_describe(e).removeprefix('  - ')}" for name, e in zip(culprits, errors, strict=True)]
-            raise ConfigError("\n".join(lines)) from None
-        lines = [
-            _describe(e) + (f" (set by environment variable {name})" if name else "") for name, e in zip(culprits, errors, strict=True)
-        ]
-        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+        raise invalid_config(exc.errors(), source=source, from_env=from_env) from None
+
+
+def invalid_config(errors: Sequence[Any], *, source: str = "config", from_env: Mapping[tuple[str, ...], str] | None = None) -> ConfigError:
+    """The one ConfigError for pydantic `errors` (their `loc` from the top of the config): a line per
+    error naming the key, with a `did you mean` for a misspelt one, or the environment variable that set it."""
+    culprits = [_env_culprit(e["loc"], from_env or {}) for e in errors]
+    if all(culprits):
+        lines = [f"environment variable {name}: {_describe(e).removeprefix('  - ')}" for name, e in zip(culprits, errors, strict=True)]
+        return ConfigError("\n".join(lines))
+    lines = [_describe(e) + (f" (set by environment variable {name})" if name else "") for name, e in zip(culprits, errors, strict=True)]
+    return ConfigError(f"{source} is invalid:\n" + "\n".join(lines))
 
 
 def _env_culprit(loc: tuple[Any, ...], from_env: Mapping[tuple[str, ...], str]) -> str | None:

@@ -18,10 +18,10 @@ from farm.cascade import NOT_NEEDED_REASON, Reason, cost_tiers, escalations
 from farm.config import AggregationConfig, FarmConfig, IntegrityConfig, JudgeConfig
 from farm.errors import JudgeCancelledError, JudgeTimeoutError
 from farm.flags import FailureReason, Flag
-from farm.integrity import defences
-from farm.integrity.calibration import apply_score_map
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
+from farm.screening import defences
+from farm.screening.score_map import apply_score_map
 from farm.wire import RewardResult, Rollout, Verdict
 
 __all__ = ["Ensemble", "EnsembleMember", "combine"]
@@ -181,7 +181,7 @@ class Ensemble:
         return [self._screen(r, c) for r, c in zip(rollouts, combined, strict=True)]
 
     def _screen(self, rollout: Rollout, result: RewardResult) -> RewardResult:
-        """Integrity defences on the aggregated result (farm/integrity/defences.py): a caught attack
+        """Integrity defences on the aggregated result (farm/screening/defences.py): a caught attack
         (detector hit or judge contradiction) is flagged and gets the injection policy."""
         return defences.screen(rollout, result, self.members, self.integrity)
 

@@ -10,38 +10,9 @@ from typing import Any
 
 from farm.config import FarmConfig
 from farm.offline.results import ScoreColumns
+from farm.stats import auc, pearson
 
-__all__ = ["auc", "render_html", "summarise"]
-
-
-def auc(scores: Any, labels: Any) -> float | None:
-    """Area under the ROC curve (Mann–Whitney, ties counted half); None without both classes."""
-    import numpy as np
-
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float) >= 0.5
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(sorted_scores):  # average ranks over ties
-        end = start
-        while end + 1 < len(sorted_scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _pearson(a: Any, b: Any) -> float | None:
-    import numpy as np
-
-    both = ~np.isnan(a) & ~np.isnan(b)
-    if both.sum() < 3 or np.std(a[both]) == 0 or np.std(b[both]) == 0:
-        return None
-    return float(np.corrcoef(a[both], b[both])[0, 1])
+__all__ = ["auc", "render_html", "summarise"]  # `auc` lives in farm.stats; re-exported for old imports
 
 
 def _histogram(values: Any, bins: int = 20) -> list[int]:
@@ -89,10 +60,14 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
             "cost_usd": round(tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k, 4) if price else None,
             "against_label": _label_metrics(column, label),
         }
-    agreement = {
-        a: {b: (1.0 if a == b else (None if (r := _pearson(scores[a], scores[b])) is None else round(r, 3))) for b in data.judges}
-        for a in data.judges
-    }
+    columns = {name: scores[name].tolist() for name in data.judges}  # farm.stats is pure Python: lists iterate fastest
+    pairs: dict[frozenset[str], float | None] = {}
+    for a in data.judges:
+        for b in data.judges:
+            if a != b and frozenset((a, b)) not in pairs:
+                r = pearson(columns[a], columns[b])
+                pairs[frozenset((a, b))] = None if r is None else round(r, 3)
+    agreement = {a: {b: 1.0 if a == b else pairs[frozenset((a, b))] for b in data.judges} for a in data.judges}
     rewards = reward[~np.isnan(reward)]
     n = data.rows
     return {

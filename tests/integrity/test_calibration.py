@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from farm.analysis.calibration import calibrate, dawid_skene, expected_calibration_error, fit_platt, weights_from_accuracy
 from farm.ensemble import Ensemble
-from farm.integrity.calibration import calibrate, dawid_skene, expected_calibration_error, fit_platt, weights_from_accuracy
 from farm.wire import parse_rollouts
 from tests.conftest import gsm8k_rollouts, make_config
 
@@ -132,8 +132,8 @@ def test_farm_calibrate_writes_maps_and_weights_the_ensemble_applies(aws_env, tm
 
 @pytest.mark.integration
 def test_position_bias_and_human_agreement_on_hh_pairs(aws_env, report):
-    from farm.integrity.bias import pair_figures
-    from farm.integrity.pairs import read_pairs
+    from farm.analysis.bias import pair_figures
+    from farm.analysis.pairs import read_pairs
     from tests.conftest import shared_file
 
     aws_env.update(models={MICRO: {"judge": {"position_bias": 0.6}}, PRO: {"judge": {"noise": 0.05}}})

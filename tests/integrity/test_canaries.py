@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from farm.analysis.canary import CanaryMonitor, load_canaries
 from farm.cli import main
 from farm.config import CanaryConfig
 from farm.ensemble import Ensemble
-from farm.integrity.canary import CanaryMonitor, load_canaries
 from tests.conftest import gsm8k_rollouts, make_config
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from farm.answers import distinct_final_answers
 from farm.config import AggregationConfig, FinalAnswerJudgeConfig, IntegrityConfig, LengthCorrection, parse_config
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.flags import Flag
-from farm.integrity.defences import SCAN_WINDOW, scanned_text
-from farm.integrity.length import shift
 from farm.judges.final_answer import FinalAnswerJudge
+from farm.screening.defences import SCAN_WINDOW, scanned_text
+from farm.screening.length import shift
 from farm.testing import FakeJudge
 from farm.wire import parse_rollout, parse_rollouts
 from tests.conftest import gsm8k_rollouts
@@ -142,7 +142,7 @@ def test_the_detector_reads_both_ends_of_a_long_response_and_no_more():
 
 
 def test_a_long_batch_is_screened_off_the_event_loop(monkeypatch: pytest.MonkeyPatch):
-    from farm.integrity import defences
+    from farm.screening import defences
 
     seen: list[int] = []
     real = defences._DETECTOR

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from farm.integrity.injection import InjectionDetector, decoded_payloads, fold_confusables, normalise
+from farm.screening.injection import InjectionDetector, decoded_payloads, fold_confusables, normalise
 from tests.conftest import gsm8k_rollouts, shared_file
 from tests.integrity.adversarial import FAMILIES, load
 

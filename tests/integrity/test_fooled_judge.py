@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from farm.analysis.fitting import calibrated_config, fit_judges
+from farm.analysis.probes import PROBES
 from farm.config import FarmConfig, load_raw_config, parse_config
 from farm.ensemble import Ensemble
-from farm.integrity.fitting import calibrated_config, fit_judges
-from farm.integrity.probes import PROBES
 from farm.wire import parse_rollouts
 from tests.conftest import fast_bedrock, gsm8k_rollouts
 from tests.integrity.adversarial import load

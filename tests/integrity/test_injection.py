@@ -11,7 +11,7 @@ import pytest
 from farm.config import AggregationConfig, IntegrityConfig, parse_config
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.flags import Flag
-from farm.integrity.injection import InjectionDetector
+from farm.screening.injection import InjectionDetector
 from farm.testing import FakeJudge
 from farm.wire import parse_rollout
 from tests.conftest import gsm8k_rollouts, shared_file

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from farm.analysis.pairs import read_pairs
+from farm.analysis.probes import INJECTION_PROBES, format_table, run_probes
 from farm.ensemble import Ensemble
-from farm.integrity.pairs import read_pairs
-from farm.integrity.probes import INJECTION_PROBES, format_table, run_probes
 from farm.wire import parse_rollouts
 from tests.conftest import gsm8k_rollouts, make_config, shared_file
 

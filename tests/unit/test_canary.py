@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from farm.analysis.canary import CANARY_KEY, CanaryMonitor
 from farm.config import CanaryConfig
-from farm.integrity.canary import CANARY_KEY, CanaryMonitor
 from farm.wire import FRESH, RewardResult, Rollout, Verdict
 
 

@@ -20,7 +20,7 @@ from deploy.checks import (
     serve_config_findings,
     validate_cluster_yaml,
 )
-from farm.config import load_config
+from deploy.options import load_config
 from farm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

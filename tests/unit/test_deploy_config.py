@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from farm.config import DeploymentOptions, parse_config
+from deploy.options import DeploymentOptions, parse_config
 from farm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

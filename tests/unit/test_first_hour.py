@@ -161,8 +161,8 @@ def test_report_has_no_fake_cost_and_no_python_dicts():
 
 
 def test_probe_and_calibrate_tables_print_figures_not_python_dicts():
-    from farm.integrity.fitting import FitReport, format_fit
-    from farm.integrity.probes import ProbeReport, format_table
+    from farm.analysis.fitting import FitReport, format_fit
+    from farm.analysis.probes import ProbeReport, format_table
 
     fit = FitReport(source="labels", rows=10, ensemble_before={"accuracy": 0.9, "ece": 0.12}, ensemble_after={"accuracy": 0.9, "ece": None})
     probe = ProbeReport(rollouts=10, position_inconsistency={"preference": 0.25}, length_slope={"rubric": 0.16, "preference": None})

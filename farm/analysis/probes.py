@@ -18,13 +18,13 @@ from typing import Any
 
 import msgspec
 
+from farm.analysis.bias import pair_figures, self_consistency
+from farm.analysis.pairs import PreferencePair
 from farm.answers import extract_final_answer
 from farm.cascade import escalated
 from farm.ensemble import Ensemble
 from farm.flags import Flag
-from farm.integrity.bias import pair_figures, self_consistency
-from farm.integrity.length import LENGTH_BIAS_SLOPE, MIN_SLOPE_POINTS, length_slope
-from farm.integrity.pairs import PreferencePair
+from farm.screening.length import LENGTH_BIAS_SLOPE, MIN_SLOPE_POINTS, length_slope
 from farm.wire import Rollout, mark_fresh, prompt_text
 
 __all__ = ["FLAWS", "MIN_SLOPE_POINTS", "PROBES", "ProbeReport", "format_table", "run_probes"]

@@ -8,15 +8,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import msgspec
-
-from farm.config import ScoreMap
-from farm.offline.report import auc
-from farm.wire import Verdict
+from farm.screening.score_map import platt
+from farm.stats import auc, expected_calibration_error
 
 __all__ = [
     "JudgeCalibration",
-    "apply_score_map",
     "calibrate",
     "dawid_skene",
     "expected_calibration_error",
@@ -24,28 +20,6 @@ __all__ = [
     "platt",
     "weights_from_accuracy",
 ]
-
-
-def platt(score: float, a: float, b: float) -> float:
-    z = a * score + b
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-
-def apply_score_map(verdict: Verdict, score_map: ScoreMap) -> Verdict:
-    """The verdict with its score mapped; the raw score is kept in `criteria.raw_score`."""
-    if verdict.score is None:
-        return verdict
-    mapped = platt(verdict.score, score_map.a, score_map.b)
-    return msgspec.structs.replace(verdict, score=mapped, criteria={**verdict.criteria, "raw_score": verdict.score})
-
-
-def expected_calibration_error(scores: Sequence[float], labels: Sequence[float], bins: int = 10) -> float:
-    """Mean |confidence − frequency| over equal-width score bins, weighted by bin size."""
-    buckets: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
-    for s, y in zip(scores, labels, strict=True):
-        buckets[min(bins - 1, int(s * bins))].append((s, y))
-    total = len(scores)
-    return sum(len(b) / total * abs(sum(s for s, _ in b) / len(b) - sum(y for _, y in b) / len(b)) for b in buckets if b)
 
 
 def fit_platt(scores: Sequence[float], labels: Sequence[float], iterations: int = 50) -> tuple[float, float]:

@@ -4,13 +4,13 @@ one rollout, which temperature 0 does not make zero on real models)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from farm.analysis.calibration import calibrate
+from farm.analysis.pairs import PreferencePair
 from farm.ensemble import Ensemble
-from farm.integrity.calibration import calibrate
-from farm.integrity.pairs import PreferencePair
+from farm.stats import population_std
 from farm.wire import Rollout, mark_fresh
 
 __all__ = ["pair_figures", "self_consistency"]
@@ -80,8 +80,7 @@ async def self_consistency(ensemble: Ensemble, rollouts: Sequence[Rollout], repe
             values = [s for s in scores if s is not None]
             if len(values) < 2:
                 continue
-            mean = sum(values) / len(values)
-            spreads.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+            spreads.append(population_std(values))
             changed += max(values) - min(values) > 1e-9
         if spreads:
             out[name] = {

@@ -28,9 +28,9 @@ import msgspec
 
 from farm.config import IntegrityConfig, JudgeConfig
 from farm.flags import Flag
-from farm.integrity.calibration import apply_score_map
-from farm.integrity.injection import InjectionDetector
-from farm.integrity.length import shift
+from farm.screening.injection import InjectionDetector
+from farm.screening.length import shift
+from farm.screening.score_map import apply_score_map
 from farm.wire import RewardResult, Rollout, Verdict
 
 __all__ = [

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgspec
 
+from farm.analysis.samples import read_sample
 from farm.config import CanaryConfig
 from farm.ensemble import Ensemble
 from farm.errors import ConfigError
-from farm.integrity.samples import read_sample
 from farm.wire import RewardResult, Rollout, mark_fresh
 
 __all__ = ["CANARY_KEY", "CanaryMonitor", "DriftEvent", "load_canaries", "pin_canaries"]

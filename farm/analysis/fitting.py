@@ -17,12 +17,13 @@ from typing import Any
 import msgspec
 
 from farm.cascade import as_cascaded, escalated
+from farm.analysis.calibration import calibrate, dawid_skene, platt, weights_from_accuracy
 from farm.config import FarmConfig, LengthCorrection, ScoreMap
 from farm.ensemble import Ensemble, EnsembleMember, combine
 from farm.flags import Flag
-from farm.integrity.calibration import apply_score_map, calibrate, dawid_skene, expected_calibration_error, platt, weights_from_accuracy
-from farm.integrity.length import fit_length_correction, shift
-from farm.offline.report import auc
+from farm.screening.length import fit_length_correction, shift
+from farm.screening.score_map import apply_score_map
+from farm.stats import auc, expected_calibration_error
 from farm.wire import RewardResult, Rollout, Verdict
 
 __all__ = ["FitReport", "calibrated_config", "fit_judges", "format_fit"]
