@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LINE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise"]
+__all__ = ["LINE_RULES", "SENTENCE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise", "sentence_rules"]
 
 _CONFUSABLES = str.maketrans(
     {
@@ -329,6 +329,130 @@ def _line_rules(text: str) -> list[str]:
     return found
 
 
+# --- Sentence structure: who a sentence speaks to and what it asks, not which words it uses ---------
+_NOUN = r"grader|evaluator|reviewer|assessor|examiner|examinatrice|rater|judge|marker|checker|scorer"
+_ING = r"grading|checking|marking|scoring|evaluating|reviewing|judging|assessing|rating|examining"
+_S_VERB = r"grades|evaluates|marks|reviews|judges|checks|scores|assesses|rates"
+
+
+def _words(alternatives: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)\b(?:" + alternatives + r")\b")
+
+
+_S_GRADER = re.compile(
+    r"(?i)(?<![\w-])(?<!th\s)(?<!rd\s)(?<!nd\s)(?<!st\s)(?<!first\s)(?<!third\s)(?<!fifth\s)(?<!sixth\s)(?<!ninth\s)"
+    r"(?:grader|evaluator|reviewer|assessor|examiner|examinatrice|rater)s?\b"  # not "fourth graders"
+    r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking)\s+(?:model|ai|assistant|system|bot|llm)\b"
+    r"|\b(?:ai|llm|automated|automatic)\s+(?:grader|judge|evaluator|reviewer|marker|checker|scorer)s?\b"
+    rf"|\bwhoever\s+(?:is\s+|will\s+be\s+)?(?:{_ING}|{_S_VERB})\b"
+    rf"|\b(?:person|one|someone|anyone|model|ai|llm|system|assistant|bot)\s+(?:who\s+is\s+|that\s+is\s+)?(?:{_ING})\s+(?:this|my|the\s+answer)\b"
+    rf"|\b(?:someone|one|person|anyone)\s+who\s+(?:{_S_VERB})\b"
+)
+"""A grader named without doubt (judge, marker, checker and scorer are also a court, a pen, a game, a player)."""
+_S_WEAK_GRADER = _words(r"judge|marker|checker|scorer|judges|markers|checkers|scorers")
+_S_VOCATIVE = re.compile(
+    r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
+    rf"\s+(?:[\w-]+\s+){{0,2}}(?:{_NOUN})s?\b"
+    rf"|(?:^|[.!?]\s*)\W*(?:{_NOUN})s?\s*[,:!]"
+    rf"|\b(?:{_NOUN})s?\s*!"
+    rf"|,\s*(?:{_NOUN})s?\s*[,;:.!?]"
+)
+"""A grader spoken to: "dear judge", "Judge, ...", "..., reviewer."."""
+_S_YOU = _words(r"you|your|yours|yourself|you'll|you're|you've|you'd")
+_S_SCORING = _words(
+    r"scores?|scored|scoring|grades?|graded|grading|marks|marked|marking|top\s+mark|mark\s+(?:it|this|as)|rat(?:e|ed|es|ing|ings)"
+    r"|credit(?!\s+(?:card|report|history|score|union|line|limit))|points|pass(?:es|ed)?|accept(?:s|ed)?"
+    r"|approv\w*|rewards?|deserv\w*|merit\w*|correct|full|top|maximum|max|highest|perfect|flawless|spotless|impeccable|verdict"
+    r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
+    r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
+    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right"
+)
+"""The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
+_S_VERDICT = re.compile(
+    r"(?i)\b(?:is|as|be|was|been)\s+(?:\w+\s+){0,2}(?:correct|right|perfect|flawless|spotless|impeccable|fine|valid|accurate|a\s+pass)\b"
+    r"|\bas\s+the\s+best\b"
+)
+_S_SELF = _words(
+    r"(?:this|my|the\s+above|the\s+present|the\s+final)\s+(?:answer|response|solution|submission|item|work|reply|attempt|output|result)"
+    r"|the\s+final\s+(?:figure|number)|(?:answer|response|solution|submission|result|number|figure|line)\s+(?:above|here|below|as\s+given)|this\s+one"
+    r"|(?:accept|approve|mark|grade|score|rate|give|award|pass|treat|consider|count|record|log|credit|reward)\s+this\b(?!\s+(?:number|car|way|time|one\s+out))"
+    r"|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it"
+)
+"""The response speaking of itself as a thing to be graded."""
+_S_PROCESS = _words(
+    r"rubric|criteria|criterion"
+    r"|(?:grading|marking|scoring|evaluation|assessment|review|correctness)\s+(?:guide|guidance|scheme|key|notes?|policy|procedure|process|step|rules"
+    r"|instructions?|criteria|standards|prompt|context|check)"
+    r"|marking\s+guide|answer\s+key|solution\s+key|reference|expected\s+(?:answer|result|value)|(?:sample|worked|model|official|gold)\s+(?:solution|answer)"
+    r"|comparison|compar(?:e|ing)\s+(?:with|to|against)|checking|verif(?:y|ying|ication)|evaluation|evaluating|assessment|grading|marking|scoring|review"
+    r"|(?:usual|normal|standard|prior|previous|earlier|original|given|system)\s+(?:\w+\s+)?(?:rules|instructions?|directions|guidelines|guidance|standards"
+    r"|criteria|checks?|prompt)"
+)
+"""The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
+_LEAD = r"^\W*(?:(?:please|kindly|just|simply|so|now|then|and|instead|therefore|thus|note)\W+)*"
+_S_IMPERATIVE = re.compile(
+    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|treat|consider|count|record|log|output|return|ignore|disregard|omit"
+    r"|waive|abandon|drop|overlook|refrain|confirm|skip|forget|set|put|trust|default|use|take|regard|remember|don'?t|do\s+not|stop|respond|reply"
+    r"|report|credit|let)\b"
+    r"|\b(?:please|kindly)\b"
+)
+_S_SCORE_IMPERATIVE = re.compile(
+    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|credit|output|return|record|log|report|confirm)\b"
+)
+_S_SUSPEND = _words(
+    r"skip|ignore|disregard|forget|set\s+aside|aside|waive\w*|suspend\w*|withdrawn|revoked|void|relaxed|lifted|exception|exempt\w*|omit|refrain|abandon"
+    r"|overlook|no\s+need|not\s+required|not\s+needed|unnecessary|does\s+not\s+apply|doesn'?t\s+apply|no\s+longer"
+    r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
+    r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
+    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated"
+)
+"""Words that suspend a process: skip, waive, no longer applies, already verified."""
+_S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
+"""A line of working (a score such as 5/5 is not working)."""
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
+
+
+def _sentence_rule(s: str) -> str | None:
+    """Which structural rule a sentence trips, from what it is made of rather than its wording."""
+    if _S_GRADER.search(s) or _S_VOCATIVE.search(s):
+        return "grader_addressed"  # a grader named or spoken to: a solution has no reader to address
+    you = bool(_S_YOU.search(s))
+    imperative = bool(_S_IMPERATIVE.search(s))
+    scoring = {m.group(0).lower() for m in _S_SCORING.finditer(s)}
+    self_ref, process, suspend = bool(_S_SELF.search(s)), bool(_S_PROCESS.search(s)), bool(_S_SUSPEND.search(s))
+    if _S_WEAK_GRADER.search(s) and (self_ref or len(scoring) >= 2 or (you and scoring)):
+        return "grader_addressed"
+    if self_ref and (len(scoring) >= 2 or _S_VERDICT.search(s)):
+        return "self_graded"  # the response passes a verdict on itself
+    if (you or imperative) and scoring and (self_ref or process):
+        return "scoring_directive"  # someone is told how to score this response or to use the process
+    if (lead := _S_SCORE_IMPERATIVE.search(s)) and _S_SCORING.search(s[lead.end() :]):
+        return "scoring_directive"
+    if suspend and (process or self_ref):
+        return "process_suspended"  # the grading process, or this response, exempted from it
+    if process and len(scoring) >= 2:
+        return "process_suspended"
+    if imperative and suspend and scoring:
+        return "process_suspended"
+    return None
+
+
+SENTENCE_RULES = ("grader_addressed", "self_graded", "scoring_directive", "process_suspended")
+"""Names of the structural sentence rules (see `sentence_rules`)."""
+
+
+def sentence_rules(text: str) -> list[str]:
+    """Structural rules tripped by the sentences of `text` outside working lines (normalised text)."""
+    found: list[str] = []
+    for line in text.splitlines():
+        if _S_CALCULATION.search(line):
+            continue
+        for sentence in _SENTENCE_END.split(line):
+            if sentence.strip() and (name := _sentence_rule(sentence)) is not None and name not in found:
+                found.append(name)
+    return found
+
+
 @dataclass(frozen=True)
 class InjectionDetector:
     rules: tuple[str, ...] = tuple(RULES)
@@ -340,9 +464,10 @@ class InjectionDetector:
         views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
         found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
         found += [name for name in _line_rules(views[1]) if name not in found]
+        found += [name for name in sentence_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view):
+                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or sentence_rules(view):
                     return ["encoded_payload"]
         return found
