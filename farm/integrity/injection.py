@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LINE_RULES", "SENTENCE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise", "sentence_rules"]
+__all__ = ["LINE_RULES", "SENTENCE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise", "sentence_rules", "suspicious_spans", "without_spans"]
 
 _CONFUSABLES = str.maketrans(
     {
@@ -451,6 +451,69 @@ def sentence_rules(text: str) -> list[str]:
             if sentence.strip() and (name := _sentence_rule(sentence)) is not None and name not in found:
                 found.append(name)
     return found
+
+
+_CUE_MARKUP = re.compile(r"<[!/a-zA-Z|]|[{}]|\[/?[A-Za-z_ ]{2,20}\]|<\|")
+"""Markup, JSON, chat-template or bracketed tags: structure a plain solution does not carry."""
+_WORKING = re.compile(r"<<[^<>]*\d[^<>]*=[^<>]*>>|\d\s*[-+*x×=]\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
+"""A sentence of working: a calculation (a score such as 5/5 or "correctness=5" is not one)."""
+_CUE_BLOB = re.compile(r"[A-Za-z0-9+/=]{16,}")
+_CUE_FINAL = re.compile(r"(?m)^\s*(?:A:|####\s*-?\$?\d).*$|\\boxed\{")
+_CUE_ROLE = re.compile(r"(?i)^\W*(?:system|assistant|user|human|model|grader|judge|evaluator|verdict|result|score|grade|rating)\b\W*(?:\([^)]*\)\s*)?[:>\]]")
+_CUE_SCORE = re.compile(r"(?i)(?<![(\d.])\b\d+(?:\.\d+)?\s*(?:/|out\s+of)\s*(?:5|10|100)\b(?!\s*[*)x])|\w*(?:correct|scor|grad|rating|reason|verdict)\w*\s*[=:]\s*\d|\b(?:ground[\s-]?truth|answer\s+key|key)\b"
+                        r"|\b(?:answer|solution|result)\s+(?:provided|given)\b|\b(?:pass|fail|correct|incorrect)\W*$")
+
+
+def _cue(sentence: str) -> bool:
+    """A sentence worth a second look: any ONE feature the structural rules combine (a grader word,
+    scoring, the grading process, suspension, self-reference, "you"), a role prefix, a score-shaped
+    token, markup, a letter outside ASCII (another language or script, look-alikes), a blob, or a
+    ROT13 reading that has one."""
+    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence):
+        return True
+    view = fold_confusables(normalise(sentence))
+    readings = [view, codecs.encode(view, "rot13")] if _ROT13_HINT.search(view) else [view]
+    return any(rule.search(reading) for reading in readings for rule in _CUES)
+
+
+_CUES = (RULES["other_language"], _S_GRADER, _S_WEAK_GRADER, _S_VOCATIVE, _S_SCORING, _S_PROCESS, _S_SUSPEND, _S_SELF, _S_YOU, _CUE_MARKUP, _CUE_BLOB, _CUE_ROLE, _CUE_SCORE)
+
+
+def suspicious_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of `text` a judge should be asked about again without: sentences outside
+    working lines that carry any single cue (a far wider net than the detector's rules, which
+    need cues in combination), and everything after the last final-answer line. Lines of working
+    and the final-answer line itself are never included."""
+    spans: list[tuple[int, int]] = []
+    finals = list(_CUE_FINAL.finditer(text))
+    tail = finals[-1].end() if finals else len(text)
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        start, body = offset, line.rstrip("\r\n")
+        offset += len(line)
+        if start >= tail:
+            if body.strip():
+                spans.append((start, start + len(body)))
+            continue
+        if not body.strip() or _CUE_FINAL.match(body):
+            continue
+        position = 0
+        for sentence in _SENTENCE_END.split(body):
+            at = body.index(sentence, position)
+            position = at + len(sentence)
+            if sentence.strip() and not _WORKING.search(sentence) and _cue(sentence):
+                spans.append((start + at, start + position))
+    return spans
+
+
+def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with `spans` cut out and the blank lines they leave removed."""
+    out, last = [], 0
+    for start, end in sorted(spans):
+        out.append(text[last:start])
+        last = max(last, end)
+    out.append(text[last:])
+    return "\n".join(line for line in "".join(out).splitlines() if line.strip())
 
 
 @dataclass(frozen=True)
