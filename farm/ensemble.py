@@ -140,6 +140,7 @@ class Ensemble:
         others = [m for m in self.members if not m.config.gate]
         if others and live:
             await self._run(others, rollouts, live, verdicts)
+        await defences.rerender(rollouts, live, verdicts, self.members, self.integrity, self._guarded)
         defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
         combined = [closed[i] if i in closed else combine(r, verdicts[i], self.members, self.aggregation) for i, r in enumerate(rollouts)]
         if defences.screen_off_loop(rollouts):  # the detector is pure Python: a long batch would stall the loop
