@@ -519,6 +519,8 @@ def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
 @dataclass(frozen=True)
 class InjectionDetector:
     rules: tuple[str, ...] = tuple(RULES)
+    structural: bool = True
+    """Also the sentence rules (`SENTENCE_RULES`); off only to measure what they add (benchmarks/detector.py)."""
 
     def matches(self, text: str) -> list[str]:
         """The names of the rules the text trips (empty: looks clean); `encoded_payload` when
@@ -527,10 +529,11 @@ class InjectionDetector:
         views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
         found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
         found += [name for name in _line_rules(views[1]) if name not in found]
-        found += [name for name in sentence_rules(views[1]) if name not in found]
+        if self.structural:
+            found += [name for name in sentence_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or sentence_rules(view):
+                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or (self.structural and sentence_rules(view)):
                     return ["encoded_payload"]
         return found

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 LITE, MICRO = "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
 FOOLED = {"injection_susceptibility": 1.0, "fooled_by": "anything", "length_bias": 0.3}
 UNDEFENDED = {"injection_policy": "flag", "contradiction_threshold": None, "anchor_group_preference": False, "rerender": "off"}
-PER_FAMILY = 6
+PER_FAMILY = 4
 """Rows per family in the sample (every template of a family appears: rows cycle templates by three)."""
 
 
@@ -62,7 +62,7 @@ def test_inflation_per_family_with_a_judge_fooled_by_anything(aws_env, report):
     aws_env.update(models={LITE: {"judge": FOOLED}, MICRO: {"judge": FOOLED}})
     raw, config = _default_config()
     # `farm calibrate` on labelled rollouts finds the length bias and writes the correction
-    labelled = [{**r, "group": None} for r in gsm8k_rollouts(limit=24)]
+    labelled = [{**r, "group": None} for r in gsm8k_rollouts(limit=16)]
     fit = asyncio.run(_fit(config, labelled))
     assert {"rubric", "preference"} & set(fit.length_corrections)
     calibrated = calibrated_config(raw, config, fit)
@@ -175,7 +175,7 @@ def test_reference_only_groups_with_a_judge_fooled_by_anything(aws_env, report, 
     raw, _ = _default_config()
     raw = {**raw, "judges": [j for j in raw["judges"] if j["kind"] not in ("final_answer",)]}
     config = parse_config(raw)
-    labelled = [{**r, "group": None} for r in gsm8k_rollouts(limit=24)]
+    labelled = [{**r, "group": None} for r in gsm8k_rollouts(limit=16)]
     fit = asyncio.run(_fit(config, labelled))
     corrected = parse_config(calibrated_config(raw, config, fit))
     assert {"rubric", "preference"} & set(fit.length_corrections)
