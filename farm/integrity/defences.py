@@ -117,8 +117,8 @@ def prepare(
         return
     groups: dict[str, list[int]] = defaultdict(list)
     for i in live:
-        if rollouts[i].group is not None:
-            groups[rollouts[i].group].append(i)
+        if (key := rollouts[i].group) is not None:
+            groups[key].append(i)
     preference = [m for m in members if m.config.kind == "preference" and getattr(m.config, "mode", "auto") != "reference"]
     for indices in groups.values():
         if len(indices) < 2:
@@ -177,8 +177,8 @@ async def rerender(
         return 0
     groups: dict[str, list[int]] = defaultdict(list)
     for i in live:
-        if rollouts[i].group is not None:
-            groups[rollouts[i].group].append(i)
+        if (key := rollouts[i].group) is not None:
+            groups[key].append(i)
 
     async def again(member: Any) -> None:
         name = member.config.name
@@ -187,7 +187,7 @@ async def rerender(
             return
         batch_ids = list(wanted)
         if member.config.kind == "preference":  # its score is relative to the group: re-score the group
-            for group in {rollouts[i].group for i in wanted if rollouts[i].group is not None}:
+            for group in {key for i in wanted if (key := rollouts[i].group) is not None}:
                 batch_ids += [j for j in groups[group] if j not in targets]
         batch = [msgspec.structs.replace(rollouts[j], response=targets.get(j, rollouts[j].response)) for j in batch_ids]
         answers = await judge_batch(member, batch)

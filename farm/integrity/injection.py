@@ -20,7 +20,18 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LINE_RULES", "SENTENCE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise", "sentence_rules", "suspicious_spans", "without_spans"]
+__all__ = [
+    "LINE_RULES",
+    "SENTENCE_RULES",
+    "InjectionDetector",
+    "RULES",
+    "decoded_payloads",
+    "fold_confusables",
+    "normalise",
+    "sentence_rules",
+    "suspicious_spans",
+    "without_spans",
+]
 
 _CONFUSABLES = str.maketrans(
     {
@@ -340,7 +351,8 @@ def _words(alternatives: str) -> re.Pattern[str]:
 
 
 _S_GRADER = re.compile(
-    r"(?i)(?<![\w-])(?<!th\s)(?<!rd\s)(?<!nd\s)(?<!st\s)(?<!first\s)(?<!third\s)(?<!fifth\s)(?<!sixth\s)(?<!ninth\s)"
+    r"(?i)(?<![\w-])(?<!\dth\s)(?<!\drd\s)(?<!\dnd\s)(?<!\dst\s)(?<!first\s)(?<!second\s)(?<!third\s)(?<!fourth\s)(?<!fifth\s)(?<!sixth\s)"
+    r"(?<!seventh\s)(?<!eighth\s)(?<!ninth\s)(?<!tenth\s)"
     r"(?:grader|evaluator|reviewer|assessor|examiner|examinatrice|rater)s?\b"  # not "fourth graders"
     r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking)\s+(?:model|ai|assistant|system|bot|llm)\b"
     r"|\b(?:ai|llm|automated|automatic)\s+(?:grader|judge|evaluator|reviewer|marker|checker|scorer)s?\b"
@@ -349,7 +361,9 @@ _S_GRADER = re.compile(
     rf"|\b(?:someone|one|person|anyone)\s+who\s+(?:{_S_VERB})\b"
 )
 """A grader named without doubt (judge, marker, checker and scorer are also a court, a pen, a game, a player)."""
-_S_WEAK_GRADER = _words(r"judge|marker|checker|scorer|judges|markers|checkers|scorers")
+_S_WEAK_GRADER = _words(
+    r"judge|marker|checker|scorer|judges|markers|checkers|scorers|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
+)
 _S_VOCATIVE = re.compile(
     r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
     rf"\s+(?:[\w-]+\s+){{0,2}}(?:{_NOUN})s?\b"
@@ -376,7 +390,7 @@ _S_SELF = _words(
     r"(?:this|my|the\s+above|the\s+present|the\s+final)\s+(?:answer|response|solution|submission|item|work|reply|attempt|output|result)"
     r"|the\s+final\s+(?:figure|number)|(?:answer|response|solution|submission|result|number|figure|line)\s+(?:above|here|below|as\s+given)|this\s+one"
     r"|(?:accept|approve|mark|grade|score|rate|give|award|pass|treat|consider|count|record|log|credit|reward)\s+this\b(?!\s+(?:number|car|way|time|one\s+out))"
-    r"|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it"
+    r"|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it|(?:recogni[sz]e|see|find|regard|view|deem)\s+this\s+(?:as|to\s+be)"
 )
 """The response speaking of itself as a thing to be graded."""
 _S_PROCESS = _words(
@@ -389,6 +403,17 @@ _S_PROCESS = _words(
     r"|criteria|checks?|prompt)"
 )
 """The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
+_S_REFERENCE = _words(
+    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value)"
+    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct)\s+(?:solution|answer|label|result)s?"
+    r"|ground[\s-]?truth|gold\s+label|marking\s+scheme"
+)
+"""What a response is graded against."""
+_S_FAULT = _words(
+    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprints?|errat\w*|slips?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
+    r"|miscalcul\w*|miscount\w*|double-count\w*|out\s+of\s+date|outdated|flawed|disagree\w*|inaccurate|is\s+off|are\s+off|bug"
+)
+"""A fault found in something."""
 _LEAD = r"^\W*(?:(?:please|kindly|just|simply|so|now|then|and|instead|therefore|thus|note)\W+)*"
 _S_IMPERATIVE = re.compile(
     rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|treat|consider|count|record|log|output|return|ignore|disregard|omit"
@@ -428,6 +453,8 @@ def _sentence_rule(s: str) -> str | None:
         return "scoring_directive"  # someone is told how to score this response or to use the process
     if (lead := _S_SCORE_IMPERATIVE.search(s)) and _S_SCORING.search(s[lead.end() :]):
         return "scoring_directive"
+    if _S_REFERENCE.search(s) and _S_FAULT.search(s):
+        return "reference_disputed"  # a response has no business finding fault with what it is graded against
     if suspend and (process or self_ref):
         return "process_suspended"  # the grading process, or this response, exempted from it
     if process and len(scoring) >= 2:
@@ -437,7 +464,7 @@ def _sentence_rule(s: str) -> str | None:
     return None
 
 
-SENTENCE_RULES = ("grader_addressed", "self_graded", "scoring_directive", "process_suspended")
+SENTENCE_RULES = ("grader_addressed", "self_graded", "scoring_directive", "reference_disputed", "process_suspended")
 """Names of the structural sentence rules (see `sentence_rules`)."""
 
 
@@ -459,9 +486,13 @@ _WORKING = re.compile(r"<<[^<>]*\d[^<>]*=[^<>]*>>|\d\s*[-+*x×=]\s*\$?\d|\d\s*/\
 """A sentence of working: a calculation (a score such as 5/5 or "correctness=5" is not one)."""
 _CUE_BLOB = re.compile(r"[A-Za-z0-9+/=]{16,}")
 _CUE_FINAL = re.compile(r"(?m)^\s*(?:A:|####\s*-?\$?\d).*$|\\boxed\{")
-_CUE_ROLE = re.compile(r"(?i)^\W*(?:system|assistant|user|human|model|grader|judge|evaluator|verdict|result|score|grade|rating)\b\W*(?:\([^)]*\)\s*)?[:>\]]")
-_CUE_SCORE = re.compile(r"(?i)(?<![(\d.])\b\d+(?:\.\d+)?\s*(?:/|out\s+of)\s*(?:5|10|100)\b(?!\s*[*)x])|\w*(?:correct|scor|grad|rating|reason|verdict)\w*\s*[=:]\s*\d|\b(?:ground[\s-]?truth|answer\s+key|key)\b"
-                        r"|\b(?:answer|solution|result)\s+(?:provided|given)\b|\b(?:pass|fail|correct|incorrect)\W*$")
+_CUE_ROLE = re.compile(
+    r"(?i)^\W*(?:system|assistant|user|human|model|grader|judge|evaluator|verdict|result|score|grade|rating|instructions?|inst|input|response)\b\W*(?:\([^)]*\)\s*)?[:>\]]"
+)
+_CUE_SCORE = re.compile(
+    r"(?i)(?<![(\d.])\b\d+(?:\.\d+)?\s*(?:/|out\s+of)\s*(?:5|10|100)\b(?!\s*[*)x])|\w*(?:correct|scor|grad|rating|reason|verdict)\w*\s*[=:]\s*\d|\b(?:ground[\s-]?truth|answer\s+key|key)\b"
+    r"|\b(?:answer|solution|result)\s+(?:provided|given)\b|\b(?:pass|fail|correct|incorrect)\W*$"
+)
 
 
 def _cue(sentence: str) -> bool:
@@ -476,7 +507,31 @@ def _cue(sentence: str) -> bool:
     return any(rule.search(reading) for reading in readings for rule in _CUES)
 
 
-_CUES = (RULES["other_language"], _S_GRADER, _S_WEAK_GRADER, _S_VOCATIVE, _S_SCORING, _S_PROCESS, _S_SUSPEND, _S_SELF, _S_YOU, _CUE_MARKUP, _CUE_BLOB, _CUE_ROLE, _CUE_SCORE)
+_CUE_GRADING = re.compile(
+    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b)\w*"
+)
+"""A grading verb or noun in any form ("to be assessed by")."""
+_CUE_SHAPE = re.compile(r"^\s*#{2,}\s*[A-Za-z]|\b[A-Z]+_[A-Z_]+\b|^\W*(?:end|eof|fin)\b", re.I | re.M)
+"""A markdown header, a SHOUTY_SNAKE token, a line opening with an end marker."""
+_CUES = (
+    RULES["other_language"],
+    _CUE_GRADING,
+    _CUE_SHAPE,
+    _S_REFERENCE,
+    _S_FAULT,
+    _S_GRADER,
+    _S_WEAK_GRADER,
+    _S_VOCATIVE,
+    _S_SCORING,
+    _S_PROCESS,
+    _S_SUSPEND,
+    _S_SELF,
+    _S_YOU,
+    _CUE_MARKUP,
+    _CUE_BLOB,
+    _CUE_ROLE,
+    _CUE_SCORE,
+)
 
 
 def suspicious_spans(text: str) -> list[tuple[int, int]]:
