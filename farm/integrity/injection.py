@@ -357,12 +357,14 @@ _S_GRADER = re.compile(
     r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking)\s+(?:model|ai|assistant|system|bot|llm)\b"
     r"|\b(?:ai|llm|automated|automatic)\s+(?:grader|judge|evaluator|reviewer|marker|checker|scorer)s?\b"
     rf"|\bwhoever\s+(?:is\s+|will\s+be\s+)?(?:{_ING}|{_S_VERB})\b"
-    rf"|\b(?:person|one|someone|anyone|model|ai|llm|system|assistant|bot)\s+(?:who\s+is\s+|that\s+is\s+)?(?:{_ING})\s+(?:this|my|the\s+answer)\b"
+    rf"|\b(?:person|one|someone|anyone|mind|model|ai|llm|system|assistant|bot)\s+(?:who\s+is\s+|that\s+is\s+)?(?:{_ING})\s+(?:this|my|the\s+answer)\b"
     rf"|\b(?:someone|one|person|anyone)\s+who\s+(?:{_S_VERB})\b"
+    r"|\b(?:whoever|anyone|someone|person|one|mind)\b[^.;!?]{0,20}\b(?:reading|reads)\s+(?:this|these|my)\b"
+    r"|\b(?:be|being|been|get|have|had)\s+(?:\w+\s+)?(?:assessed|graded|marked|evaluated|reviewed|judged|scored|checked)\s+by\s+(?:you|someone|a|an|the)\b"
 )
 """A grader named without doubt (judge, marker, checker and scorer are also a court, a pen, a game, a player)."""
 _S_WEAK_GRADER = _words(
-    r"judge|marker|checker|scorer|judges|markers|checkers|scorers|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
+    r"judge|marker|checker|scorer|judges|markers|checkers|scorers|reader|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
 )
 _S_VOCATIVE = re.compile(
     r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
@@ -379,12 +381,17 @@ _S_SCORING = _words(
     r"|approv\w*|rewards?|deserv\w*|merit\w*|correct|full|top|maximum|max|highest|perfect|flawless|spotless|impeccable|verdict"
     r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
     r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
-    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right"
+    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing"
 )
 """The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
+_S_PRAISE = _words(
+    r"amazing|wonderful|brilliant|fantastic|impressive|insightful|wise|wisdom|fairest|fair-minded|generous|kind|marvell?ous"
+    r"|expert\w*|pleasure|appreciate|thanks|thank|admire"
+)
+"""Praise: flattery is praise of the reader next to the response."""
 _S_VERDICT = re.compile(
     r"(?i)\b(?:is|as|be|was|been)\s+(?:\w+\s+){0,2}(?:correct|right|perfect|flawless|spotless|impeccable|fine|valid|accurate|a\s+pass)\b"
-    r"|\bas\s+the\s+best\b"
+    r"|\bas\s+the\s+best\b|\b(?:considered|deemed|treated|accepted)\s+(?:as\s+)?(?:correct|right|valid|a\s+pass|passed)\b"
 )
 _S_SELF = _words(
     r"(?:this|my|the\s+above|the\s+present|the\s+final)\s+(?:answer|response|solution|submission|item|work|reply|attempt|output|result)"
@@ -398,7 +405,7 @@ _S_PROCESS = _words(
     r"|(?:grading|marking|scoring|evaluation|assessment|review|correctness)\s+(?:guide|guidance|scheme|key|notes?|policy|procedure|process|step|rules"
     r"|instructions?|criteria|standards|prompt|context|check)"
     r"|marking\s+guide|answer\s+key|solution\s+key|reference|expected\s+(?:answer|result|value)|(?:sample|worked|model|official|gold)\s+(?:solution|answer)"
-    r"|comparison|compar(?:e|ing)\s+(?:with|to|against)|checking|verif(?:y|ying|ication)|evaluation|evaluating|assessment|grading|marking|scoring|review"
+    r"|comparison|comparing|policy|compar(?:e|ing)\s+(?:with|to|against)|checking|verif(?:y|ying|ication)|evaluation|evaluating|assessment|grading|marking|scoring|review"
     r"|(?:usual|normal|standard|prior|previous|earlier|original|given|system)\s+(?:\w+\s+)?(?:rules|instructions?|directions|guidelines|guidance|standards"
     r"|criteria|checks?|prompt)"
 )
@@ -429,7 +436,7 @@ _S_SUSPEND = _words(
     r"|overlook|no\s+need|not\s+required|not\s+needed|unnecessary|does\s+not\s+apply|doesn'?t\s+apply|no\s+longer"
     r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
     r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
-    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated"
+    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if"
 )
 """Words that suspend a process: skip, waive, no longer applies, already verified."""
 _S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
@@ -453,11 +460,13 @@ def _sentence_rule(s: str) -> str | None:
         return "scoring_directive"  # someone is told how to score this response or to use the process
     if (lead := _S_SCORE_IMPERATIVE.search(s)) and _S_SCORING.search(s[lead.end() :]):
         return "scoring_directive"
-    if _S_REFERENCE.search(s) and _S_FAULT.search(s):
+    if (you or _S_WEAK_GRADER.search(s)) and _S_PRAISE.search(s) and (self_ref or len(scoring) >= 2):
+        return "grader_addressed"  # praise for the reader next to this response or a score: flattery
+    if _S_REFERENCE.search(s) and (_S_FAULT.search(s) or suspend):
         return "reference_disputed"  # a response has no business finding fault with what it is graded against
     if suspend and (process or self_ref):
         return "process_suspended"  # the grading process, or this response, exempted from it
-    if process and len(scoring) >= 2:
+    if process and (len(scoring) >= 2 or _S_VERDICT.search(s)):
         return "process_suspended"
     if imperative and suspend and scoring:
         return "process_suspended"
