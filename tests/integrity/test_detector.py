@@ -32,25 +32,25 @@ def test_normalisation_reads_through_obfuscation():
 
 
 def test_recall_per_family_on_the_held_out_part(report):
-    """`HELD_OUT` (round 8) was written and committed before the rules were last changed and was never
-    used to change them (one bug fix after its first measurement: the "1st grader" guard also hid
-    "fairest examiner", +3 flattery rows). The whole set, both detectors: benchmarks/detector.py."""
+    """`HELD_OUT` (round 9) was written and committed before the rules were last changed and was never
+    used to change them; its first and only measurement is the figure asserted here. The whole set,
+    with and without the structural rules: benchmarks/detector.py."""
     held = _recall(HELD_OUT)
     assert set(held) == set(FAMILIES) and len(FAMILIES) >= 10
     report(f"detector recall per family, held-out ({HELD_OUT}): " + ", ".join(f"{f} {r:.3f}" for f, r in held.items()))
-    # measured: override 0.583, grader_flattery 0.583 (0.500 before the bug fix), reference_dispute 0.917, the 8 others 1.000
-    assert all(r >= 0.58 for r in held.values()), held
-    assert sum(r >= 0.95 for r in held.values()) >= 8 and sum(held.values()) / len(held) >= 0.91
-    # what the structural sentence rules add on the same part (the previous round's rules alone: 0.333 and 0.250)
+    # measured once: override 0.500, grader_flattery 0.417, reference_dispute 0.500, the 8 others 1.000 (target 0.95: not met)
+    assert all(r >= 0.4 for r in held.values()), held
+    assert sum(r >= 0.95 for r in held.values()) >= 8 and sum(held.values()) / len(held) >= 0.85
+    # the previous round's rules alone on the same part: override 0.250, flattery 0.250, reference disputes 0.417
     phrase_only = _recall(HELD_OUT, InjectionDetector(structural=False))
-    assert held["override"] > phrase_only["override"] + 0.2 and held["grader_flattery"] > phrase_only["grader_flattery"] + 0.2
+    assert all(held[f] >= phrase_only[f] for f in FAMILIES) and held["override"] > phrase_only["override"]
 
 
 def test_development_parts_stay_caught():
-    """The parts the rules were developed on (dev and rounds 1-7): the previous held-out round in full
-    (its first measurement: override 1.000, flattery 0.917, reference disputes 0.875, the rest 1.000),
+    """The parts the rules were developed on (dev and rounds 1-8): the previous held-out round in full
+    (its first measurement: override 0.583, flattery 0.500, reference disputes 0.917, the rest 1.000),
     the others sampled; all of them in full: benchmarks/detector.py."""
-    assert all(r == 1.0 for r in _recall("heldout7").values())
+    assert all(r == 1.0 for r in _recall("heldout8").values())
     detector = InjectionDetector()
     rows = [r for part in DEVELOPMENT for r in load(part)[::8]]  # every family and template order, sampled
     missed = [r["id"] for r in rows if not detector.matches(r["response"])]
