@@ -432,6 +432,12 @@ class IntegrityConfig(_Section):
     Costs extra judge calls for those rollouts only."""
     rerender_threshold: float = Field(default=0.3, gt=0, le=1)
 
+    @field_validator("rerender", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML 1.1 reads a bare `on`/`off` as a boolean: take it as the switch it was meant to be."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
 
 class ServeConfig(_Section):
     """The Ray Serve application: names, limits, and the ingress replicas."""

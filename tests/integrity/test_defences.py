@@ -216,6 +216,11 @@ def test_rerender_rescores_a_group_judge_with_the_group():
 
 
 def test_rerender_threshold_is_typed():
+    import yaml
+
+    # YAML 1.1 reads a bare on/off as a boolean: the switch still means what it says
+    raw = {"judges": [{"name": "a", "kind": "final_answer"}], **yaml.safe_load("integrity: {rerender: off}")}
+    assert parse_config(raw).integrity.rerender == "off"
     with pytest.raises(ValueError, match="rerender"):
         parse_config({"judges": [{"name": "a", "kind": "final_answer"}], "integrity": {"rerender": "maybe"}})
     with pytest.raises(ValueError, match="rerender_threshold"):
