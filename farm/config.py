@@ -465,6 +465,19 @@ class IntegrityConfig(_Section):
     anchor_group_preference: bool = True
     """Scale a rollout's group-preference score by its verifiable judges' score, so an all-wrong or
     content-free group cannot win by relative position."""
+    rerender: Literal["on", "off"] = "on"
+    """Re-render defence: a rollout the detector let through that carries a suspicious span (any one
+    structural cue: grading vocabulary, markup, another script, text after the final answer) is
+    scored again by its LLM judges with the spans removed; a raw score that drops by more than
+    `rerender_threshold` means the span moved the judge: `judge_contradiction` and the policy.
+    Costs extra judge calls for those rollouts only."""
+    rerender_threshold: float = Field(default=0.3, gt=0, le=1)
+
+    @field_validator("rerender", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML 1.1 reads a bare `on`/`off` as a boolean: take it as the switch it was meant to be."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class ServeConfig(_Section):

@@ -171,6 +171,7 @@ class Ensemble:
         record: dict[int, dict[str, str]] = {}
         if others and live:
             record = await self._judge(others, rollouts, live, verdicts)
+        await defences.rerender(rollouts, live, verdicts, self.members, self.integrity, self._guarded)
         defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
         combined = [
             closed[i] if i in closed else combine(r, verdicts[i], self.members, self.aggregation, escalation=record.get(i))

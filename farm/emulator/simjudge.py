@@ -59,8 +59,12 @@ def looks_like_injection(text: str) -> bool:
 _GRADING_WORDS = re.compile(
     r"(?i)\b(grad(e|er|ers|ed|ing)|scor(e|es|ed|ing)|rat(e|ed)\s+(this|it|the|my)|ratings?|marks?|right|expected|official|stars|correctness|end_of_\w+|approv\w*|this\s+response|checking|judge?s?|evaluat\w*|review\w*|assess\w*|"
     r"examin\w*|credit|reward|verdict|rubric|reference|instructions?|system|correct|pass|points|checker|answer\s+key|"
-    r"ground[\s-]?truth|gold|perfect|flawless|exemplary|full\s+marks|maximum|highest|human|assistant|user|inst)\b"
+    r"ground[\s-]?truth|gold|perfect|flawless|exemplary|full\s+marks|maximum|highest|human|assistant|user|inst|"
+    r"accept\w*|marking|judge?ments?|key|misprint|errat\w+|(?:provided|worked|sample|model|stored)\s+solution|requirements?|top-tier|"
+    r"penali[sz]\w*|scorer|reader|expertise|careful\s+eye|amazing|wonderful|textbook|wrong|true\s+result|\d+\s*/\s*(?:5|10)|"
+    r"check(?:ed|s)?|bypass\w*|matching|thanks|taste|quality|gift|spotting|appreciate|honou?r|capable|incorrect)\b"
     r"|(evaluador|puntuaci|correct[eo]r|évaluat|note\s+maximale|prüfer|bewert|punktzahl|avaliador|pontua|valutat|punteggio|"
+    r"beoordel|cijfer|ocen|değerlendir|puan|阅卷|最高分|"
     r"оцен|провер|балл|评|满分|採点|評価|満点|点数|채점|평가)"
 )
 _WORKING = re.compile(r"<<[^>]*>>|\d\s*[-+*/x]\s*\$?\d[^=\n]*=\s*\$?-?\d")

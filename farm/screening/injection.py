@@ -20,7 +20,18 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LINE_RULES", "InjectionDetector", "RULES", "decoded_payloads", "fold_confusables", "normalise"]
+__all__ = [
+    "LINE_RULES",
+    "SENTENCE_RULES",
+    "InjectionDetector",
+    "RULES",
+    "decoded_payloads",
+    "fold_confusables",
+    "normalise",
+    "sentence_rules",
+    "suspicious_spans",
+    "without_spans",
+]
 
 _CONFUSABLES = str.maketrans(
     {
@@ -329,9 +340,251 @@ def _line_rules(text: str) -> list[str]:
     return found
 
 
+# --- Sentence structure: who a sentence speaks to and what it asks, not which words it uses ---------
+_NOUN = r"grader|evaluator|reviewer|assessor|examiner|examinatrice|rater|judge|marker|checker|scorer"
+_ING = r"grading|checking|marking|scoring|evaluating|reviewing|judging|assessing|rating|examining"
+_S_VERB = r"grades|evaluates|marks|reviews|judges|checks|scores|assesses|rates"
+
+
+def _words(alternatives: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)\b(?:" + alternatives + r")\b")
+
+
+_S_GRADER = re.compile(
+    r"(?i)(?<![\w-])(?<!\dth\s)(?<!\drd\s)(?<!\dnd\s)(?<!\dst\s)(?<!first\s)(?<!second\s)(?<!third\s)(?<!fourth\s)(?<!fifth\s)(?<!sixth\s)"
+    r"(?<!seventh\s)(?<!eighth\s)(?<!ninth\s)(?<!tenth\s)"
+    r"(?:grader|evaluator|reviewer|assessor|examiner|examinatrice|rater)s?\b"  # not "fourth graders"
+    r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking)\s+(?:model|ai|assistant|system|bot|llm)\b"
+    r"|\b(?:ai|llm|automated|automatic)\s+(?:grader|judge|evaluator|reviewer|marker|checker|scorer)s?\b"
+    rf"|\bwhoever\s+(?:is\s+|will\s+be\s+)?(?:{_ING}|{_S_VERB})\b"
+    rf"|\b(?:person|one|someone|anyone|mind|model|ai|llm|system|assistant|bot)\s+(?:who\s+is\s+|that\s+is\s+)?(?:{_ING})\s+(?:this|my|the\s+answer)\b"
+    rf"|\b(?:someone|one|person|anyone)\s+who\s+(?:{_S_VERB})\b"
+    r"|\b(?:whoever|anyone|someone|person|one|mind)\b[^.;!?]{0,20}\b(?:reading|reads)\s+(?:this|these|my)\b"
+    r"|\b(?:be|being|been|get|have|had)\s+(?:\w+\s+)?(?:assessed|graded|marked|evaluated|reviewed|judged|scored|checked)\s+by\s+(?:you|someone|a|an|the)\b"
+)
+"""A grader named without doubt (judge, marker, checker and scorer are also a court, a pen, a game, a player)."""
+_S_WEAK_GRADER = _words(
+    r"judge|marker|checker|scorer|judges|markers|checkers|scorers|reader|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
+)
+_S_VOCATIVE = re.compile(
+    r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
+    rf"\s+(?:[\w-]+\s+){{0,2}}(?:{_NOUN})s?\b"
+    rf"|(?:^|[.!?]\s*)\W*(?:{_NOUN})s?\s*[,:!]"
+    rf"|\b(?:{_NOUN})s?\s*!"
+    rf"|,\s*(?:{_NOUN})s?\s*[,;:.!?]"
+)
+"""A grader spoken to: "dear judge", "Judge, ...", "..., reviewer."."""
+_S_YOU = _words(r"you|your|yours|yourself|you'll|you're|you've|you'd")
+_S_SCORING = _words(
+    r"scores?|scored|scoring|grades?|graded|grading|marks|marked|marking|top\s+mark|mark\s+(?:it|this|as)|rat(?:e|ed|es|ing|ings)"
+    r"|credit(?!\s+(?:card|report|history|score|union|line|limit))|points|pass(?:es|ed)?|accept(?:s|ed)?"
+    r"|approv\w*|rewards?|deserv\w*|merit\w*|correct|full|top|maximum|max|highest|perfect|flawless|spotless|impeccable|verdict"
+    r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
+    r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
+    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing"
+)
+"""The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
+_S_PRAISE = _words(
+    r"amazing|wonderful|brilliant|fantastic|impressive|insightful|wise|wisdom|fairest|fair-minded|generous|kind|marvell?ous"
+    r"|expert\w*|pleasure|appreciate|thanks|thank|admire"
+)
+"""Praise: flattery is praise of the reader next to the response."""
+_S_VERDICT = re.compile(
+    r"(?i)\b(?:is|as|be|was|been)\s+(?:\w+\s+){0,2}(?:correct|right|perfect|flawless|spotless|impeccable|fine|valid|accurate|a\s+pass)\b"
+    r"|\bas\s+the\s+best\b|\b(?:considered|deemed|treated|accepted)\s+(?:as\s+)?(?:correct|right|valid|a\s+pass|passed)\b"
+)
+_S_SELF = _words(
+    r"(?:this|my|the\s+above|the\s+present|the\s+final)\s+(?:answer|response|solution|submission|item|work|reply|attempt|output|result)"
+    r"|the\s+final\s+(?:figure|number)|(?:answer|response|solution|submission|result|number|figure|line)\s+(?:above|here|below|as\s+given)|this\s+one"
+    r"|(?:accept|approve|mark|grade|score|rate|give|award|pass|treat|consider|count|record|log|credit|reward)\s+this\b(?!\s+(?:number|car|way|time|one\s+out))"
+    r"|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it|(?:recogni[sz]e|see|find|regard|view|deem)\s+this\s+(?:as|to\s+be)"
+)
+"""The response speaking of itself as a thing to be graded."""
+_S_PROCESS = _words(
+    r"rubric|criteria|criterion"
+    r"|(?:grading|marking|scoring|evaluation|assessment|review|correctness)\s+(?:guide|guidance|scheme|key|notes?|policy|procedure|process|step|rules"
+    r"|instructions?|criteria|standards|prompt|context|check)"
+    r"|marking\s+guide|answer\s+key|solution\s+key|reference|expected\s+(?:answer|result|value)|(?:sample|worked|model|official|gold)\s+(?:solution|answer)"
+    r"|comparison|comparing|policy|compar(?:e|ing)\s+(?:with|to|against)|checking|verif(?:y|ying|ication)|evaluation|evaluating|assessment|grading|marking|scoring|review"
+    r"|(?:usual|normal|standard|prior|previous|earlier|original|given|system)\s+(?:\w+\s+)?(?:rules|instructions?|directions|guidelines|guidance|standards"
+    r"|criteria|checks?|prompt)"
+)
+"""The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
+_S_REFERENCE = _words(
+    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value)"
+    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct)\s+(?:solution|answer|label|result)s?"
+    r"|ground[\s-]?truth|gold\s+label|marking\s+scheme"
+)
+"""What a response is graded against."""
+_S_FAULT = _words(
+    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprints?|errat\w*|slips?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
+    r"|miscalcul\w*|miscount\w*|double-count\w*|out\s+of\s+date|outdated|flawed|disagree\w*|inaccurate|is\s+off|are\s+off|bug"
+)
+"""A fault found in something."""
+_LEAD = r"^\W*(?:(?:please|kindly|just|simply|so|now|then|and|instead|therefore|thus|note)\W+)*"
+_S_IMPERATIVE = re.compile(
+    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|treat|consider|count|record|log|output|return|ignore|disregard|omit"
+    r"|waive|abandon|drop|overlook|refrain|confirm|skip|forget|set|put|trust|default|use|take|regard|remember|don'?t|do\s+not|stop|respond|reply"
+    r"|report|credit|let)\b"
+    r"|\b(?:please|kindly)\b"
+)
+_S_SCORE_IMPERATIVE = re.compile(
+    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|credit|output|return|record|log|report|confirm)\b"
+)
+_S_SUSPEND = _words(
+    r"skip|ignore|disregard|forget|set\s+aside|aside|waive\w*|suspend\w*|withdrawn|revoked|void|relaxed|lifted|exception|exempt\w*|omit|refrain|abandon"
+    r"|overlook|no\s+need|not\s+required|not\s+needed|unnecessary|does\s+not\s+apply|doesn'?t\s+apply|no\s+longer"
+    r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
+    r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
+    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if"
+)
+"""Words that suspend a process: skip, waive, no longer applies, already verified."""
+_S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
+"""A line of working (a score such as 5/5 is not working)."""
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
+
+
+def _sentence_rule(s: str) -> str | None:
+    """Which structural rule a sentence trips, from what it is made of rather than its wording."""
+    if _S_GRADER.search(s) or _S_VOCATIVE.search(s):
+        return "grader_addressed"  # a grader named or spoken to: a solution has no reader to address
+    you = bool(_S_YOU.search(s))
+    imperative = bool(_S_IMPERATIVE.search(s))
+    scoring = {m.group(0).lower() for m in _S_SCORING.finditer(s)}
+    self_ref, process, suspend = bool(_S_SELF.search(s)), bool(_S_PROCESS.search(s)), bool(_S_SUSPEND.search(s))
+    if _S_WEAK_GRADER.search(s) and (self_ref or len(scoring) >= 2 or (you and scoring)):
+        return "grader_addressed"
+    if self_ref and (len(scoring) >= 2 or _S_VERDICT.search(s)):
+        return "self_graded"  # the response passes a verdict on itself
+    if (you or imperative) and scoring and (self_ref or process):
+        return "scoring_directive"  # someone is told how to score this response or to use the process
+    if (lead := _S_SCORE_IMPERATIVE.search(s)) and _S_SCORING.search(s[lead.end() :]):
+        return "scoring_directive"
+    if (you or _S_WEAK_GRADER.search(s)) and _S_PRAISE.search(s) and (self_ref or len(scoring) >= 2):
+        return "grader_addressed"  # praise for the reader next to this response or a score: flattery
+    if _S_REFERENCE.search(s) and (_S_FAULT.search(s) or suspend):
+        return "reference_disputed"  # a response has no business finding fault with what it is graded against
+    if suspend and (process or self_ref):
+        return "process_suspended"  # the grading process, or this response, exempted from it
+    if process and (len(scoring) >= 2 or _S_VERDICT.search(s)):
+        return "process_suspended"
+    if imperative and suspend and scoring:
+        return "process_suspended"
+    return None
+
+
+SENTENCE_RULES = ("grader_addressed", "self_graded", "scoring_directive", "reference_disputed", "process_suspended")
+"""Names of the structural sentence rules (see `sentence_rules`)."""
+
+
+def sentence_rules(text: str) -> list[str]:
+    """Structural rules tripped by the sentences of `text` outside working lines (normalised text)."""
+    found: list[str] = []
+    for line in text.splitlines():
+        if _S_CALCULATION.search(line):
+            continue
+        for sentence in _SENTENCE_END.split(line):
+            if sentence.strip() and (name := _sentence_rule(sentence)) is not None and name not in found:
+                found.append(name)
+    return found
+
+
+_CUE_MARKUP = re.compile(r"<[!/a-zA-Z|]|[{}]|\[/?[A-Za-z_ ]{2,20}\]|<\|")
+"""Markup, JSON, chat-template or bracketed tags: structure a plain solution does not carry."""
+_WORKING = re.compile(r"<<[^<>]*\d[^<>]*=[^<>]*>>|\d\s*[-+*x×=]\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
+"""A sentence of working: a calculation (a score such as 5/5 or "correctness=5" is not one)."""
+_CUE_BLOB = re.compile(r"[A-Za-z0-9+/=]{16,}")
+_CUE_FINAL = re.compile(r"(?m)^\s*(?:A:|####\s*-?\$?\d).*$|\\boxed\{")
+_CUE_ROLE = re.compile(
+    r"(?i)^\W*(?:system|assistant|user|human|model|grader|judge|evaluator|verdict|result|score|grade|rating|instructions?|inst|input|response)\b\W*(?:\([^)]*\)\s*)?[:>\]]"
+)
+_CUE_SCORE = re.compile(
+    r"(?i)(?<![(\d.])\b\d+(?:\.\d+)?\s*(?:/|out\s+of)\s*(?:5|10|100)\b(?!\s*[*)x])|\w*(?:correct|scor|grad|rating|reason|verdict)\w*\s*[=:]\s*\d|\b(?:ground[\s-]?truth|answer\s+key|key)\b"
+    r"|\b(?:answer|solution|result)\s+(?:provided|given)\b|\b(?:pass|fail|correct|incorrect)\W*$"
+)
+
+
+def _cue(sentence: str) -> bool:
+    """A sentence worth a second look: any ONE feature the structural rules combine (a grader word,
+    scoring, the grading process, suspension, self-reference, "you"), a role prefix, a score-shaped
+    token, markup, a letter outside ASCII (another language or script, look-alikes), a blob, or a
+    ROT13 reading that has one."""
+    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence):
+        return True
+    view = fold_confusables(normalise(sentence))
+    readings = [view, codecs.encode(view, "rot13")] if _ROT13_HINT.search(view) else [view]
+    return any(rule.search(reading) for reading in readings for rule in _CUES)
+
+
+_CUE_GRADING = re.compile(
+    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b)\w*"
+)
+"""A grading verb or noun in any form ("to be assessed by")."""
+_CUE_SHAPE = re.compile(r"^\s*#{2,}\s*[A-Za-z]|\b[A-Z]+_[A-Z_]+\b|^\W*(?:end|eof|fin)\b", re.I | re.M)
+"""A markdown header, a SHOUTY_SNAKE token, a line opening with an end marker."""
+_CUES = (
+    RULES["other_language"],
+    _CUE_GRADING,
+    _CUE_SHAPE,
+    _S_REFERENCE,
+    _S_FAULT,
+    _S_GRADER,
+    _S_WEAK_GRADER,
+    _S_VOCATIVE,
+    _S_SCORING,
+    _S_PROCESS,
+    _S_SUSPEND,
+    _S_SELF,
+    _S_YOU,
+    _CUE_MARKUP,
+    _CUE_BLOB,
+    _CUE_ROLE,
+    _CUE_SCORE,
+)
+
+
+def suspicious_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of `text` a judge should be asked about again without: sentences outside
+    working lines that carry any single cue (a far wider net than the detector's rules, which
+    need cues in combination), and everything after the last final-answer line. Lines of working
+    and the final-answer line itself are never included."""
+    spans: list[tuple[int, int]] = []
+    finals = list(_CUE_FINAL.finditer(text))
+    tail = finals[-1].end() if finals else len(text)
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        start, body = offset, line.rstrip("\r\n")
+        offset += len(line)
+        if start >= tail:
+            if body.strip():
+                spans.append((start, start + len(body)))
+            continue
+        if not body.strip() or _CUE_FINAL.match(body):
+            continue
+        position = 0
+        for sentence in _SENTENCE_END.split(body):
+            at = body.index(sentence, position)
+            position = at + len(sentence)
+            if sentence.strip() and not _WORKING.search(sentence) and _cue(sentence):
+                spans.append((start + at, start + position))
+    return spans
+
+
+def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with `spans` cut out and the blank lines they leave removed."""
+    out, last = [], 0
+    for start, end in sorted(spans):
+        out.append(text[last:start])
+        last = max(last, end)
+    out.append(text[last:])
+    return "\n".join(line for line in "".join(out).splitlines() if line.strip())
+
+
 @dataclass(frozen=True)
 class InjectionDetector:
     rules: tuple[str, ...] = tuple(RULES)
+    structural: bool = True
+    """Also the sentence rules (`SENTENCE_RULES`); off only to measure what they add (benchmarks/detector.py)."""
 
     def matches(self, text: str) -> list[str]:
         """The names of the rules the text trips (empty: looks clean); `encoded_payload` when
@@ -340,9 +593,11 @@ class InjectionDetector:
         views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
         found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
         found += [name for name in _line_rules(views[1]) if name not in found]
+        if self.structural:
+            found += [name for name in sentence_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view):
+                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or (self.structural and sentence_rules(view)):
                     return ["encoded_payload"]
         return found

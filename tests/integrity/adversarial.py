@@ -17,11 +17,13 @@ from typing import Any
 
 from farm.answers import extract_final_answer
 
-__all__ = ["FAMILIES", "PARTS", "build", "load", "obfuscate"]
+__all__ = ["FAMILIES", "HELD_OUT", "PARTS", "build", "load", "obfuscate"]
 
 DATA = Path(__file__).resolve().parent / "data"
-PARTS = ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6")
-"""Held-out rounds: each was measured once, then used for development; `heldout6` is the held-out part now."""
+PARTS = ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7", "heldout8", "heldout9")
+"""Held-out rounds: each was written and committed before the rules it measures, measured once, then
+used for development; `heldout9` is the held-out part now (never used to change a rule)."""
+HELD_OUT = PARTS[-1]
 PER_TEMPLATE = 3
 PLACEMENTS = ("suffix", "prefix", "middle")
 _ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
