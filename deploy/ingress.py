@@ -7,8 +7,10 @@ listens beyond loopback unless the deployment says `insecure`. `/healthz` says o
 every other route needs a token, and every route and the handle path share one set of limits
 (body size, rollouts per request, nesting depth, duplicate ids).
 
-Every rollout fans out to every judge deployment concurrently (through `HandleJudge`), and
-`farm.ensemble.Ensemble` applies gates, per-judge deadlines, the quorum and aggregation.
+Rule judges run here, in the ingress process, where the rollouts already are (microseconds
+each, no replica round trip); each request's rollouts go to each other judge's deployment once,
+as one batch (through `HandleJudge`), concurrently; `farm.ensemble.Ensemble` applies gates,
+per-judge deadlines, the quorum and aggregation (`deploy.placement` says which judge runs where).
 Weights and aggregation settings change at runtime through `user_config` (`reconfigure`).
 Canaries ride along with live requests and scheduled probes run in the background
 (`deploy.integrity_watch`).
@@ -35,13 +37,15 @@ from deploy.door import ANONYMOUS, Door, Limited
 from deploy.handle_judge import HandleJudge
 from deploy.integrity_watch import IntegrityWatch
 from deploy.metrics import FarmMetrics
+from deploy.placement import placement_of
 from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
 from farm.auth import TokenBook, is_loopback
+from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, parse_config
 from farm.deadlines import request_deadline
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
-from farm.judges import needs_bedrock
+from farm.judges import Judge, build_judge, needs_bedrock
 from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
 __all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
@@ -104,6 +108,10 @@ class RewardIngress:
     def __init__(self, judges: dict[str, Any], farm_config: dict[str, Any], insecure: bool = False):
         self.config: FarmConfig = parse_config(farm_config, source="farm config")
         self.handles = judges
+        no_cache = VerdictCache(1, enabled=False)  # rule judges: microseconds and deterministic, nothing worth caching
+        self.in_ingress: dict[str, Judge] = {
+            j.name: build_judge(j, None, no_cache) for j in self.config.judges if placement_of(j) == "ingress"
+        }
         self.door = Door(self.config, TokenBook.load(self.config.serve.auth))
         self.openrlhf = OpenRLHFSettings.from_env(os.environ)
         if not self.door.enabled and not insecure:
@@ -136,6 +144,9 @@ class RewardIngress:
         members = []
         for judge in self.config.judges:
             weighted = judge.model_copy(update={"weight": tuning.weights[judge.name]}) if judge.name in tuning.weights else judge
+            if judge.name in self.in_ingress:
+                members.append(EnsembleMember(weighted, self.in_ingress[judge.name]))
+                continue
             deadline_s = judge.deadline_s if needs_bedrock(judge) else None  # the replica gets an absolute deadline
             members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name], deadline_s=deadline_s)))
         self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation, integrity=self.config.integrity)

@@ -105,6 +105,10 @@ class DeploymentOptions(_Section):
     num_gpus: float | None = Field(default=None, ge=0)
     resources: dict[str, float] | None = None
     """Custom Ray resources, e.g. to pin a judge to one node type."""
+    placement: Literal["ingress", "deployment"] | None = None
+    """Where a judge runs under Serve: `ingress` (in the ingress process, no replica round trip;
+    the default for rule judges, the only kind allowed there) or `deployment` (its own replicas;
+    the default, and the only choice, for Bedrock and local model judges). Ignored for the ingress."""
 
 
 class ScoreMap(_Section):

@@ -64,6 +64,25 @@ def test_fan_out_to_three_judges_through_the_handle(app):
         assert result.judges["answer"].score == (1.0 if labels[result.id] else 0.0)
 
 
+def test_rule_judge_runs_in_the_ingress_and_remote_judges_get_one_call_per_request(app):
+    """The rule judge has no deployment of its own yet answers; each Bedrock judge's replica gets a
+    request's rollouts as one batch, one call per request (not one per rollout)."""
+    from ray import serve
+
+    deployments = set(serve.status().applications[APP].deployments)
+    assert deployments == {"ingress", "judge-rubric", "judge-preference"}
+    judges = {name: serve.get_deployment_handle(f"judge-{name}", app_name=APP) for name in ("rubric", "preference")}
+    before = {name: handle.stats.remote().result() for name, handle in judges.items()}
+    data = [{**row, "id": row["id"] + "-batch"} for row in rows(3)]  # 3 questions → 12 rollouts in groups of 4
+    results = serve.get_app_handle(APP).score.remote(data).result()
+    assert len(results) == len(data) > 1
+    assert all(r.judges["answer"].status == "ok" and r.judges["answer"].score is not None for r in results)
+    for name, handle in judges.items():
+        after = handle.stats.remote().result()
+        assert after["requests"] - before[name]["requests"] == 1, name
+        assert after["rollouts"] - before[name]["rollouts"] == len(data), name
+
+
 def test_http_score_healthz_and_openrlhf(app):
     status, _, body = http(app["base"], "/score", {"rollouts": rows(1)})
     assert status == 200 and len(body["results"]) == 4
