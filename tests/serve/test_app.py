@@ -111,6 +111,11 @@ def test_auth_size_and_validation_errors(app):
     assert status == 422 and body["field"] == "rollouts"
     assert http(app["base"], "/score", raw=b"{not json")[0] == 400
     assert http(app["base"], "/nowhere", {"x": 1})[0] == 404
+    assert http(app["base"], "/nowhere", {"x": 1}, token=None)[0] == 401  # routes are not probed without a token
+    status, _, body = http(app["base"], "/score")  # a known path with the wrong method
+    assert status == 404 and "no route GET /farm/score; use POST /score" in body["error"]
+    status, _, body = http(app["base"], f"/openrlhf/{TOKEN}")  # OpenRLHF's path token: checked, never echoed
+    assert status == 404 and TOKEN not in body["error"] and "/openrlhf/<token>" in body["error"]
 
 
 def test_one_judge_down_gives_partial_never_zero(app, reset_emulator):
