@@ -15,7 +15,7 @@ from ray.serve.config import BackpressureConfig
 
 from deploy.ingress import RewardIngress, RuntimeTuning
 from deploy.judge_deployment import JudgeDeployment, LocalJudgeDeployment
-from deploy.placement import bedrock_ongoing, check_placements, placement_of
+from deploy.placement import bedrock_ongoing, check_placements, ingress_ongoing, placement_of, replicas_of
 from farm.auth import AuthConfig
 from farm.config import DeploymentOptions, FarmConfig, JudgeConfig, load_config, parse_config
 from farm.judges import is_local, needs_bedrock
@@ -61,7 +61,8 @@ DEFAULTS: dict[str, DeploymentOptions] = {
     "rule": DeploymentOptions(num_replicas=1, max_ongoing_requests=64, max_queued_requests=2048, num_cpus=0.1),
     # Local models batch: enough requests in flight for batches to fill; one CPU for the forward pass.
     "local": DeploymentOptions(num_replicas=1, max_ongoing_requests=512, max_queued_requests=4096, num_cpus=1.0),
-    # The ingress only fans out and aggregates; its queue bound is the farm's backpressure point.
+    # The ingress runs rule judges, fans out and aggregates; at least this many in flight, more when
+    # its Bedrock judges take more (deploy.placement.ingress_ongoing); its queue bound is where Serve pushes back.
     "ingress": DeploymentOptions(num_replicas=1, max_ongoing_requests=128, max_queued_requests=512, num_cpus=0.1),
 }
 
@@ -102,9 +103,7 @@ def _judge_deployment(judge: JudgeConfig, config: FarmConfig, env: dict[str, str
     kind = _judge_kind(judge)
     defaults = DEFAULTS[kind]
     if kind == "bedrock":
-        scaling = judge.deployment.autoscaling
-        replicas = judge.deployment.num_replicas or (max(1, scaling.min_replicas) if scaling else 1)
-        sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas)
+        sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas_of(judge.deployment))
         defaults = defaults.model_copy(update={"max_ongoing_requests": sized})
     options = deployment_options(judge.deployment, defaults, env)
     if kind != "local":
@@ -133,7 +132,10 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
             continue  # built and run inside the ingress
         deployment, options = _judge_deployment(judge, config, args.env)
         judges[judge.name] = deployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
-    ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
+    ingress_defaults = DEFAULTS["ingress"]
+    sized = ingress_ongoing(config, floor=ingress_defaults.max_ongoing_requests or 1)
+    ingress_defaults = ingress_defaults.model_copy(update={"max_ongoing_requests": sized})
+    ingress_options = deployment_options(config.serve.ingress, ingress_defaults, args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
     return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)

@@ -11,11 +11,20 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from farm.config import FarmConfig, JudgeConfig
+from farm.config import DeploymentOptions, FarmConfig, JudgeConfig
 from farm.errors import ConfigError
 from farm.judges import is_local, needs_bedrock
 
-__all__ = ["MAX_ONGOING_CAP", "Placement", "bedrock_ongoing", "check_placements", "is_rule", "placement_of"]
+__all__ = [
+    "MAX_ONGOING_CAP",
+    "Placement",
+    "bedrock_ongoing",
+    "check_placements",
+    "ingress_ongoing",
+    "is_rule",
+    "placement_of",
+    "replicas_of",
+]
 
 Placement = Literal["ingress", "deployment"]
 
@@ -54,6 +63,24 @@ def check_placements(config: FarmConfig) -> None:
                     "and has no replicas of its own; set deployment.placement: deployment to give it its own, "
                     f"or drop deployment.{given[0]}"
                 )
+
+
+def replicas_of(options: DeploymentOptions) -> int:
+    """The replicas a deployment starts with: `num_replicas`, or autoscaling's floor (at least 1)."""
+    if options.num_replicas is not None:
+        return options.num_replicas
+    scaling = options.autoscaling
+    return max(1, scaling.initial_replicas or scaling.min_replicas) if scaling is not None else 1
+
+
+def ingress_ongoing(config: FarmConfig, floor: int) -> int:
+    """`max_ongoing_requests` per ingress replica: every request waits in the ingress on its
+    Bedrock judges, so it needs as many slots as its busiest Bedrock judge's deployment takes in
+    all (one-rollout requests from a per-sample trainer reward function would otherwise queue in
+    waves in front of the ingress). The farm's own admission control, not this bound, refuses what
+    the quota cannot serve in time."""
+    wanted = max((bedrock_ongoing(j, config, floor=0) for j in config.judges if needs_bedrock(j)), default=0)
+    return max(floor, min(MAX_ONGOING_CAP, math.ceil(wanted / replicas_of(config.serve.ingress))))
 
 
 def bedrock_ongoing(judge: JudgeConfig, config: FarmConfig, floor: int, replicas: int = 1) -> int:

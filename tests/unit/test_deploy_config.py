@@ -114,3 +114,19 @@ def test_bedrock_judge_concurrency_is_sized_from_quota_times_deadline():
     assert ongoing(2_000, 60, num_replicas=4) == 500  # spread over the replicas
     assert ongoing(200_000, 60) == MAX_ONGOING_CAP
     assert ongoing(2_000, 60, max_ongoing_requests=7) == 7  # what the user sets wins
+
+
+def test_ingress_takes_as_many_requests_as_its_busiest_bedrock_judge():
+    from deploy.app import DEFAULTS, build_app
+
+    def ingress_ongoing(config: dict) -> int:
+        return build_app({"config": config})._bound_deployment._deployment_config.max_ongoing_requests
+
+    rules = [{"name": "answer", "kind": "final_answer"}]
+    quotas = {"bedrock": {"quotas": {"m": {"rpm": 6_000, "tpm": 10**9}}}}
+    assert ingress_ongoing({"judges": rules}) == DEFAULTS["ingress"].max_ongoing_requests  # no Bedrock judge: the default
+    assert ingress_ongoing({"judges": [*rules, {**RUBRIC, "deadline_s": 30}], **quotas}) == 3_000  # 6,000 rpm × 30 s
+    two = {"serve": {"ingress": {"num_replicas": 2}}}
+    assert ingress_ongoing({"judges": [{**RUBRIC, "deadline_s": 30}], **quotas, **two}) == 1_500
+    mine = {"serve": {"ingress": {"max_ongoing_requests": 9}}}
+    assert ingress_ongoing({"judges": [{**RUBRIC, "deadline_s": 30}], **quotas, **mine}) == 9
