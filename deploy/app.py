@@ -1,4 +1,5 @@
-"""The Serve application builder: one judge deployment per configured judge behind one ingress.
+"""The Serve application builder: one ingress, running the rule judges itself, and one judge
+deployment per Bedrock or local model judge (or per rule judge placed in its own deployment).
 
 `serve run deploy/serve.yaml` and `serve deploy deploy/serve.yaml` name `deploy.app:build_app`;
 `farm serve` calls it directly.
@@ -15,6 +16,7 @@ from ray.serve.config import BackpressureConfig
 from deploy.ingress import RewardIngress, RuntimeTuning
 from deploy.judge_deployment import JudgeDeployment, LocalJudgeDeployment
 from deploy.options import DeploymentOptions, load_config, options_of, parse_config
+from deploy.placement import bedrock_ongoing, check_placements, ingress_ongoing, placement_of, replicas_of
 from farm.auth import AuthConfig
 from farm.config import FarmConfig, JudgeConfig
 from farm.judges import is_local, needs_bedrock
@@ -52,13 +54,16 @@ class FarmAppArgs(BaseModel):
 
 
 DEFAULTS: dict[str, DeploymentOptions] = {
-    # API judges wait on Bedrock, not on CPU: many requests in flight per replica, little CPU reserved.
+    # API judges wait on Bedrock, not on CPU: many requests in flight per replica (at least this many;
+    # more when quota × deadline allows: deploy.placement.bedrock_ongoing), little CPU reserved.
     "bedrock": DeploymentOptions(num_replicas=1, max_ongoing_requests=256, max_queued_requests=2048, num_cpus=0.1),
-    # Rule judges are fast and CPU-bound: fewer in flight, but still far above Serve's default of 5.
+    # Rule judges placed in their own deployment (they run in the ingress by default): fast and
+    # CPU-bound, fewer in flight, but still far above Serve's default of 5.
     "rule": DeploymentOptions(num_replicas=1, max_ongoing_requests=64, max_queued_requests=2048, num_cpus=0.1),
     # Local models batch: enough requests in flight for batches to fill; one CPU for the forward pass.
     "local": DeploymentOptions(num_replicas=1, max_ongoing_requests=512, max_queued_requests=4096, num_cpus=1.0),
-    # The ingress only fans out and aggregates; its queue bound is the farm's backpressure point.
+    # The ingress runs rule judges, fans out and aggregates; at least this many in flight, more when
+    # its Bedrock judges take more (deploy.placement.ingress_ongoing); its queue bound is where Serve pushes back.
     "ingress": DeploymentOptions(num_replicas=1, max_ongoing_requests=128, max_queued_requests=512, num_cpus=0.1),
 }
 
@@ -93,10 +98,15 @@ def _judge_kind(judge: JudgeConfig) -> str:
     return "bedrock" if needs_bedrock(judge) else "local" if is_local(judge) else "rule"
 
 
-def _judge_deployment(judge: JudgeConfig, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
-    """The deployment class and options for one judge; local judges on `cuda` reserve a GPU."""
+def _judge_deployment(judge: JudgeConfig, config: FarmConfig, env: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    """The deployment class and options for one judge; local judges on `cuda` reserve a GPU;
+    Bedrock judges take as many requests at once as their quota can serve within the deadline."""
     kind = _judge_kind(judge)
-    options = deployment_options(options_of(judge.deployment), DEFAULTS[kind], env)
+    defaults = DEFAULTS[kind]
+    if kind == "bedrock":
+        sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas_of(options_of(judge.deployment)))
+        defaults = defaults.model_copy(update={"max_ongoing_requests": sized})
+    options = deployment_options(options_of(judge.deployment), defaults, env)
     if kind != "local":
         return JudgeDeployment, options
     options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try
@@ -115,12 +125,18 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
         for judge in config.judges:
             if is_local(judge) and getattr(judge, "model_path", None):
                 model_directory(judge.model_path, judge.name)
+    check_placements(config)
     raw = config.model_dump(mode="json", by_alias=True)
     judges = {}
     for judge in config.judges:
-        deployment, options = _judge_deployment(judge, args.env)
+        if placement_of(judge) == "ingress":
+            continue  # built and run inside the ingress
+        deployment, options = _judge_deployment(judge, config, args.env)
         judges[judge.name] = deployment.options(name=f"judge-{judge.name}", **options).bind(raw, judge.name, config.serve.app_name)
-    ingress_options = deployment_options(options_of(config.serve.ingress), DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
+    ingress_defaults = DEFAULTS["ingress"]
+    sized = ingress_ongoing(config, floor=ingress_defaults.max_ongoing_requests or 1)
+    ingress_defaults = ingress_defaults.model_copy(update={"max_ongoing_requests": sized})
+    ingress_options = deployment_options(options_of(config.serve.ingress), ingress_defaults, args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
     return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)

@@ -7,8 +7,10 @@ listens beyond loopback unless the deployment says `insecure`. `/healthz` says o
 every other route needs a token, and every route and the handle path share one set of limits
 (body size, rollouts per request, nesting depth, duplicate ids).
 
-Every rollout fans out to every judge deployment concurrently (through `HandleJudge`), and
-`farm.ensemble.Ensemble` applies gates, per-judge deadlines, the quorum and aggregation.
+Rule judges run here, in the ingress process, where the rollouts already are (microseconds
+each, no replica round trip); each request's rollouts go to each other judge's deployment once,
+as one batch (through `HandleJudge`), concurrently; `farm.ensemble.Ensemble` applies gates,
+per-judge deadlines, the quorum and aggregation (`deploy.placement` says which judge runs where).
 Weights and aggregation settings change at runtime through `user_config` (`reconfigure`).
 Canaries ride along with live requests and scheduled probes run in the background
 (`deploy.integrity_watch`).
@@ -27,21 +29,25 @@ from typing import Any
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from deploy.admission import Admission, Refused
 from deploy.door import ANONYMOUS, Door, Limited
 from deploy.handle_judge import HandleJudge
 from deploy.integrity_watch import IntegrityWatch
 from deploy.metrics import FarmMetrics
+from deploy.placement import placement_of
 from farm.adapters.openrlhf import openrlhf_response, rollouts_from_openrlhf
 from farm.auth import TokenBook, is_loopback
+from farm.cache import VerdictCache
 from farm.config import AggregationConfig, FarmConfig, parse_config
 from farm.deadlines import request_deadline
 from farm.ensemble import Ensemble, EnsembleMember
 from farm.errors import ConfigError, InputError
-from farm.judges import needs_bedrock
+from farm.judges import Judge, build_judge, needs_bedrock
 from farm.wire import RewardResult, Rollout, decode_json, parse_rollout
 
 __all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
@@ -49,6 +55,7 @@ __all__ = ["OpenRLHFSettings", "RewardIngress", "RuntimeTuning"]
 logger = logging.getLogger("ray.serve")
 
 _json = msgspec.json.Encoder()
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _OPENRLHF_PATIENCE_S = 120.0
 """How long `/openrlhf` waits for admission: under OpenRLHF's 180 s client timeout."""
 
@@ -100,10 +107,15 @@ def _proxy_host() -> str | None:
 
 
 @serve.deployment
+@serve.ingress()
 class RewardIngress:
     def __init__(self, judges: dict[str, Any], farm_config: dict[str, Any], insecure: bool = False):
         self.config: FarmConfig = parse_config(farm_config, source="farm config")
         self.handles = judges
+        no_cache = VerdictCache(1, enabled=False)  # rule judges: microseconds and deterministic, nothing worth caching
+        self.in_ingress: dict[str, Judge] = {
+            j.name: build_judge(j, None, no_cache) for j in self.config.judges if placement_of(j) == "ingress"
+        }
         self.door = Door(self.config, TokenBook.load(self.config.serve.auth))
         self.openrlhf = OpenRLHFSettings.from_env(os.environ)
         if not self.door.enabled and not insecure:
@@ -136,6 +148,9 @@ class RewardIngress:
         members = []
         for judge in self.config.judges:
             weighted = judge.model_copy(update={"weight": tuning.weights[judge.name]}) if judge.name in tuning.weights else judge
+            if judge.name in self.in_ingress:
+                members.append(EnsembleMember(weighted, self.in_ingress[judge.name]))
+                continue
             deadline_s = judge.deadline_s if needs_bedrock(judge) else None  # the replica gets an absolute deadline
             members.append(EnsembleMember(weighted, HandleJudge(judge.name, self.handles[judge.name], deadline_s=deadline_s)))
         self.ensemble = Ensemble(members, tuning.aggregation or self.config.aggregation, integrity=self.config.integrity)
@@ -192,45 +207,68 @@ class RewardIngress:
             "canary_alarms": self.watch.alarms(),
         }
 
-    async def __call__(self, request: Request) -> Response:
-        segments = request.url.path.rstrip("/").split("/")
-        path = segments[-1]
-        path_token = None
-        if len(segments) >= 2 and segments[-2] == "openrlhf":  # POST /openrlhf/<token>: OpenRLHF sends no headers
-            path, path_token = "openrlhf", segments[-1]
+    def __serve_build_asgi_app__(self) -> Starlette:
+        """The HTTP routes, as Serve's ASGI ingress (built once per replica, after `__init__`).
+        Unknown routes reach `_no_route`, behind the same token check as every known one."""
+        return Starlette(
+            routes=[
+                Route("/healthz", self._healthz, methods=["GET"]),
+                Route("/info", self._http_info, methods=["GET"]),
+                Route("/integrity", self._http_integrity, methods=["GET"]),
+                Route("/score", self._http_score, methods=["POST"]),
+                Route("/openrlhf", self._http_openrlhf, methods=["POST"]),
+                Route("/openrlhf/{token}", self._http_openrlhf, methods=["POST"]),  # OpenRLHF sends no headers
+                Route("/{path:path}", self._no_route, methods=_EVERY_METHOD),  # every other path and method
+            ],
+            exception_handlers={_HTTPError: _error_response},
+        )
+
+    async def _healthz(self, request: Request) -> Response:
+        return _respond(200, {"status": "ok"})  # for load balancers: alive, and nothing else
+
+    async def _http_info(self, request: Request) -> Response:
+        await self._caller(request)
+        return _respond(200, self.info())
+
+    async def _http_integrity(self, request: Request) -> Response:
+        await self._caller(request)
+        return _respond(200, self.integrity())
+
+    async def _http_score(self, request: Request) -> Response:
+        caller = await self._caller(request)
+        payload = await self._read_object(request)
+        if not isinstance(payload.get("rollouts"), list):
+            raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
+        rollouts = self._rollouts(payload["rollouts"])
+        self._admit(caller, len(rollouts))
+        return _respond(200, {"results": await self._admitted(rollouts)})
+
+    async def _http_openrlhf(self, request: Request) -> Response:
+        caller = await self._caller(request, request.path_params.get("token"))
+        payload = await self._read_object(request)
+        queries = payload.get("query")
+        self._check_count(len(queries) if isinstance(queries, list) else 0)
         try:
-            if path == "healthz" and request.method == "GET":
-                return _respond(200, {"status": "ok"})  # for load balancers: alive, and nothing else
-            caller = await self._caller(request, path_token)
-            if path == "info" and request.method == "GET":
-                return _respond(200, self.info())
-            if path == "integrity" and request.method == "GET":
-                return _respond(200, self.integrity())
-            if request.method != "POST" or path not in ("score", "openrlhf"):
-                routes = "POST /score, POST /openrlhf[/<token>], GET /info, GET /integrity or GET /healthz"
-                shown = "/openrlhf/<token>" if path_token is not None else request.url.path  # a token is never echoed
-                raise _HTTPError(404, f"no route {request.method} {shown}; use {routes}")
-            payload = await self._read_json(request)
-            if not isinstance(payload, dict):
-                raise _HTTPError(422, f"body must be a JSON object, got {_json_type(payload)}", field="body")
-            if path == "openrlhf":
-                queries = payload.get("query")
-                self._check_count(len(queries) if isinstance(queries, list) else 0)
-                try:
-                    rollouts = rollouts_from_openrlhf(payload, strip_template=self.openrlhf.strip_template)
-                except InputError as exc:
-                    raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
-                self._admit(caller, len(rollouts))
-                scored = await self._admitted(rollouts, patience_s=_OPENRLHF_PATIENCE_S)
-                return _respond(200, openrlhf_response(scored, failed_reward=self.openrlhf.failed_reward))
-            if not isinstance(payload.get("rollouts"), list):
-                raise _HTTPError(422, "body must be an object with a list `rollouts`", field="rollouts")
-            rollouts = self._rollouts(payload["rollouts"])
-            self._admit(caller, len(rollouts))
-            return _respond(200, {"results": await self._admitted(rollouts)})
-        except _HTTPError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
-            return _respond(exc.status, exc.body, headers)
+            rollouts = rollouts_from_openrlhf(payload, strip_template=self.openrlhf.strip_template)
+        except InputError as exc:
+            raise _HTTPError(422, str(exc), field=exc.field, row=exc.row) from None
+        self._admit(caller, len(rollouts))
+        scored = await self._admitted(rollouts, patience_s=_OPENRLHF_PATIENCE_S)
+        return _respond(200, openrlhf_response(scored, failed_reward=self.openrlhf.failed_reward))
+
+    async def _no_route(self, request: Request) -> Response:
+        segments = request.url.path.rstrip("/").split("/")
+        path_token = segments[-1] if len(segments) >= 2 and segments[-2] == "openrlhf" else None
+        await self._caller(request, path_token)  # 401 before 404: routes are not probed without a token
+        routes = "POST /score, POST /openrlhf[/<token>], GET /info, GET /integrity or GET /healthz"
+        shown = "/openrlhf/<token>" if path_token is not None else request.url.path  # a token is never echoed
+        raise _HTTPError(404, f"no route {request.method} {shown}; use {routes}")
+
+    async def _read_object(self, request: Request) -> dict[str, Any]:
+        payload = await self._read_json(request)
+        if not isinstance(payload, dict):
+            raise _HTTPError(422, f"body must be a JSON object, got {_json_type(payload)}", field="body")
+        return payload
 
     async def _admitted(self, rollouts: list[Rollout], patience_s: float = 0.0) -> list[RewardResult]:
         """Score, if the quota can serve this request before its deadline; else refuse now
@@ -333,6 +371,13 @@ class RewardIngress:
 def _json_type(value: Any) -> str:
     names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
     return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
+
+
+def _error_response(request: Request, exc: Exception) -> Response:
+    """Starlette's handler for `_HTTPError`: the status, headers and JSON body it carries."""
+    assert isinstance(exc, _HTTPError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
+    return _respond(exc.status, exc.body, headers)
 
 
 def _respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

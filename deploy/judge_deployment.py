@@ -26,9 +26,14 @@ class JudgeDeployment:
         self.name = judge_name
         self.metrics = FarmMetrics(app_name)
         self._throttles_reported = 0
+        self.requests = 0
+        self.rollouts = 0
 
     async def score(self, rollouts: Sequence[Rollout], deadline_at: float | None = None) -> list[Verdict]:
-        """`deadline_at`: the wall-clock moment the ingress must answer by; time queued here counts."""
+        """`deadline_at`: the wall-clock moment the ingress must answer by; time queued here counts.
+        One call per request: the ingress ships a request's rollouts here once, as one batch."""
+        self.requests += 1
+        self.rollouts += len(rollouts)
         if deadline_at is not None:
             deadline = wall_to_monotonic(deadline_at)
             if deadline <= time.monotonic():
@@ -50,6 +55,8 @@ class JudgeDeployment:
         cache = self.host.cache.stats
         return {
             "judge": self.name,
+            "requests": self.requests,
+            "rollouts": self.rollouts,
             "calls": stats.calls if stats else 0,
             "attempts": stats.attempts if stats else 0,
             "throttled": stats.throttled if stats else 0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
@@ -55,6 +55,10 @@ class DeploymentOptions(ServeSection):
     num_gpus: float | None = Field(default=None, ge=0)
     resources: dict[str, float] | None = None
     """Custom Ray resources, e.g. to pin a judge to one node type."""
+    placement: Literal["ingress", "deployment"] | None = None
+    """Where a judge runs under Serve: `ingress` (in the ingress process, no replica round trip;
+    the default for rule judges, the only kind allowed there) or `deployment` (its own replicas;
+    the default, and the only choice, for Bedrock and local model judges). Ignored for the ingress."""
 
 
 def options_of(section: ServeSection) -> DeploymentOptions:

@@ -41,6 +41,9 @@ def app(ray_serve):
     from ray import serve
 
     deploy(ray_serve, APP, {"config": CONFIG, "env": ray_serve["env"]}, "/farm")
+    # one request first: a cold judge replica builds its Bedrock client, which on a loaded 2-core
+    # machine alone can take most of the rubric's 3 s deadline; the tests are about steady state
+    serve.get_app_handle(APP).score.remote([{"id": "warm-up", "prompt": "What is 1+1?", "response": "A: 2", "reference": "2"}]).result()
     yield {**ray_serve, "base": ray_serve["url"] + "/farm"}
     serve.delete(APP)
 
@@ -62,6 +65,25 @@ def test_fan_out_to_three_judges_through_the_handle(app):
     labels = {row["id"]: row["metadata"]["is_correct"] for row in data}
     for result in results:
         assert result.judges["answer"].score == (1.0 if labels[result.id] else 0.0)
+
+
+def test_rule_judge_runs_in_the_ingress_and_remote_judges_get_one_call_per_request(app):
+    """The rule judge has no deployment of its own yet answers; each Bedrock judge's replica gets a
+    request's rollouts as one batch, one call per request (not one per rollout)."""
+    from ray import serve
+
+    deployments = set(serve.status().applications[APP].deployments)
+    assert deployments == {"ingress", "judge-rubric", "judge-preference"}
+    judges = {name: serve.get_deployment_handle(f"judge-{name}", app_name=APP) for name in ("rubric", "preference")}
+    before = {name: handle.stats.remote().result() for name, handle in judges.items()}
+    data = [{**row, "id": row["id"] + "-batch"} for row in rows(3)]  # 3 questions → 12 rollouts in groups of 4
+    results = serve.get_app_handle(APP).score.remote(data).result()
+    assert len(results) == len(data) > 1
+    assert all(r.judges["answer"].status == "ok" and r.judges["answer"].score is not None for r in results)
+    for name, handle in judges.items():
+        after = handle.stats.remote().result()
+        assert after["requests"] - before[name]["requests"] == 1, name
+        assert after["rollouts"] - before[name]["rollouts"] == len(data), name
 
 
 def test_http_score_healthz_and_openrlhf(app):
@@ -92,6 +114,11 @@ def test_auth_size_and_validation_errors(app):
     assert status == 422 and body["field"] == "rollouts"
     assert http(app["base"], "/score", raw=b"{not json")[0] == 400
     assert http(app["base"], "/nowhere", {"x": 1})[0] == 404
+    assert http(app["base"], "/nowhere", {"x": 1}, token=None)[0] == 401  # routes are not probed without a token
+    status, _, body = http(app["base"], "/score")  # a known path with the wrong method
+    assert status == 404 and "no route GET /farm/score; use POST /score" in body["error"]
+    status, _, body = http(app["base"], f"/openrlhf/{TOKEN}")  # OpenRLHF's path token: checked, never echoed
+    assert status == 404 and TOKEN not in body["error"] and "/openrlhf/<token>" in body["error"]
 
 
 def test_one_judge_down_gives_partial_never_zero(app, reset_emulator):

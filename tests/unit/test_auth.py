@@ -186,7 +186,7 @@ def test_the_ingress_refuses_to_start_without_auth_behind_a_public_proxy(tmp_pat
     """The replica's own check, for Serve configs that bypass `farm serve` (serve deploy, KubeRay)."""
     import deploy.ingress as ingress
 
-    ingress_class = ingress.RewardIngress.func_or_class
+    ingress_class = ingress.RewardIngress.func_or_class.__wrapped__  # the class itself, not Serve's ASGI ingress wrapper
     raw = {"judges": [{"name": "a", "kind": "final_answer"}]}
     monkeypatch.setattr(ingress, "_proxy_host", lambda: "0.0.0.0")
     with pytest.raises(ConfigError, match="refusing to serve without auth: Serve's HTTP proxy binds 0.0.0.0"):

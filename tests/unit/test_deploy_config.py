@@ -59,3 +59,74 @@ def test_grafana_dashboard_queries_only_metrics_the_farm_exports():
     exported = set(re.findall(r'"(farm_\w+)"', (REPO / "deploy/metrics.py").read_text()))
     assert queried and queried <= exported, queried - exported
     assert {"farm_canary_alarm", "farm_probe_inflation"} <= queried
+
+
+RUBRIC = {"name": "rubric", "kind": "rubric", "model": "m", "criteria": [{"name": "c", "description": "d"}]}
+
+
+def _bound_judges(config: dict) -> set[str]:
+    """The judge deployments `build_app` binds behind the ingress (building binds; it starts nothing)."""
+    from deploy.app import build_app
+
+    ingress = build_app({"config": config, "check_model_paths": False})._bound_deployment
+    return set(ingress.init_args[0])
+
+
+def test_rule_judges_run_in_the_ingress_unless_placed_in_a_deployment():
+    judges = [{"name": "answer", "kind": "final_answer"}, {"name": "format", "kind": "regex", "pattern": "x"}, RUBRIC]
+    assert _bound_judges({"judges": judges}) == {"rubric"}
+    judges[1] = {**judges[1], "deployment": {"placement": "deployment", "num_replicas": 2}}
+    assert _bound_judges({"judges": judges}) == {"format", "rubric"}
+    from deploy.placement import check_placements
+    from farm.config import load_config
+
+    for shipped in (REPO / "deploy/farm.cluster.yaml", None):  # None: the packaged default
+        check_placements(load_config(shipped))
+
+
+def test_impossible_or_ignored_placements_are_refused_naming_the_field():
+    from deploy.app import build_app
+
+    with pytest.raises(ConfigError, match=r"judges\[0\] \('rubric'\): deployment.placement is 'ingress', but only rule judges"):
+        build_app({"config": {"judges": [{**RUBRIC, "deployment": {"placement": "ingress"}}]}})
+    with pytest.raises(ConfigError, match=r"judges\[1\] \('answer'\): deployment.num_replicas is set, but the judge runs in the ingress"):
+        build_app({"config": {"judges": [RUBRIC, {"name": "answer", "kind": "final_answer", "deployment": {"num_replicas": 2}}]}})
+    with pytest.raises(ConfigError, match="placement"):
+        parse_config({"judges": [{"name": "a", "kind": "final_answer", "deployment": {"placement": "sidecar"}}]})
+
+
+def test_bedrock_judge_concurrency_is_sized_from_quota_times_deadline():
+    from deploy.app import DEFAULTS, _judge_deployment
+    from deploy.placement import MAX_ONGOING_CAP
+
+    def ongoing(rpm: int, deadline_s: float, **deployment) -> int:
+        config = parse_config(
+            {
+                "judges": [{**RUBRIC, "deadline_s": deadline_s, "deployment": deployment}],
+                "bedrock": {"quotas": {"m": {"rpm": rpm, "tpm": 10**9}}},
+            }
+        )
+        return _judge_deployment(config.judges[0], config, {})[1]["max_ongoing_requests"]
+
+    floor = DEFAULTS["bedrock"].max_ongoing_requests
+    assert ongoing(100, 30) == floor  # a small quota never goes below the kind's default
+    assert ongoing(2_000, 60) == 2_000  # 2,000 rpm × 60 s: as many 1-rollout requests as the quota can finish in a deadline
+    assert ongoing(2_000, 60, num_replicas=4) == 500  # spread over the replicas
+    assert ongoing(200_000, 60) == MAX_ONGOING_CAP
+    assert ongoing(2_000, 60, max_ongoing_requests=7) == 7  # what the user sets wins
+
+
+def test_ingress_takes_as_many_requests_as_its_busiest_bedrock_judge():
+    from deploy.app import DEFAULTS, build_app
+
+    def ingress_ongoing(config: dict) -> int:
+        return build_app({"config": config})._bound_deployment._deployment_config.max_ongoing_requests
+
+    rules = [{"name": "answer", "kind": "final_answer"}]
+    quotas = {"bedrock": {"quotas": {"m": {"rpm": 6_000, "tpm": 10**9}}}}
+    assert ingress_ongoing({"judges": rules}) == DEFAULTS["ingress"].max_ongoing_requests  # no Bedrock judge: the default
+    assert ingress_ongoing({"judges": [*rules, {**RUBRIC, "deadline_s": 30}], **quotas}) == 3_000  # 6,000 rpm × 30 s
+    two = {"serve": {"ingress": {"num_replicas": 2}}}
+    assert ingress_ongoing({"judges": [{**RUBRIC, "deadline_s": 30}], **quotas, **two}) == 1_500
+    mine = {"serve": {"ingress": {"max_ongoing_requests": 9}}}
+    assert ingress_ongoing({"judges": [{**RUBRIC, "deadline_s": 30}], **quotas, **mine}) == 9
