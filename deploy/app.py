@@ -96,7 +96,7 @@ def _judge_deployment(judge: JudgeConfig, env: dict[str, str]) -> tuple[Any, dic
     """The deployment class and options for one judge; local judges on `cuda` reserve a GPU."""
     kind = _judge_kind(judge)
     options = deployment_options(judge.deployment, DEFAULTS[kind], env)
-    if kind != "local":
+    if not is_local(judge):
         return JudgeDeployment, options
     options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try
     if getattr(judge, "device", "auto") == "cuda" and "num_gpus" not in options["ray_actor_options"]:
@@ -112,7 +112,7 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
         config = config.model_copy(update={"serve": config.serve.model_copy(update={"auth": args.auth})})
     if args.check_model_paths:
         for judge in config.judges:
-            if is_local(judge) and getattr(judge, "model_path", None):
+            if is_local(judge) and judge.model_path:
                 model_directory(judge.model_path, judge.name)
     raw = config.model_dump(mode="json", by_alias=True)
     judges = {}
@@ -122,4 +122,5 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     ingress_options = deployment_options(config.serve.ingress, DEFAULTS["ingress"], args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
-    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)
+    # mypy keeps a decorated class's own type; @serve.deployment made it a Deployment, which has .options
+    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from farm.integrity import defences
 from farm.integrity.calibration import apply_score_map
 from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipped_verdict
 from farm.ratelimit import QuotaBackend, QuotaRegistry
-from farm.wire import RewardResult, Rollout, Verdict
+from farm.wire import ResultStatus, RewardResult, Rollout, Verdict
 
 __all__ = ["Ensemble", "EnsembleMember", "combine"]
 
@@ -59,6 +59,7 @@ def combine(
     spread = disagreement([score for score, _ in scored])
     if spread is not None and spread > aggregation.disagreement_threshold:
         flags.add(Flag.HIGH_DISAGREEMENT)
+    status: ResultStatus
     if reward is None:
         status = "failed"
     elif Flag.JUDGE_FAILED in flags or Flag.JUDGE_INCOMPLETE in flags:
@@ -169,7 +170,7 @@ class Ensemble:
             bound = None if self.patient else member.config.deadline_s + _GRACE_S
             verdicts = await asyncio.wait_for(member.judge.score(batch), bound)
         except TimeoutError:
-            error = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
+            error: Exception = JudgeTimeoutError(f"judge {member.config.name!r} exceeded its {member.config.deadline_s:g}s deadline")
             return [failed_verdict(error) for _ in batch]
         except asyncio.CancelledError:
             me = asyncio.current_task()
@@ -178,7 +179,7 @@ class Ensemble:
             # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
             error = JudgeUnavailableError(f"judge {member.config.name!r} was cancelled by work shared with another request")
             return [failed_verdict(error) for _ in batch]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a judge that raised is a failed verdict with the reason, not a lost request
             return [failed_verdict(exc) for _ in batch]
         if len(verdicts) != len(batch):
             error = RuntimeError(f"judge {member.config.name!r} returned {len(verdicts)} verdicts for {len(batch)} rollouts")

@@ -153,6 +153,7 @@ def parse_rollout(obj: Any, *, where: str | None = None, max_depth: int = DEFAUL
         rollout_id = str(rollout_id)
     if not isinstance(rollout_id, str) or not rollout_id:
         raise InputError("must be a non-empty string", row=row, field="id")
+    prompt: str | tuple[Message, ...]
     if "messages" in obj and "response" not in obj:
         prompt, response = _split_rft_messages(obj["messages"], row)
         reference = obj.get("reference_answer")
@@ -297,7 +298,7 @@ def _row_name(obj: Mapping[str, Any], where: str | None) -> str | None:
     return where
 
 
-def _parse_prompt(prompt: Any, row: str) -> str | tuple[Message, ...]:
+def _parse_prompt(prompt: Any, row: str | None) -> str | tuple[Message, ...]:
     if isinstance(prompt, str):
         _check_text(prompt, row, "prompt")
         return prompt
@@ -308,7 +309,7 @@ def _parse_prompt(prompt: Any, row: str) -> str | tuple[Message, ...]:
     raise InputError(f"must be a string or a list of messages, got {_json_type(prompt)}", row=row, field="prompt")
 
 
-def _parse_message(message: Any, row: str, field: str, roles: frozenset[str] = _ROLES) -> Message:
+def _parse_message(message: Any, row: str | None, field: str, roles: frozenset[str] = _ROLES) -> Message:
     if not isinstance(message, Mapping):
         raise InputError(f"must be an object with `role` and `content`, got {_json_type(message)}", row=row, field=field)
     role = message.get("role")
@@ -318,7 +319,7 @@ def _parse_message(message: Any, row: str, field: str, roles: frozenset[str] = _
     return Message(role="assistant" if role == "nova_assistant" else role, content=content)
 
 
-def _content_text(content: Any, row: str, field: str) -> str:
+def _content_text(content: Any, row: str | None, field: str) -> str:
     """Accept a string, or content blocks in Converse (`{"text"}`) or OpenAI (`{"type": "text"}`) form."""
     if isinstance(content, str):
         _check_text(content, row, field)
@@ -335,7 +336,7 @@ def _content_text(content: Any, row: str, field: str) -> str:
     raise InputError(f"must be a string or a list of text blocks, got {_json_type(content)}", row=row, field=field)
 
 
-def _split_rft_messages(messages: Any, row: str) -> tuple[tuple[Message, ...], str]:
+def _split_rft_messages(messages: Any, row: str | None) -> tuple[tuple[Message, ...], str]:
     if not isinstance(messages, list) or len(messages) < 2:
         raise InputError("must be a list of at least two messages ending with the assistant turn", row=row, field="messages")
     last = messages[-1]

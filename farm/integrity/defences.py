@@ -109,8 +109,8 @@ def prepare(
         return
     groups: dict[str, list[int]] = defaultdict(list)
     for i in live:
-        if rollouts[i].group is not None:
-            groups[rollouts[i].group].append(i)
+        if (group := rollouts[i].group) is not None:
+            groups[group].append(i)
     preference = [m for m in members if m.config.kind == "preference" and getattr(m.config, "mode", "auto") != "reference"]
     for indices in groups.values():
         if len(indices) < 2:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from farm.errors import JudgeError, JudgeTimeoutError, ParseError
-from farm.wire import Rollout, Verdict
+from farm.wire import JudgeStatus, Rollout, Verdict
 
 __all__ = ["Judge", "RuleJudge", "failed_verdict", "failure_reason", "reason_for", "skipped_verdict"]
 
@@ -28,7 +28,7 @@ class Judge(Protocol):
 
 def failed_verdict(error: BaseException, *, latency_ms: float = 0.0, input_tokens: int = 0, output_tokens: int = 0) -> Verdict:
     """The verdict for a judge error; parse errors keep the judge's raw answer in the reason."""
-    status = "timeout" if isinstance(error, JudgeTimeoutError) else "failed"
+    status: JudgeStatus = "timeout" if isinstance(error, JudgeTimeoutError) else "failed"
     message = f"{type(error).__name__}: {error}"
     if isinstance(error, ParseError) and error.raw:
         message += f"; raw answer: {error.raw[:1000]!r}"
@@ -86,7 +86,7 @@ class RuleJudge:
         for rollout in rollouts:
             try:
                 out.append(self.check(rollout))
-            except Exception as exc:  # a rule bug must surface as a state, not kill the batch
+            except Exception as exc:  # noqa: BLE001 - a rule bug must surface as a state, not kill the batch
                 out.append(failed_verdict(exc))
         return out
 

@@ -122,7 +122,7 @@ class RewardModelJudge:
     async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
         try:
             return await asyncio.to_thread(self.score_sync, list(rollouts))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a model failure is a failed verdict per rollout, with the reason
             return [failed_verdict(exc) for _ in rollouts]
 
     def describe(self) -> dict[str, Any]:
