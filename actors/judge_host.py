@@ -51,5 +51,6 @@ class JudgeHost:
             self.quotas.release_all()
 
 
-JudgeActor = ray.remote(max_concurrency=1000)(JudgeHost)
+# ray's overloads for remote(**options) list task options only; max_concurrency is a valid actor option
+JudgeActor = ray.remote(max_concurrency=1000)(JudgeHost)  # type: ignore[call-overload]
 """An async actor hosting one judge, for jobs outside Serve (offline rescoring)."""

@@ -154,7 +154,8 @@ def quota_actor(model: str, region: str, config: QuotaConfig, version: float = 0
     """The cluster's quota actor for (model, region), created on first use on the head node,
     and told `config` with its `version`: the newest deployment's quota wins."""
     name = quota_actor_name(model, region)
-    actor = QuotaActor.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, resources=HEAD_NODE).remote(
+    # mypy keeps a decorated class's own type; @ray.remote made it an ActorClass, which has .options
+    actor = QuotaActor.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, resources=HEAD_NODE).remote(  # type: ignore[attr-defined]
         config.model_dump(), version, name
     )
     actor.configure.remote(config.model_dump(), version)  # ordered before this caller's grants

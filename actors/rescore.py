@@ -193,7 +193,8 @@ def rescore(
     batch = bedrock_batch is not None
     token = uuid.uuid4().hex
     store.write(OWNER, token.encode())  # fences off actors of an earlier, killed driver
-    pool = [RescoreWorker.options(**options).remote(raw, store.uri, fmt, label_column, batch, token) for _ in range(n)]
+    # mypy keeps a decorated class's own type; @ray.remote made it an ActorClass, which has .options
+    pool = [RescoreWorker.options(**options).remote(raw, store.uri, fmt, label_column, batch, token) for _ in range(n)]  # type: ignore[attr-defined]
     summary = RescoreSummary()
     answers_for: Callable[[int], dict[str, Any] | None] = lambda _index: None  # noqa: E731
     if batch:

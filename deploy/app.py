@@ -123,7 +123,7 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
         config = config.model_copy(update={"serve": config.serve.model_copy(update={"auth": args.auth})})
     if args.check_model_paths:
         for judge in config.judges:
-            if is_local(judge) and getattr(judge, "model_path", None):
+            if is_local(judge) and judge.model_path:
                 model_directory(judge.model_path, judge.name)
     check_placements(config)
     raw = config.model_dump(mode="json", by_alias=True)
@@ -139,4 +139,5 @@ def build_app(args: dict[str, Any] | FarmAppArgs | None = None) -> Application:
     ingress_options = deployment_options(options_of(config.serve.ingress), ingress_defaults, args.env, config.serve.retry_after_s)
     user_config = args.tuning or {"weights": {j.name: j.weight for j in config.judges}, "aggregation": config.aggregation.model_dump()}
     RuntimeTuning.model_validate(user_config)
-    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)
+    # mypy keeps a decorated class's own type; @serve.deployment made it a Deployment, which has .options
+    return RewardIngress.options(name="ingress", user_config=user_config, **ingress_options).bind(judges, raw, insecure=args.insecure)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from farm.errors import ConfigError
 
@@ -170,7 +171,7 @@ def validate_cluster_yaml(path: str | Path) -> dict[str, Any]:
     try:
         prepared = prepare_config(copy.deepcopy(raw))
         validate_config(prepared)
-    except Exception as exc:  # Ray raises ValueError or jsonschema's ValidationError
+    except Exception as exc:  # noqa: BLE001 - Ray raises ValueError, jsonschema's ValidationError or a KeyError on a bad file
         raise ConfigError(f"{path} is not a valid Ray cluster config: {exc}") from None
     findings = security_findings(raw) + _cluster_findings(raw)
     if findings:
@@ -192,7 +193,7 @@ def serve_config_findings(
 
     try:
         schema = ServeDeploySchema.model_validate(config)
-    except Exception as exc:  # pydantic's ValidationError, with every field named
+    except ValidationError as exc:  # with every field named
         return [f"{where}: not a valid Serve config: {exc}"]
     host = proxy_host or schema.http_options.host
     if is_loopback(host):

@@ -101,7 +101,7 @@ class Door:
             self.book = TokenBook.load(auth)
         except ConfigError as exc:  # names the source, never a value
             return f"keeping the tokens read before: {exc}"
-        except Exception as exc:  # anything else may carry a value in its text: its class only
+        except Exception as exc:  # noqa: BLE001 - anything else may carry a secret in its text: its class only
             return f"keeping the tokens read before: {exc.__class__.__name__}"
         return None
 
@@ -150,7 +150,7 @@ class Door:
 
 def bedrock_rpm_floor(config: FarmConfig) -> float | None:
     """Requests/min of the tightest Bedrock model the ensemble calls (each rollout costs at least one)."""
-    rpms = [config.quota_for(j.model, config.bedrock.region).rpm for j in config.judges if needs_bedrock(j) and getattr(j, "model", None)]
+    rpms = [config.quota_for(j.model, config.bedrock.region).rpm for j in config.judges if needs_bedrock(j)]
     return float(min(rpms)) if rpms else None
 
 

@@ -101,8 +101,9 @@ def _proxy_host() -> str | None:
     try:
         from ray.serve.context import _get_global_client
 
-        return _get_global_client().http_config.host
-    except Exception:  # no controller reachable: treat as unknown, which is not loopback
+        client = _get_global_client()
+        return client.http_config.host if client is not None else None
+    except Exception:  # noqa: BLE001 - no controller reachable: unknown, which is treated as not loopback
         return None
 
 

@@ -91,8 +91,11 @@ class LocalJudgeDeployment:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = self.host.config
-        self._score_batch.set_max_batch_size(int(user_config.get("max_batch_size", config.max_batch_size)))
-        self._score_batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", config.batch_wait_timeout_s)))
+        if not is_local(config):
+            raise ConfigError(f"judge {self.name!r} is not a local judge (kind {config.kind!r}); it has no batch settings")
+        # ray types @serve.batch's result as the plain method; the batching wrapper it returns has the setters
+        self._score_batch.set_max_batch_size(int(user_config.get("max_batch_size", config.max_batch_size)))  # type: ignore[attr-defined]
+        self._score_batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", config.batch_wait_timeout_s)))  # type: ignore[attr-defined]
 
     async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
         return list(await asyncio.gather(*(self._score_batch(r) for r in rollouts)))

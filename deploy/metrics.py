@@ -12,7 +12,7 @@ from farm.wire import RewardResult
 
 __all__ = ["FarmMetrics", "IntegrityMetrics"]
 
-_LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
+_LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
 
 
 class FarmMetrics:

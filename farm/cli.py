@@ -35,7 +35,8 @@ class CliError(click.ClickException):
     def __init__(self, cause: str, hint: str | None = None, *, exit_code: int = EXIT_ERROR):
         super().__init__(cause)
         self.hint = hint
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar, yet reads it from the instance (`sys.exit(e.exit_code)`)
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def format_message(self) -> str:
         return self.message + (f"\n  {self.hint}" if self.hint else "")
@@ -177,7 +178,7 @@ def serve(
         ray_serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
         args = FarmAppArgs(config_path=config_path, env=env, auth=auth, insecure=insecure)
         ray_serve.run(build_app(args), name=app_name, route_prefix=config.serve.route_prefix, logging_config=quiet)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever Serve raises, the user gets one error with a hint
         if not cluster:
             ray.shutdown()
         if emulator is not None:
@@ -317,7 +318,7 @@ def rescore(
 
     _check_rescore_paths(inputs, out, resume)  # before Ray: seconds saved on a typo
     config, emulator, env = _load(config_path)
-    forwarded = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    forwarded: tuple[str, ...] = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     forwarded += ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
     env = {**{k: os.environ[k] for k in forwarded if os.environ.get(k)}, **env}  # workers on other nodes see the same endpoints
     if emulator is not None and bedrock_batch:  # the embedded emulator also runs the batch control plane

@@ -67,6 +67,7 @@ def combine(
     spread = disagreement([score for score, _ in scored])
     if spread is not None and spread > aggregation.disagreement_threshold:
         flags.add(Flag.HIGH_DISAGREEMENT)
+    status: ResultStatus
     if reward is None:
         status = "failed"
     elif Flag.JUDGE_FAILED in flags or Flag.JUDGE_INCOMPLETE in flags:
@@ -263,7 +264,7 @@ class Ensemble:
             # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
             error = JudgeCancelledError(f"judge {member.config.name!r} was cancelled by work shared with another request")
             return [failed_verdict(error) for _ in batch]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a judge that raised is a failed verdict with the reason, not a lost request
             return [failed_verdict(exc) for _ in batch]
         if len(verdicts) != len(batch):
             error = RuntimeError(f"judge {member.config.name!r} returned {len(verdicts)} verdicts for {len(batch)} rollouts")

@@ -9,9 +9,10 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from farm.batching import make_batches
 from farm.cascade import escalated
@@ -101,16 +102,18 @@ async def score_file(
             return await ensemble.score(batch)
 
     try:
-        with output_path.open("wb") as out:
+        out = await asyncio.to_thread(output_path.open, "wb")  # the disk off the loop that drives the judges
+        with out:
             tasks = [asyncio.create_task(run(batch)) for batch in make_batches(rollouts, config.batch_size)]
             for finished in asyncio.as_completed(tasks):
                 results = await finished
+                lines = []
                 for result in results:
-                    out.write(encode_result(result) + b"\n")
+                    lines.append(encode_result(result) + b"\n")
                     _count(summary, result)
                     if result.reward is not None:
                         rewards.append(result.reward)
-                out.flush()
+                await asyncio.to_thread(_append, out, b"".join(lines))
                 if progress is not None:
                     progress.results(results)
     finally:
@@ -121,6 +124,11 @@ async def score_file(
         summary.cache_misses = ensemble.cache.stats.misses
     summary.elapsed_s = round(time.monotonic() - started, 3)
     return summary
+
+
+def _append(out: BinaryIO, data: bytes) -> None:
+    out.write(data)
+    out.flush()
 
 
 def _count(summary: ScoreSummary, result: RewardResult) -> None:
@@ -147,9 +155,9 @@ def _short(error: str, limit: int = 160) -> str:
 
 def degradation(
     rollouts: int,
-    status: dict[str, int],
-    judge_status: dict[str, dict[str, int]],
-    judge_errors: dict[str, dict[str, int]] | None = None,
+    status: Mapping[str, int],
+    judge_status: Mapping[str, Mapping[str, int]],
+    judge_errors: Mapping[str, Mapping[str, int]] | None = None,
     *,
     max_share: float = 0.0,
 ) -> tuple[str, bool]:

@@ -51,7 +51,7 @@ def split_chat_template(text: str) -> list[dict[str, str]] | None:
     for pattern in _TEMPLATES:
         turns = [(_ROLES.get(role), content.strip()) for role, content in pattern.findall(text)]
         if turns and all(role is not None for role, _ in turns):
-            messages = [{"role": role, "content": strip_special_tokens(content)} for role, content in turns]  # type: ignore[misc]
+            messages = [{"role": role, "content": strip_special_tokens(content)} for role, content in turns if role is not None]
             while messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
                 messages.pop()
             if messages:

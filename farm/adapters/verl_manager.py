@@ -75,7 +75,7 @@ class GroupGatherer:
         rows = [row for row, _ in batch]
         try:
             outputs = await self._score(rows)
-        except Exception as exc:  # every waiting sample fails with the call's reason
+        except Exception as exc:  # noqa: BLE001 - every waiting sample fails with the call's reason
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -76,7 +76,9 @@ async def fit_judges(
         targets = [float(y) for y in labels]
     else:
         threshold = ensemble.aggregation.pass_threshold
-        votes = [{name: (None if s[i] is None else s[i] >= threshold) for name, s in scores.items()} for i in range(len(rollouts))]
+        votes = [
+            {name: (None if (score := s[i]) is None else score >= threshold) for name, s in scores.items()} for i in range(len(rollouts))
+        ]
         estimated, posterior = dawid_skene(votes)
         targets = posterior
         for name, accuracy in estimated.items():

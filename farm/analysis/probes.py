@@ -12,7 +12,7 @@ bias and human agreement of preference judges; `findings` names each judge with 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,15 +257,15 @@ def format_table(report: ProbeReport) -> str:
             f"self-consistency {judge}: mean std {figures['mean_std']:.3f} over {figures['repeats']} calls, "
             f"{figures['share_changed']:.0%} of {figures['rollouts']} rollouts changed"
         )
-    for judge, figures in report.pairs.items():
+    for judge, on_pairs in report.pairs.items():
         lines.append(
-            f"human pairs {judge}: {figures['pairs']} pairs, position inconsistency {figures['position_inconsistency']}, "
-            f"human agreement {figures['human_agreement']}, ties {figures['ties']}"
-            + (f", AUC {cal['auc']}, ECE {cal['ece']}" if (cal := figures.get("calibration")) else "")
+            f"human pairs {judge}: {on_pairs['pairs']} pairs, position inconsistency {on_pairs['position_inconsistency']}, "
+            f"human agreement {on_pairs['human_agreement']}, ties {on_pairs['ties']}"
+            + (f", AUC {cal['auc']}, ECE {cal['ece']}" if (cal := on_pairs.get("calibration")) else "")
         )
     return "\n".join(lines)
 
 
-def _per_judge(values: dict[str, float | None]) -> str:
+def _per_judge(values: Mapping[str, float | None]) -> str:
     """`judge 0.123, other n/a` rather than a Python dict in text meant for people."""
     return ", ".join(f"{name} {value:.3f}" if isinstance(value, float) else f"{name} n/a" for name, value in values.items()) or "none"

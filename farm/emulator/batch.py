@@ -251,7 +251,7 @@ class BatchJobs:
                 job.set("Failed", "Every record failed; see the error objects in the output files.")
             else:
                 job.set("PartiallyCompleted", f"{job.errors} of {job.total} records failed; see the output files.")
-        except Exception as exc:  # S3 unreachable, bad input: the job fails with the reason, as the service does
+        except Exception as exc:  # noqa: BLE001 - S3 unreachable, bad input: the job fails with the reason, as the service does
             job.set("Failed", f"{type(exc).__name__}: {exc}")
 
     def _s3(self) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
@@ -67,12 +67,12 @@ _BEDROCK: dict[type[Any], Callable[[Any, ConverseClient, VerdictCache], Judge]] 
 }
 
 
-def is_local(config: JudgeConfig) -> bool:
+def is_local(config: JudgeConfig) -> TypeGuard[RewardModelJudgeConfig | SimilarityJudgeConfig]:
     """A judge that runs a model in the replica (torch): batched, and maybe on a GPU."""
     return isinstance(config, _LOCAL)
 
 
-def needs_bedrock(config: JudgeConfig) -> bool:
+def needs_bedrock(config: JudgeConfig) -> TypeGuard[RubricJudgeConfig | PreferenceJudgeConfig]:
     return type(config) in _BEDROCK
 
 

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.cache import VerdictCache, content_key
@@ -25,12 +26,21 @@ from farm.judges.converse_call import AskError, ask
 from farm.parsing import parse_preference
 from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preference_schema
 from farm.ranking import bradley_terry, win_rates
-from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
+from farm.wire import JudgeStatus, Rollout, Verdict, prompt_text, wants_fresh
 
 __all__ = ["PreferenceJudge", "combine_orders", "opponent_pairs"]
 
 PROMPT_VERSION = "preference-v1"
 _OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+class _Usage(TypedDict):
+    """What every verdict of one rollout's comparisons carries, whatever its status."""
+
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    flags: tuple[str, ...]
 
 
 def combine_orders(first_winner: str, swapped_winner: str) -> tuple[float, bool]:
@@ -162,7 +172,7 @@ class PreferenceJudge:
             flags |= c.flags
             if c.inconsistent:
                 flags.add(Flag.POSITION_INCONSISTENT)
-        common = dict(
+        common: _Usage = dict(
             latency_ms=max((c.latency_ms for c in comparisons), default=0.0),
             input_tokens=sum(c.input_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].input_tokens,
             output_tokens=sum(c.output_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].output_tokens,

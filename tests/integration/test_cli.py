@@ -123,13 +123,13 @@ def test_emulator_command_serves_boto3(tmp_path: Path):
 def test_probe_on_embedded_default_reports_every_section(tmp_path: Path, report):
     """`farm probe` as a user runs it first: the default ensemble, packaged GSM8K and HH samples."""
     out = tmp_path / "probe.json"
-    proc = farm("probe", "--limit", "12", "--pairs-limit", "20", "--repeats", "2", "--json", str(out), timeout=300)
+    proc = farm("probe", "--limit", "4", "--pairs-limit", "6", "--repeats", "2", "--json", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert result["rollouts"] == 12 and len(result["inflation"]) == 23  # 15 transforms (terse added) + 8 injection variants (issue 14)
+    assert result["rollouts"] == 4 and len(result["inflation"]) == 23  # 15 transforms (terse added) + 8 injection variants (issue 14)
     assert set(result["detection"]) == {p for p in result["inflation"] if p.startswith("injection")}
     assert set(result["findings"]) == {"final_answer", "rubric", "preference"}
     assert set(result["self_consistency"]) == {"final_answer", "rubric", "preference"}
-    assert result["pairs"]["preference"]["pairs"] == 20
+    assert result["pairs"]["preference"]["pairs"] == 6
     assert "injection_suffix" in proc.stdout and "human pairs preference" in proc.stdout
     report(f"farm probe (default ensemble, emulator): findings {result['findings']}; HH pairs {result['pairs']}")

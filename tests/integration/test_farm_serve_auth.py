@@ -1,5 +1,9 @@
-"""`farm serve --token-file` as an operator starts it: the token read from a file by the ingress,
-401 without it, 200 with it, `/healthz` alive-only, and the token nowhere in what the command prints."""
+"""`farm serve --token-file` as an operator starts it, on the embedded default (the emulator): the
+token read from a file by the ingress, 401 without it, 200 with it and every judge `ok`, `/healthz`
+alive-only, and the token nowhere in what the command prints.
+
+One `farm serve` for all of it (each costs Ray + Serve + three judges' start); the same command
+without a token, answering a plain curl, is what tests/docs/test_readme.py runs from the README."""
 
 from __future__ import annotations
 
@@ -62,12 +66,17 @@ def test_farm_serve_with_a_token_file(tmp_path: Path):
         assert status == 401 and body == {"error": "missing or wrong bearer token"}
         assert _get(url + "/score", token[:-1], {"rollouts": [rollout]})[0] == 401
         status, body = _get(url + "/score", token, {"rollouts": [rollout]})
-        assert status == 200 and body["results"][0]["id"] == rollout["id"]
+        assert status == 200, body
+        (result,) = body["results"]
+        assert result["id"] == rollout["id"] and result["status"] == "ok", result
+        assert set(result["judges"]) == {"final_answer", "rubric", "preference"}
+        assert result["judges"]["rubric"]["status"] == "ok" and result["judges"]["rubric"]["input_tokens"] > 0
         status, info = _get(url + "/info", token)
         assert status == 200 and set(info["judges"]) == {"final_answer", "rubric", "preference"}
     finally:
         stop_process_group(proc)
     reader.join(timeout=30)
     printed = "".join(lines)
+    assert "Bedrock EMULATOR" in printed  # the embedded default says which backend it judges with
     assert "Authorization: Bearer $FARM_API_TOKEN" in printed  # the curl hint names a variable, not the token
     assert token not in printed

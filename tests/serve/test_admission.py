@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,37 +46,6 @@ def _wait_for_calls(emulator: Any, model: str, count: int, timeout_s: float = 60
     raise AssertionError(f"no call for {model} reached the emulator within {timeout_s}s")
 
 
-def test_work_the_quota_cannot_serve_in_time_is_refused_early_never_answered_partial(ray_serve, reset_emulator, report):
-    """120 rpm and a 10 s deadline serve about 16 calls: a 12-rollout request is admitted and
-    complete; a second one while it runs gets 503 with a Retry-After from the quota; a request
-    too big for the quota ever gets 413; the second succeeds once the first is done."""
-    from ray import serve
-
-    config: dict[str, Any] = {
-        "judges": [_rubric(PRO, 10)],
-        "bedrock": {"quotas": {PRO: {"rpm": 120, "tpm": 100_000_000, "burst_s": 1.0}}},
-        "cache": {"enabled": False},
-        "serve": {"app_name": "admit-test"},
-    }
-    deploy(ray_serve, "admit-test", {"config": config, "env": ray_serve["env"]}, "/admit")
-    base = ray_serve["url"] + "/admit"
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(http, base, "/score", {"rollouts": _rows("a", 12)})
-        _wait_for_calls(reset_emulator, PRO, 1)  # the first request is admitted and its calls are flowing
-        status_b, headers_b, body_b = http(base, "/score", {"rollouts": _rows("b", 12)})
-        status_c, _, body_c = http(base, "/score", {"rollouts": _rows("c", 40)})
-        status_a, _, body_a = first.result(timeout=120)
-    retry_after = headers_b.get("Retry-After", headers_b.get("retry-after"))
-    report(f"admission at 120 rpm, 10 s deadline: first {status_a}, second {status_b} (Retry-After {retry_after}), too big {status_c}")
-    assert status_a == 200 and all(r["status"] == "ok" for r in body_a["results"])  # a 200 carries complete rewards
-    assert status_b == 503 and retry_after is not None and int(retry_after) >= 1
-    assert "booked" in body_b["error"] and PRO in body_b["error"]
-    assert status_c == 413 and "split the batch" in body_c["error"]
-    status, _, body = http(base, "/score", {"rollouts": _rows("b", 12)})  # the backlog has drained
-    assert status == 200 and all(r["status"] == "ok" for r in body["results"])
-    serve.delete("admit-test")
-
-
 def test_time_queued_before_a_judge_replica_counts_against_the_deadline(ray_serve, reset_emulator):
     """One judge replica takes one request at a time and each call takes 3 s; with a 5 s
     deadline, the request queued behind another has about 2 s left when it starts, and says so
@@ -104,29 +74,57 @@ def test_time_queued_before_a_judge_replica_counts_against_the_deadline(ray_serv
     serve.delete("queue-test")
 
 
-def test_openrlhf_waits_for_admission_instead_of_refusing(ray_serve, reset_emulator, report):
-    """OpenRLHF ignores Retry-After, logs the URL (holding its path token) on any error status and
-    dies after five retries a second apart, so `/openrlhf` waits for the backlog instead of a 503."""
+@pytest.fixture(scope="module")
+def admit_app(ray_serve: dict[str, Any]) -> Iterator[str]:
+    """One app for the two tests of a full quota (a deployment costs more than either test):
+    a rubric judge on Pro at 120 rpm with a 10 s deadline. Its URL."""
     from ray import serve
 
     config: dict[str, Any] = {
         "judges": [_rubric(PRO, 10)],
         "bedrock": {"quotas": {PRO: {"rpm": 120, "tpm": 100_000_000, "burst_s": 1.0}}},
         "cache": {"enabled": False},
-        "serve": {"app_name": "admit-orl"},
+        "serve": {"app_name": "admit-test"},
     }
-    deploy(ray_serve, "admit-orl", {"config": config, "env": ray_serve["env"]}, "/admit-orl")
-    base = ray_serve["url"] + "/admit-orl"
+    deploy(ray_serve, "admit-test", {"config": config, "env": ray_serve["env"]}, "/admit")
+    yield ray_serve["url"] + "/admit"
+    serve.delete("admit-test")
+
+
+def test_work_the_quota_cannot_serve_in_time_is_refused_early_never_answered_partial(admit_app, reset_emulator, report):
+    """120 rpm and a 10 s deadline serve about 16 calls: a 12-rollout request is admitted and
+    complete; a second one while it runs gets 503 with a Retry-After from the quota; a request
+    too big for the quota ever gets 413; the second succeeds once the first is done."""
+    base = admit_app
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http, base, "/score", {"rollouts": _rows("a", 12)})
+        _wait_for_calls(reset_emulator, PRO, 1)  # the first request is admitted and its calls are flowing
+        status_b, headers_b, body_b = http(base, "/score", {"rollouts": _rows("b", 12)})
+        status_c, _, body_c = http(base, "/score", {"rollouts": _rows("c", 40)})
+        status_a, _, body_a = first.result(timeout=120)
+    retry_after = headers_b.get("Retry-After", headers_b.get("retry-after"))
+    report(f"admission at 120 rpm, 10 s deadline: first {status_a}, second {status_b} (Retry-After {retry_after}), too big {status_c}")
+    assert status_a == 200 and all(r["status"] == "ok" for r in body_a["results"])  # a 200 carries complete rewards
+    assert status_b == 503 and retry_after is not None and int(retry_after) >= 1
+    assert "booked" in body_b["error"] and PRO in body_b["error"]
+    assert status_c == 413 and "split the batch" in body_c["error"]
+    status, _, body = http(base, "/score", {"rollouts": _rows("b", 12)})  # the backlog has drained
+    assert status == 200 and all(r["status"] == "ok" for r in body["results"])
+
+
+def test_openrlhf_waits_for_admission_instead_of_refusing(admit_app, reset_emulator, report):
+    """OpenRLHF ignores Retry-After, logs the URL (holding its path token) on any error status and
+    dies after five retries a second apart, so `/openrlhf` waits for the backlog instead of a 503."""
+    base = admit_app
     rows = _rows("o", 12)
     query = {"query": [r["prompt"] + "\n" + r["response"] for r in rows], "prompts": [r["prompt"] + "\n" for r in rows]}
     query["labels"] = ["42"] * len(rows)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(http, base, "/score", {"rollouts": _rows("a", 12)})
-        time.sleep(1.0)  # the first request is admitted and holds the quota
+        _wait_for_calls(reset_emulator, PRO, 1)  # the first request is admitted and holds the quota
         status_o, _, body_o = http(base, "/openrlhf", query)
         status_a, _, _ = first.result(timeout=120)
     report(f"/openrlhf behind a full quota: {status_o}")
     assert status_a == 200
     assert status_o == 200, body_o
     assert body_o["extra_logs"]["farm_failed"] == [0.0] * len(rows) and len(body_o["rewards"]) == len(rows)
-    serve.delete("admit-orl")

@@ -240,7 +240,7 @@ def _serve_config_text() -> str:
     for namespace in ("serve", None, ""):
         try:
             keys = internal_kv._internal_kv_list(b"", namespace=namespace)
-        except Exception:  # a namespace this Ray does not list
+        except Exception:  # noqa: BLE001 - a namespace this Ray does not list (its error type is internal)
             continue
         for key in keys:
             value = internal_kv._internal_kv_get(key, namespace=namespace) or b""

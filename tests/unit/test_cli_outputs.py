@@ -3,6 +3,7 @@ results (outputs are staged beside the target and moved over it only on success)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_a_run_that_fails_while_scoring_keeps_the_previous_results(folder: Path,
     kept = (folder / "out.jsonl").read_bytes()
 
     async def half_then_crash(input_path, output_path, *args, **kwargs):
-        Path(output_path).write_text('{"id": "a", "partial": true}\n')
+        await asyncio.to_thread(Path(output_path).write_text, '{"id": "a", "partial": true}\n')
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr("farm.scorefile.score_file", half_then_crash)

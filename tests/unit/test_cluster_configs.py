@@ -122,21 +122,27 @@ def test_cluster_farm_config_autoscaling_is_accepted_by_serve():
     assert gpu and gpu[0].deployment.autoscaling.target_ongoing_requests >= gpu[0].max_batch_size
 
 
-def test_farm_up_dry_run_and_placeholder_refusal():
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    args = [sys.executable, "-m", "farm.cli", "up", "--cluster", "deploy/cluster/aws.yaml", "--farm-config", "deploy/farm.cluster.yaml"]
-    env.pop("FARM_API_TOKEN", None)
-    no_token = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert no_token.returncode != 0 and "--token-secret" in no_token.stderr
+def test_farm_up_dry_run_and_placeholder_refusal(monkeypatch: pytest.MonkeyPatch):
+    """In-process through click (three `farm` processes cost ~10 s of imports on 2 cores)."""
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("FARM_API_TOKEN", raising=False)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    args = ["up", "--cluster", "deploy/cluster/aws.yaml", "--farm-config", "deploy/farm.cluster.yaml"]
+    no_token = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert no_token.exit_code != 0 and "--token-secret" in no_token.stderr
     args += ["--token-secret", "reward-farm/api-token"]
-    dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
     # a dry run still prints the commands, but placeholders left is a failure, not a success
     assert "$ ray up -y deploy/cluster/aws.yaml" in dry.stdout and "farm serve --config deploy/farm.cluster.yaml" in dry.stdout
     left = len(placeholders(yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text())))
-    assert dry.returncode == 1 and f"Error: {left} REPLACE_ME placeholder(s) left in deploy/cluster/aws.yaml (dry run)\n" in dry.stderr
+    assert dry.exit_code == 1 and f"Error: {left} REPLACE_ME placeholder(s) left in deploy/cluster/aws.yaml (dry run)\n" in dry.stderr
     assert "--host 0.0.0.0 --token-secret reward-farm/api-token --detach" in dry.stdout and "AWS_DEFAULT_REGION=us-east-1" in dry.stdout
-    real = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert real.returncode == 1 and "REPLACE_ME_PINNED_DLAMI_ID" in real.stderr
+    real = CliRunner().invoke(main, args)
+    assert real.exit_code == 1 and "REPLACE_ME_PINNED_DLAMI_ID" in real.stderr
     assert placeholders(yaml.safe_load((REPO / "deploy/cluster/aws.yaml").read_text()))
 
 
