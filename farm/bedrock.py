@@ -16,14 +16,25 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from farm.config import BedrockConfig
+from farm.cost import Usage
 from farm.deadlines import bounded
 from farm.errors import JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
 from farm.ratelimit import QuotaBackend, Reservation
 
-__all__ = ["ClientStats", "ConverseClient", "ConverseReply", "ConverseRequest", "RETRYABLE_CODES", "estimate_tokens"]
+__all__ = [
+    "CACHE_POINT",
+    "ClientStats",
+    "ConverseClient",
+    "ConverseReply",
+    "ConverseRequest",
+    "RETRYABLE_CODES",
+    "SERVICE_TIERS",
+    "estimate_tokens",
+    "settled_tokens",
+]
 
 THROTTLE_CODES = frozenset({"ThrottlingException", "ModelNotReadyException", "TooManyRequestsException"})
 RETRYABLE_CODES = THROTTLE_CODES | frozenset(
@@ -34,13 +45,30 @@ _PATIENT_THROTTLES = 10
 """A patient call retries 429s without using attempts, up to this many times `max_attempts`."""
 
 
+def settled_tokens(input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> int:
+    """What a finished call finally counts against tokens per minute: input, cache writes and
+    output. Cache reads were reserved at the start (as input) and are released at settlement,
+    so caching raises the throughput a tpm quota allows."""
+    return input_tokens + cache_write + output_tokens
+
+
 def estimate_tokens(text: str) -> int:
     """A cheap upper-leaning estimate (≈4 characters a token); `usage` corrects it afterwards."""
     return len(text) // 4 + 1
 
 
+SERVICE_TIERS = ("default", "flex", "priority")
+CACHE_POINT: dict[str, Any] = {"cachePoint": {"type": "default"}}
+"""A Converse prompt-caching checkpoint: everything before it is the cached prefix."""
+
+
 @dataclass(frozen=True)
 class ConverseRequest:
+    """One Converse call. `user_prefix` is the part of the user turn every call of a judge on
+    this prompt shares (rubric, question, reference): with `prompt_cache` and a prefix (system +
+    `user_prefix`) of at least `cache_min_tokens`, a `cachePoint` goes after it. `service_tier`
+    `default` sends no tier (Bedrock's standard one)."""
+
     model: str
     user_text: str
     system_text: str = ""
@@ -49,15 +77,37 @@ class ConverseRequest:
     tool_name: str | None = None
     tool_description: str = ""
     tool_schema: Mapping[str, Any] | None = None
+    user_prefix: str = ""
+    service_tier: str = "default"
+    prompt_cache: bool = False
+    cache_min_tokens: int = 1_000
+
+    def cache_point(self) -> Literal["system", "user"] | None:
+        """Where the cachePoint goes: after the user prefix when there is one, else after the
+        system prompt; None when caching is off or the prefix is shorter than the minimum."""
+        if not self.prompt_cache:
+            return None
+        prefix = estimate_tokens(self.system_text) + (estimate_tokens(self.user_prefix) if self.user_prefix else 0)
+        if prefix < self.cache_min_tokens:
+            return None
+        return "user" if self.user_prefix else ("system" if self.system_text else None)
 
     def to_api(self) -> dict[str, Any]:
+        where = self.cache_point()
+        if self.user_prefix:
+            point = [CACHE_POINT] if where == "user" else []
+            content: list[dict[str, Any]] = [{"text": self.user_prefix}, *point, {"text": self.user_text}]
+        else:
+            content = [{"text": self.user_text}]
         body: dict[str, Any] = {
             "modelId": self.model,
-            "messages": [{"role": "user", "content": [{"text": self.user_text}]}],
+            "messages": [{"role": "user", "content": content}],
             "inferenceConfig": {"maxTokens": self.max_tokens, "temperature": self.temperature},
         }
         if self.system_text:
-            body["system"] = [{"text": self.system_text}]
+            body["system"] = [{"text": self.system_text}, *([CACHE_POINT] if where == "system" else [])]
+        if self.service_tier != "default":
+            body["serviceTier"] = {"type": self.service_tier}
         if self.tool_name is not None:
             body["toolConfig"] = {
                 "tools": [
@@ -74,8 +124,11 @@ class ConverseRequest:
         return body
 
     def token_estimate(self) -> int:
+        """What Bedrock reserves against tokens per minute when the call starts: every input
+        token (cached or not) plus `maxTokens`. Settling returns what was not used."""
         schema_chars = len(str(self.tool_schema)) if self.tool_schema else 0
-        return estimate_tokens(self.user_text) + estimate_tokens(self.system_text) + schema_chars // 4 + self.max_tokens
+        prefix = estimate_tokens(self.user_prefix) if self.user_prefix else 0
+        return estimate_tokens(self.user_text) + prefix + estimate_tokens(self.system_text) + schema_chars // 4 + self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -84,9 +137,13 @@ class ConverseReply:
     tool_input: dict[str, Any] | None
     stop_reason: str
     input_tokens: int
+    """Input tokens billed at the input price (Bedrock's `inputTokens`: not read from or written to the cache)."""
     output_tokens: int
     latency_ms: float
     attempts: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    service_tier: str = "default"
 
 
 @dataclass
@@ -99,7 +156,11 @@ class ClientStats:
     throttled: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
+    """Tokens of answered calls by (model, service tier): what `farm.cost` prices."""
 
 
 class ConverseClient:
@@ -108,12 +169,14 @@ class ConverseClient:
     def __init__(self, config: BedrockConfig, quotas: QuotaBackend, *, patient: bool = False):
         """`patient`: no caller is waiting (offline scoring), so a call waits for quota as long as
         it takes, the deadline bounds each call from the moment the quota admits it, and 429s
-        do not use up attempts: offline work never fails on quota alone."""
+        do not use up attempts: offline work never fails on quota alone. Calls in flight are
+        capped at `config.concurrency()`: `max_concurrency`, or sized from the quotas."""
         self.config = config
         self.quotas = quotas
         self.patient = patient
         self.stats = ClientStats()
-        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self.concurrency = config.concurrency()
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -127,7 +190,7 @@ class ConverseClient:
                 from aiobotocore.session import get_session
 
                 botocore_config = AioConfig(
-                    max_pool_connections=self.config.max_concurrency,
+                    max_pool_connections=self.concurrency,
                     connect_timeout=self.config.connect_timeout_s,
                     read_timeout=self.config.read_timeout_s,
                     retries={"total_max_attempts": 1, "mode": "standard"},
@@ -216,7 +279,7 @@ class ConverseClient:
                 last_error = f"{type(exc).__name__}: {exc}"
                 last_throttled = False
             else:
-                return self._reply(response, region, reservation, started, attempt, model)
+                return self._reply(response, region, reservation, started, attempt, model, request.service_tier)
             delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (max(attempt, 1) - 1)))
             if attempt == retry.max_attempts:
                 break
@@ -227,15 +290,29 @@ class ConverseClient:
         raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error or 'none recorded'}")
 
     def _reply(
-        self, response: Mapping[str, Any], region: str, reservation: Reservation, started: float, attempt: int, model: str
+        self,
+        response: Mapping[str, Any],
+        region: str,
+        reservation: Reservation,
+        started: float,
+        attempt: int,
+        model: str,
+        sent_tier: str = "default",
     ) -> ConverseReply:
         usage = response.get("usage", {})
         input_tokens = int(usage.get("inputTokens", 0))
         output_tokens = int(usage.get("outputTokens", 0))
-        self.quotas.settle(model, region, reservation, input_tokens + output_tokens)
+        cache_read = int(usage.get("cacheReadInputTokens", 0) or 0)
+        cache_write = int(usage.get("cacheWriteInputTokens", 0) or 0)
+        self.quotas.settle(model, region, reservation, settled_tokens(input_tokens, output_tokens, cache_read, cache_write))
         self.stats.succeeded += 1
         self.stats.input_tokens += input_tokens
         self.stats.output_tokens += output_tokens
+        self.stats.cache_read_tokens += cache_read
+        self.stats.cache_write_tokens += cache_write
+        tier = str((response.get("serviceTier") or {}).get("type", sent_tier))  # the tier that served it, as Bedrock says
+        key = (model, tier)
+        self.stats.usage[key] = self.stats.usage.get(key, Usage()) + Usage(input_tokens, output_tokens, cache_read, cache_write)
         texts: list[str] = []
         tool_input: dict[str, Any] | None = None
         for block in response.get("output", {}).get("message", {}).get("content", []):
@@ -252,4 +329,7 @@ class ConverseClient:
             output_tokens=output_tokens,
             latency_ms=(time.monotonic() - started) * 1000.0,
             attempts=attempt,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            service_tier=tier,
         )

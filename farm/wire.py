@@ -73,6 +73,10 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     cached: bool = False
     error: str | None = None
     flags: tuple[str, ...] = ()
+    cache_read_tokens: int = 0
+    """Prompt tokens Bedrock read from its prompt cache (billed at the cache-read rate, not in `input_tokens`)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to Bedrock's prompt cache (not in `input_tokens`)."""
 
 
 class RewardResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -66,6 +66,9 @@ class RubricJudge:
                 tool_name=RUBRIC_TOOL if structured else None,
                 tool_description="Record one grade and rationale per rubric criterion.",
                 tool_schema=self._schema if structured else None,
+                service_tier=config.service_tier,  # bedrock: tier and prompt cache from judge config
+                prompt_cache=config.prompt_cache,
+                cache_min_tokens=self._client.config.cache_min_tokens,
             )
             return prompt, request
 
@@ -90,4 +93,6 @@ class RubricJudge:
             input_tokens=answer.input_tokens,
             output_tokens=answer.output_tokens,
             flags=tuple(sorted(map(str, answer.flags))),
+            cache_read_tokens=answer.cache_tokens[0],  # bedrock: prompt-cache usage
+            cache_write_tokens=answer.cache_tokens[1],
         )

@@ -433,7 +433,7 @@ def billed_cost(batch: dict[str, Any], on_demand_tokens: dict[str, list[int]], c
         price = config.prices.get(model)
         if price is None:
             return None
-        on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
+        on_demand += tokens_in * price.per_token("input") + tokens_out * price.per_token("output")
     return {**cost, "on_demand_calls_usd": round(on_demand, 6), "billed_usd": round(cost["batch_usd"] + on_demand, 6)}
 
 
@@ -447,7 +447,7 @@ def _costs(tokens: dict[str, list[int]], config: FarmConfig) -> dict[str, Any]:
         if price is None:
             unpriced.append(model)
             continue
-        on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
+        on_demand += tokens_in * price.per_token("input") + tokens_out * price.per_token("output")
     if unpriced:
         return {"batch_tokens": {m: t for m, t in tokens.items()}, "cost": None, "unpriced_models": unpriced}
     return {
