@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from farm.config import FarmConfig, ModelPrice, base_model_id
 
@@ -64,8 +65,9 @@ class CallCost:
 class PriceTable:
     """Model id -> price, list prices overridden by config; unknown models have no price (None)."""
 
-    def __init__(self, prices: Mapping[str, ModelPrice] | None = None, *, list_prices: bool = True):
-        self._prices: dict[str, ModelPrice] = {**(LIST_PRICES if list_prices else {}), **(prices or {})}
+    def __init__(self, prices: Mapping[str, ModelPrice | Mapping[str, Any]] | None = None, *, list_prices: bool = True):
+        given = {m: p if isinstance(p, ModelPrice) else ModelPrice.model_validate(p) for m, p in (prices or {}).items()}
+        self._prices: dict[str, ModelPrice] = {**(LIST_PRICES if list_prices else {}), **given}
 
     @classmethod
     def from_config(cls, config: FarmConfig) -> PriceTable:

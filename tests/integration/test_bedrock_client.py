@@ -150,3 +150,112 @@ def test_unchanged_boto3_client_uses_tool_output(aws_env):
     assert response["metrics"]["latencyMs"] >= 0
     with pytest.raises(client.exceptions.ValidationException):
         client.converse(modelId=MODEL, messages=[{"role": "assistant", "content": [{"text": "x"}]}])
+
+
+def _boto3():
+    return boto3.client("bedrock-runtime", region_name="us-east-1")
+
+
+def test_plain_boto3_forced_tool_call_gets_schema_valid_input(aws_env):
+    """A forced tool call outside the farm's prompt format is answered like Bedrock would:
+    input that fits the tool's schema (types, required, enums, bounds), never `{}`."""
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+            "topics": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
+            "flagged": {"type": "boolean"},
+        },
+        "required": ["sentiment", "confidence", "stars", "topics", "flagged"],
+    }
+    response = _boto3().converse(
+        modelId="us.amazon.nova-2-lite-v1:0",
+        messages=[{"role": "user", "content": [{"text": "Classify: the soup was lovely but cold."}]}],
+        inferenceConfig={"maxTokens": 300},
+        toolConfig={
+            "tools": [{"toolSpec": {"name": "classify", "inputSchema": {"json": schema}}}],
+            "toolChoice": {"tool": {"name": "classify"}},
+        },
+    )
+    assert response["stopReason"] == "tool_use"
+    tool_input = response["output"]["message"]["content"][0]["toolUse"]["input"]
+    jsonschema.validate(tool_input, schema)
+    assert set(tool_input) == set(schema["required"])
+
+
+def test_service_tier_is_sent_validated_and_echoed(aws_env):
+    client = _boto3()
+    message = [{"role": "user", "content": [{"text": "hi"}]}]
+    flex = client.converse(modelId=MODEL, messages=message, serviceTier={"type": "flex"})
+    assert flex["serviceTier"] == {"type": "flex"}
+    with pytest.raises(client.exceptions.ValidationException, match="service tier 'reserved' is not supported"):
+        client.converse(modelId=MODEL, messages=message, serviceTier={"type": "reserved"})
+    aws_env.update(models={MODEL: {"service_tiers": ["default"]}})
+    with pytest.raises(client.exceptions.ValidationException, match="'flex' is not supported"):
+        client.converse(modelId=MODEL, messages=message, serviceTier={"type": "flex"})
+    # the farm's client: a judge's tier goes out as serviceTier; an unsupported one is permanent, not retried
+    with pytest.raises(PermanentJudgeError, match=r"ValidationException \(400\).*'flex' is not supported"):
+        call(ConverseRequest(model=MODEL, user_text="x", service_tier="flex"))
+    reply, client_ = call(ConverseRequest(model="amazon.nova-micro-v1:0", user_text="x", service_tier="priority"))
+    assert reply.service_tier == "priority" and ("amazon.nova-micro-v1:0", "priority") in client_.stats.usage
+    stats = aws_env.stats()
+    assert stats[MODEL].tiers == {"flex": 1} and stats[MODEL].errors["ValidationException"] == 3
+    assert stats["amazon.nova-micro-v1:0"].tiers == {"priority": 1}
+
+
+def test_cache_point_writes_then_reads_the_shared_prefix(aws_env):
+    """The first call with a long shared prefix writes it to the cache, the next reads it:
+    `inputTokens` counts only the rest, and the farm's client accounts both."""
+    prefix = "Grade against this rubric and reference. " * 120  # ~1,200 tokens
+    client = _boto3()
+
+    def send(tail: str, point: bool = True):
+        content = [{"text": prefix}, *([{"cachePoint": {"type": "default"}}] if point else []), {"text": tail}]
+        return client.converse(modelId=MODEL, messages=[{"role": "user", "content": content}], inferenceConfig={"maxTokens": 64})["usage"]
+
+    first, second, plain = send("response one"), send("response two"), send("response three", point=False)
+    prefix_tokens = len(prefix) // 4 + 1
+    assert first["cacheWriteInputTokens"] == prefix_tokens and first["cacheReadInputTokens"] == 0
+    assert second["cacheReadInputTokens"] == prefix_tokens and second["cacheWriteInputTokens"] == 0
+    assert second["inputTokens"] < 20 < plain["inputTokens"]
+    assert "cacheReadInputTokens" not in plain
+    with pytest.raises(client.exceptions.ValidationException, match="cachePoint.type"):
+        client.converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": "x"}, {"cachePoint": {"type": "forever"}}]}])
+
+    request = ConverseRequest(model=MODEL, user_text="response four", user_prefix=prefix, prompt_cache=True)
+    reply, farm_client = call(request)
+    assert reply.cache_read_tokens == prefix_tokens and reply.input_tokens < 20
+    usage = farm_client.stats.usage[(MODEL, "default")]
+    assert usage.cache_read_tokens == prefix_tokens and usage.prompt_tokens == reply.input_tokens + prefix_tokens
+    assert aws_env.stats()[MODEL].cache_read_tokens == 2 * prefix_tokens
+
+
+def test_emulator_throttles_by_tokens_reserved_with_max_tokens(aws_env):
+    """Like Bedrock, the emulator reserves input + maxTokens at the start: with the same
+    tokens-per-minute quota, calls asking for a big maxTokens are throttled sooner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.config import Config
+
+    aws_env.update(rpm=100_000, tpm=60_000, burst_s=1.0, latency_ms=300)  # 1,000 tokens in the bucket; calls overlap
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
+    message = [{"role": "user", "content": [{"text": "hi"}]}]
+
+    def one(max_tokens: int) -> bool:
+        try:
+            client.converse(modelId=MODEL, messages=message, inferenceConfig={"maxTokens": max_tokens})
+        except client.exceptions.ThrottlingException:
+            return False
+        return True
+
+    def burst(max_tokens: int) -> int:
+        aws_env.reset()
+        with ThreadPoolExecutor(8) as pool:
+            return sum(pool.map(one, [max_tokens] * 8))
+
+    small, big = burst(40), burst(400)
+    assert big <= 3 < small
