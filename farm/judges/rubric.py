@@ -61,6 +61,7 @@ class RubricJudge:
             request = ConverseRequest(
                 model=config.model,
                 user_text=prompt.user,
+                user_prefix=prompt.prefix,  # bedrock: the shared, cacheable start of the user turn
                 system_text=prompt.system,
                 max_tokens=config.max_tokens,
                 tool_name=RUBRIC_TOOL if structured else None,
