@@ -111,3 +111,17 @@ def test_cache_point_goes_after_a_long_enough_shared_prefix_only():
     assert CACHE_POINT not in off.to_api()["messages"][0]["content"]
     system_only = ConverseRequest(model="m", user_text="r", system_text=long_prefix, prompt_cache=True)
     assert system_only.to_api()["system"] == [{"text": long_prefix}, CACHE_POINT]
+
+
+def test_serve_metrics_price_each_verdict_by_its_judges_model_and_tier():
+    from deploy.metrics import FarmMetrics
+    from farm.wire import RewardResult, Verdict
+
+    raw = {"judges": [{**RUBRIC, "service_tier": "flex"}, {"name": "f", "kind": "final_answer"}]}
+    price = {"input_per_1m": 1.0, "output_per_1m": 4.0, "cache_read_per_1m": 0.25, "flex_discount": 0.5}
+    raw["prices"] = {"amazon.nova-2-lite-v1:0": price}
+    metrics = FarmMetrics("app", parse_config(raw))
+    verdict = Verdict(score=1.0, status="ok", input_tokens=1_000, output_tokens=500, cache_read_tokens=4_000)
+    assert metrics.usd("r", verdict) == pytest.approx((0.001 + 0.002 + 0.001) * 0.5)
+    assert metrics.usd("f", verdict) is None and FarmMetrics("app").usd("r", verdict) is None
+    metrics.record([RewardResult(id="x", reward=1.0, status="ok", judges={"r": verdict, "f": Verdict(score=1.0, status="ok")})], 3.0)
