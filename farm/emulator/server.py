@@ -119,8 +119,8 @@ class EmulatorServer:
         self.settings = settings or EmulatorSettings()
         self.stats: dict[str, ModelStats] = {}
         self._quotas: dict[str, _Quota] = {}
-        self._prompt_cache: dict[tuple[str, str], float] = {}
-        """(base model, prefix text) -> when it expires: Bedrock's prompt cache, per model."""
+        self._prompt_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        """(base model, prefix text) -> (readable from, expires): Bedrock's prompt cache, per model."""
         self._rng = random.Random(self.settings.seed)
         self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -234,9 +234,9 @@ class EmulatorServer:
         stats.admitted += 1
         stats.tiers[parsed.service_tier] += 1
         stats.admitted_at.append(time.monotonic() - self._started)
-        cache_read, cache_write = self._cache(base_model, parsed.cached_prefix)
         started = time.monotonic()
         delay = self._latency(latency_ms) * (self.settings.flex_latency_factor if parsed.service_tier == "flex" else 1.0)
+        cache_read, cache_write = self._cache(base_model, parsed.cached_prefix, ready_in=delay)
         if fault == "hang":
             stats.faults[fault] += 1
             delay = max(delay, faults.hang_s)
@@ -273,10 +273,11 @@ class EmulatorServer:
             body_out["serviceTier"] = {"type": parsed.service_tier}
         return web.json_response(body_out, headers={"x-amzn-RequestId": str(uuid.uuid4())})
 
-    def _cache(self, base_model: str, prefix: str | None) -> tuple[int, int]:
+    def _cache(self, base_model: str, prefix: str | None, ready_in: float) -> tuple[int, int]:
         """(cache read, cache write) tokens for a request whose cachePoint ends `prefix`: a prefix
         under the minimum is not cached (plain input, as on Bedrock); a hit within the TTL reads
-        it and renews the TTL; a miss writes it."""
+        it and renews the TTL; a miss writes it, readable once the writing call has finished
+        (`ready_in` seconds), so calls sent together all write."""
         if prefix is None:
             return 0, 0
         tokens = _count_tokens(prefix)
@@ -284,11 +285,15 @@ class EmulatorServer:
             return 0, 0
         now = time.monotonic()
         key = (base_model, prefix)
-        expires = self._prompt_cache.get(key)
-        self._prompt_cache[key] = now + self.settings.cache_ttl_s
+        entry = self._prompt_cache.get(key)
+        if entry is not None and entry[0] <= now < entry[1]:
+            self._prompt_cache[key] = (entry[0], now + self.settings.cache_ttl_s)
+            return tokens, 0
+        if entry is None or entry[1] <= now:
+            self._prompt_cache[key] = (now + ready_in, now + ready_in + self.settings.cache_ttl_s)
         if len(self._prompt_cache) > 10_000:  # forget the expired ones now and then
-            self._prompt_cache = {k: t for k, t in self._prompt_cache.items() if t > now}
-        return (tokens, 0) if expires is not None and expires > now else (0, tokens)
+            self._prompt_cache = {k: t for k, t in self._prompt_cache.items() if t[1] > now}
+        return 0, tokens
 
     def _render(self, answer: Any, tool_name: str | None, fault: str | None, stats: ModelStats) -> tuple[list[dict[str, Any]], str, str]:
         if fault == "malformed":

@@ -259,3 +259,29 @@ def test_emulator_throttles_by_tokens_reserved_with_max_tokens(aws_env):
 
     small, big = burst(40), burst(400)
     assert big <= 3 < small
+
+
+def test_score_summary_counts_prompt_cache_and_dollars(aws_env, tmp_path):
+    """`farm score`'s summary, end to end: a rubric judge on a long shared prompt sends a
+    cachePoint, the emulator reads the prefix back from the second call on, and the summary
+    prices the run below what the same tokens cost uncached."""
+    import json
+
+    from farm.scorefile import score_file
+    from tests.conftest import make_config
+
+    question = "Read the following policy and answer the question at the end. " + "The policy text goes on. " * 180
+    rows = [{"id": f"r{i}", "prompt": question, "response": f"The answer is {i}.", "reference": "The answer is 3."} for i in range(6)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    criteria = [{"name": "c", "description": "Correct."}]
+    rubric = {"name": "rubric", "kind": "rubric", "model": "us.amazon.nova-2-lite-v1:0", "criteria": criteria}
+    config = make_config([rubric], batch_size=1)
+    summary = asyncio.run(score_file(source, tmp_path / "out.jsonl", config, concurrency=1))  # one call at a time
+    assert summary.status == {"ok": 6}
+    assert summary.cache_write_tokens > 1_000 and summary.cache_read_tokens == 5 * summary.cache_write_tokens
+    assert summary.cost_usd is not None and summary.cost_without_prompt_cache_usd is not None
+    assert 0 < summary.cost_usd < summary.cost_without_prompt_cache_usd
+    assert summary.cost_per_rollout_usd == pytest.approx(summary.cost_usd / 6, rel=1e-3)
+    verdicts = [json.loads(line)["judges"]["rubric"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sum(v["cache_read_tokens"] for v in verdicts) == summary.cache_read_tokens
