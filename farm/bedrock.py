@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from farm.config import BedrockConfig
 from farm.cost import Usage
@@ -64,10 +64,9 @@ CACHE_POINT: dict[str, Any] = {"cachePoint": {"type": "default"}}
 
 @dataclass(frozen=True)
 class ConverseRequest:
-    """One Converse call. `user_prefix` is the part of the user turn every call of a judge on
-    this prompt shares (rubric, question, reference): with `prompt_cache` and a prefix (system +
-    `user_prefix`) of at least `cache_min_tokens`, a `cachePoint` goes after it. `service_tier`
-    `default` sends no tier (Bedrock's standard one)."""
+    """One Converse call. `user_prefix` is the part of the user turn every call about one
+    question shares (question, reference); with `prompt_cache`, cachePoints mark the shared
+    prefixes (`cache_points`). `service_tier` `default` sends no tier (Bedrock's standard one)."""
 
     model: str
     user_text: str
@@ -82,20 +81,21 @@ class ConverseRequest:
     prompt_cache: bool = False
     cache_min_tokens: int = 1_000
 
-    def cache_point(self) -> Literal["system", "user"] | None:
-        """Where the cachePoint goes: after the user prefix when there is one, else after the
-        system prompt; None when caching is off or the prefix is shorter than the minimum."""
+    def cache_points(self) -> tuple[bool, bool]:
+        """(after the system prompt, after the user prefix): where cachePoints go. A point goes
+        where the prefix up to it reaches `cache_min_tokens`: the system prompt (the judge's
+        instructions, task and criteria: the same for every call of the judge), and the user
+        prefix (question and reference: the same for every response to one question)."""
         if not self.prompt_cache:
-            return None
-        prefix = estimate_tokens(self.system_text) + (estimate_tokens(self.user_prefix) if self.user_prefix else 0)
-        if prefix < self.cache_min_tokens:
-            return None
-        return "user" if self.user_prefix else ("system" if self.system_text else None)
+            return False, False
+        system = estimate_tokens(self.system_text) if self.system_text else 0
+        prefix = estimate_tokens(self.user_prefix) if self.user_prefix else 0
+        return system >= self.cache_min_tokens, bool(self.user_prefix) and system + prefix >= self.cache_min_tokens
 
     def to_api(self) -> dict[str, Any]:
-        where = self.cache_point()
+        after_system, after_prefix = self.cache_points()
         if self.user_prefix:
-            point = [CACHE_POINT] if where == "user" else []
+            point = [CACHE_POINT] if after_prefix else []
             content: list[dict[str, Any]] = [{"text": self.user_prefix}, *point, {"text": self.user_text}]
         else:
             content = [{"text": self.user_text}]
@@ -105,7 +105,7 @@ class ConverseRequest:
             "inferenceConfig": {"maxTokens": self.max_tokens, "temperature": self.temperature},
         }
         if self.system_text:
-            body["system"] = [{"text": self.system_text}, *([CACHE_POINT] if where == "system" else [])]
+            body["system"] = [{"text": self.system_text}, *([CACHE_POINT] if after_system else [])]
         if self.service_tier != "default":
             body["serviceTier"] = {"type": self.service_tier}
         if self.tool_name is not None:

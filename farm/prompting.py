@@ -42,9 +42,9 @@ class Prompt:
     user: str
     truncated: bool
     prefix: str = ""
-    """The start of the user turn that every call about the same prompt shares (instructions,
-    task, reference, criteria): sent before `user`, with a prompt-cache point after it when
-    it is long enough (`ConverseRequest.user_prefix`)."""
+    """The start of the user turn that every call about the same question shares (question,
+    reference): sent before `user`, with a prompt-cache point after it when system + prefix is
+    long enough (`ConverseRequest.user_prefix`)."""
 
 
 @cache
@@ -112,18 +112,19 @@ def rubric_prompt(
     else:
         example = {c.name: {"rationale": "...", "score": 4 if c.scale == "likert5" else True} for c in criteria}
         instruction = "Answer with one JSON object and nothing else, shaped like:\n" + json.dumps(example)
-    shared = _template("rubric_shared").substitute(
-        task=task, tag=tag, prompt=_fenceproof(prompt, tag), reference_block=reference_block, criteria="\n".join(lines)
-    )
+    # Three layers, from most to least shared, so each can end a cached prefix: the judge's rules
+    # (system: instructions, task, criteria), the question (task and reference), the response.
+    rules = _template("rubric_rules").substitute(task=task, criteria="\n".join(lines))
+    question = _template("rubric_question").substitute(tag=tag, prompt=_fenceproof(prompt, tag), reference_block=reference_block)
     # The response gets a fresh tag per call: a parse retry is a different request, not a repeat.
     response_tag = new_tag()
     fenced = _fenceproof(_fenceproof(response, tag), response_tag)
     user = _template("rubric_response").substitute(tag=response_tag, response=fenced, answer_instruction=instruction)
     return Prompt(
-        system=_template("rubric_system").template.strip(),
+        system=_template("rubric_system").template.strip() + "\n\n" + rules.strip(),
         user=user,
         truncated=cut_response or cut_prompt or cut_reference,
-        prefix=shared,
+        prefix=question,
     )
 
 

@@ -236,13 +236,14 @@ class EmulatorServer:
         stats.admitted_at.append(time.monotonic() - self._started)
         started = time.monotonic()
         delay = self._latency(latency_ms) * (self.settings.flex_latency_factor if parsed.service_tier == "flex" else 1.0)
-        cache_read, cache_write = self._cache(base_model, parsed.cached_prefix, ready_in=delay)
+        cache_read, cache_write = self._cache(base_model, parsed.cached_prefixes, ready_in=delay)
         if fault == "hang":
             stats.faults[fault] += 1
             delay = max(delay, faults.hang_s)
         if delay > 0:
             await asyncio.sleep(delay)
-        answer = answer_request(parsed.user_text, parsed.tool_name, profile, model)
+        # the judge's rules (criteria) may sit in the system prompt, the material in the user turn
+        answer = answer_request(parsed.system_text + "\n" + parsed.user_text, parsed.tool_name, profile, model)
         if parsed.tool_schema is not None and (answer.payload is None or not is_valid(answer.payload, parsed.tool_schema)):
             # Not one of the farm's judge prompts (or an answer that does not fit this tool): Bedrock
             # still answers a forced tool call with input that fits the tool's schema.
@@ -261,7 +262,7 @@ class EmulatorServer:
         stats.cache_read_tokens += cache_read
         stats.cache_write_tokens += cache_write
         usage = {"inputTokens": billed_input, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}
-        if parsed.cached_prefix is not None:
+        if parsed.cached_prefixes:
             usage.update(cacheReadInputTokens=cache_read, cacheWriteInputTokens=cache_write)
         body_out: dict[str, Any] = {
             "output": {"message": {"role": "assistant", "content": content}},
@@ -273,27 +274,29 @@ class EmulatorServer:
             body_out["serviceTier"] = {"type": parsed.service_tier}
         return web.json_response(body_out, headers={"x-amzn-RequestId": str(uuid.uuid4())})
 
-    def _cache(self, base_model: str, prefix: str | None, ready_in: float) -> tuple[int, int]:
-        """(cache read, cache write) tokens for a request whose cachePoint ends `prefix`: a prefix
-        under the minimum is not cached (plain input, as on Bedrock); a hit within the TTL reads
-        it and renews the TTL; a miss writes it, readable once the writing call has finished
-        (`ready_in` seconds), so calls sent together all write."""
-        if prefix is None:
-            return 0, 0
-        tokens = _count_tokens(prefix)
-        if tokens < self.settings.cache_min_tokens:
-            return 0, 0
+    def _cache(self, base_model: str, prefixes: tuple[str, ...], ready_in: float) -> tuple[int, int]:
+        """(cache read, cache write) tokens for a request with cachePoints ending `prefixes`
+        (shortest first). Only prefixes of at least `cache_min_tokens` are cached (shorter ones
+        are plain input, as on Bedrock). The longest cached prefix within its TTL is read (and its
+        TTL renewed); what lies between it and the last cachePoint is written, readable once the
+        writing call has finished (`ready_in` seconds), so calls sent together all write."""
         now = time.monotonic()
-        key = (base_model, prefix)
-        entry = self._prompt_cache.get(key)
-        if entry is not None and entry[0] <= now < entry[1]:
-            self._prompt_cache[key] = (entry[0], now + self.settings.cache_ttl_s)
-            return tokens, 0
-        if entry is None or entry[1] <= now:
-            self._prompt_cache[key] = (now + ready_in, now + ready_in + self.settings.cache_ttl_s)
+        eligible = [(p, _count_tokens(p)) for p in prefixes if _count_tokens(p) >= self.settings.cache_min_tokens]
+        if not eligible:
+            return 0, 0
+        read = 0
+        for prefix, tokens in eligible:
+            entry = self._prompt_cache.get((base_model, prefix))
+            if entry is not None and entry[0] <= now < entry[1]:
+                read = tokens
+                self._prompt_cache[(base_model, prefix)] = (entry[0], now + self.settings.cache_ttl_s)
+        for prefix, _tokens in eligible:
+            entry = self._prompt_cache.get((base_model, prefix))
+            if entry is None or entry[1] <= now:
+                self._prompt_cache[(base_model, prefix)] = (now + ready_in, now + ready_in + self.settings.cache_ttl_s)
         if len(self._prompt_cache) > 10_000:  # forget the expired ones now and then
             self._prompt_cache = {k: t for k, t in self._prompt_cache.items() if t[1] > now}
-        return 0, tokens
+        return read, eligible[-1][1] - read
 
     def _render(self, answer: Any, tool_name: str | None, fault: str | None, stats: ModelStats) -> tuple[list[dict[str, Any]], str, str]:
         if fault == "malformed":
@@ -354,10 +357,11 @@ class _Parsed:
     all_text: str
     max_tokens: int
     tool_name: str | None
+    system_text: str = ""
     tool_schema: dict[str, Any] | None = None
     """The forced tool's input schema."""
-    cached_prefix: str | None = None
-    """The prompt text before the last cachePoint (system blocks, then message blocks), if any."""
+    cached_prefixes: tuple[str, ...] = ()
+    """The prompt text before each cachePoint (system blocks, then message blocks), shortest first."""
     service_tier: str = "default"
     tier_sent: bool = False
 
@@ -410,11 +414,9 @@ def _validate(body: Any, max_output_tokens: int) -> _Parsed:
         texts.append(text)
         if role == "user":
             last_user = text
-    for block in body.get("system") or []:
-        if isinstance(block, dict):
-            texts.append(str(block.get("text", "")))
-    cut = max((i for i, (_, point) in enumerate(ordered) if point), default=None)
-    cached_prefix = None if cut is None else "".join(t for t, _ in ordered[:cut])
+    system_text = "".join(t for t, _ in _blocks(body.get("system"), "system"))
+    texts.append(system_text)
+    cached_prefixes = tuple("".join(t for t, _ in ordered[:i]) for i, (_, point) in enumerate(ordered) if point)
     tier_sent = "serviceTier" in body
     tier = body.get("serviceTier")
     if tier_sent and (not isinstance(tier, dict) or not isinstance(tier.get("type"), str)):
@@ -454,11 +456,12 @@ def _validate(body: Any, max_output_tokens: int) -> _Parsed:
             tool_schema = schema if isinstance(schema, dict) else {"type": "object"}
     return _Parsed(
         user_text=last_user,
+        system_text=system_text,
         all_text="\n".join(texts),
         max_tokens=max_tokens,
         tool_name=tool_name,
         tool_schema=tool_schema,
-        cached_prefix=cached_prefix,
+        cached_prefixes=cached_prefixes,
         service_tier=service_tier,
         tier_sent=tier_sent,
     )

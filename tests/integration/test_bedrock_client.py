@@ -285,3 +285,24 @@ def test_score_summary_counts_prompt_cache_and_dollars(aws_env, tmp_path):
     assert summary.cost_per_rollout_usd == pytest.approx(summary.cost_usd / 6, rel=1e-3)
     verdicts = [json.loads(line)["judges"]["rubric"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sum(v["cache_read_tokens"] for v in verdicts) == summary.cache_read_tokens
+
+
+def test_a_second_question_reads_the_cached_rules_and_writes_its_own_prefix(aws_env):
+    rules = "Grading rules and criteria. " * 200  # ~1,400 tokens, the same for every call
+    point = {"cachePoint": {"type": "default"}}
+    client = _boto3()
+
+    def send(question: str) -> dict:
+        return client.converse(
+            modelId=MODEL,
+            system=[{"text": rules}, point],
+            messages=[{"role": "user", "content": [{"text": question}, point, {"text": "the response"}]}],
+            inferenceConfig={"maxTokens": 64},
+        )["usage"]
+
+    rules_tokens = len(rules) // 4 + 1
+    first = send("Question one. " * 100)
+    second = send("Question two. " * 100)
+    assert first["cacheReadInputTokens"] == 0 and first["cacheWriteInputTokens"] > rules_tokens
+    assert second["cacheReadInputTokens"] == rules_tokens  # the rules, from the first call
+    assert second["cacheWriteInputTokens"] == first["cacheWriteInputTokens"] - rules_tokens  # only its own question

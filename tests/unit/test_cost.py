@@ -125,3 +125,12 @@ def test_serve_metrics_price_each_verdict_by_its_judges_model_and_tier():
     assert metrics.usd("r", verdict) == pytest.approx((0.001 + 0.002 + 0.001) * 0.5)
     assert metrics.usd("f", verdict) is None and FarmMetrics("app").usd("r", verdict) is None
     metrics.record([RewardResult(id="x", reward=1.0, status="ok", judges={"r": verdict, "f": Verdict(score=1.0, status="ok")})], 3.0)
+
+
+def test_two_cache_points_for_the_judges_rules_and_the_question():
+    rules, question = "rules " * 900, "question " * 600  # ~1,350 and ~1,350 tokens
+    both = ConverseRequest(model="m", user_text="response", system_text=rules, user_prefix=question, prompt_cache=True).to_api()
+    assert both["system"] == [{"text": rules}, CACHE_POINT]
+    assert both["messages"][0]["content"] == [{"text": question}, CACHE_POINT, {"text": "response"}]
+    short_rules = ConverseRequest(model="m", user_text="r", system_text="rules", user_prefix=question, prompt_cache=True).to_api()
+    assert short_rules["system"] == [{"text": "rules"}] and CACHE_POINT in short_rules["messages"][0]["content"]
