@@ -41,6 +41,8 @@ RETRYABLE_CODES = THROTTLE_CODES | frozenset(
     {"ModelTimeoutException", "ModelErrorException", "InternalServerException", "ServiceUnavailableException"}
 )
 RETRYABLE_STATUS = frozenset({408, 424, 429, 500, 502, 503, 504})
+_WARM_TTL_S = 240.0
+"""How long a written prompt-cache prefix counts as warm here (Bedrock keeps it 5 minutes after its last use)."""
 _PATIENT_THROTTLES = 10
 """A patient call retries 429s without using attempts, up to this many times `max_attempts`."""
 
@@ -180,6 +182,8 @@ class ConverseClient:
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._warming: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._warm_until: dict[tuple[str, int], float] = {}
 
     async def _get_client(self) -> Any:
         if self._client is not None:
@@ -210,7 +214,43 @@ class ConverseClient:
         self._client = None
 
     async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
-        """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic)."""
+        """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic).
+
+        A call whose system prompt ends in a cachePoint that this client has not yet written
+        waits (bounded by `cache_warm_wait_s` and the deadline) while the first such call writes
+        it: calls sent together would otherwise all pay to write the same prefix, and none read it."""
+        key = self._warm_key(request)
+        if key is None:
+            return await self._converse(request, deadline=deadline, region=region)
+        warming = self._warming.get(key)
+        if warming is None:  # this call writes the prefix; the others wait for it
+            done = self._warming[key] = asyncio.get_running_loop().create_future()
+            try:
+                reply = await self._converse(request, deadline=deadline, region=region)
+                self._warm_until[key] = time.monotonic() + _WARM_TTL_S  # written: later calls go at once
+                return reply
+            finally:  # answered or failed, the waiting calls go now
+                del self._warming[key]
+                done.set_result(None)
+        wait = min(self.config.cache_warm_wait_s, max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(warming), wait)
+        return await self._converse(request, deadline=deadline, region=region)
+
+    def _warm_key(self, request: ConverseRequest) -> tuple[str, int] | None:
+        """(model, hash of the system prompt) when the call caches its system prompt and this
+        client has not written it within the cache's TTL; else None (send at once)."""
+        if self.config.cache_warm_wait_s <= 0 or not request.cache_points()[0]:
+            return None
+        key = (request.model, hash(request.system_text))
+        if self._warm_until.get(key, 0.0) > time.monotonic():
+            return None
+        if len(self._warm_until) > 1024:
+            now = time.monotonic()
+            self._warm_until = {k: t for k, t in self._warm_until.items() if t > now}
+        return key
+
+    async def _converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
         region = region or self.config.region

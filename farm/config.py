@@ -355,6 +355,9 @@ class BedrockConfig(_Section):
     """Slack on Little's law for latency spread (a slow tail holds slots longer)."""
     cache_min_tokens: int = Field(default=1_000, ge=1)
     """Shortest prompt prefix worth a `cachePoint` (Nova's minimum is about 1,000 tokens)."""
+    cache_warm_wait_s: float = Field(default=5.0, ge=0, le=120)
+    """Calls that share a not-yet-cached system prompt wait up to this long for the first one to
+    write it, instead of all paying to write it; 0 sends them at once."""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
     retry: RetryConfig = RetryConfig()

@@ -306,3 +306,27 @@ def test_a_second_question_reads_the_cached_rules_and_writes_its_own_prefix(aws_
     assert first["cacheReadInputTokens"] == 0 and first["cacheWriteInputTokens"] > rules_tokens
     assert second["cacheReadInputTokens"] == rules_tokens  # the rules, from the first call
     assert second["cacheWriteInputTokens"] == first["cacheWriteInputTokens"] - rules_tokens  # only its own question
+
+
+@pytest.mark.parametrize("warm_wait_s", [5.0, 0.0])
+def test_calls_sent_together_let_the_first_write_the_shared_rules(aws_env, warm_wait_s):
+    """Six calls at once with the same long system prompt: the first writes it and the others
+    wait for it, then read it (one write, five reads); without the wait all six write."""
+    aws_env.update(latency_ms=100)
+    rules = "Grading rules and criteria. " * 200
+
+    async def main():
+        client = client_for(cache_warm_wait_s=warm_wait_s)
+        try:
+            requests = [ConverseRequest(model=MODEL, user_text=f"r{i}", system_text=rules, prompt_cache=True) for i in range(6)]
+            await asyncio.gather(*(client.converse(r, deadline=time.monotonic() + 10) for r in requests))
+        finally:
+            await client.aclose()
+        return client.stats
+
+    stats = asyncio.run(main())
+    rules_tokens = len(rules) // 4 + 1
+    if warm_wait_s:
+        assert (stats.cache_write_tokens, stats.cache_read_tokens) == (rules_tokens, 5 * rules_tokens)
+    else:
+        assert (stats.cache_write_tokens, stats.cache_read_tokens) == (6 * rules_tokens, 0)
