@@ -15,6 +15,7 @@ cache-read tokens per rollout; dollars per rollout and per step at the list pric
 `farm/cost.py` (checked on the date printed); the concurrency each used. Prints one JSON document.
 
     python benchmarks/bedrock_cost.py --groups 32 --latency-ms 300 --rpm 20000
+    python benchmarks/bedrock_cost.py --groups 32 --rubric-guide-chars 6000   # a long shared rubric: caching pays
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def configs(args: argparse.Namespace, url: str) -> dict[str, dict[str, Any]]:
     base.pop("emulator", None)
     base["cache"] = {"enabled": False}  # every rollout costs its calls
     base["batch_size"] = 4 * args.groups_per_batch
+    if args.rubric_guide_chars:  # a house grading guide: the same long text in every rubric call
+        guide = ("Follow the house grading guide: check each step, the units and the final line. " * 200)[: args.rubric_guide_chars]
+        for judge in base["judges"]:
+            if judge.get("kind") == "rubric":
+                judge["task"] = "Grade the response to the task against each criterion.\n\n" + guide
     quota = {"rpm": args.rpm, "tpm": args.tpm}
     farm = copy.deepcopy(base)
     farm["bedrock"] = {**farm["bedrock"], "endpoint_url": url, "expected_latency_s": args.latency_ms / 1000 * 1.5}
@@ -130,6 +136,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=20_000)
     parser.add_argument("--tpm", type=int, default=40_000_000)
     parser.add_argument("--emulator-burst-s", type=float, default=1.0)
+    parser.add_argument("--rubric-guide-chars", type=int, default=0, help="add a grading guide this long to the rubric (0: none)")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
