@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -219,6 +220,8 @@ class ConverseClient:
         A call whose system prompt ends in a cachePoint that this client has not yet written
         waits (bounded by `cache_warm_wait_s` and the deadline) while the first such call writes
         it: calls sent together would otherwise all pay to write the same prefix, and none read it."""
+        if request.prompt_cache and request.cache_min_tokens != self.config.cache_min_tokens:
+            request = dataclasses.replace(request, cache_min_tokens=self.config.cache_min_tokens)  # the client's setting wins
         key = self._warm_key(request)
         if key is None:
             return await self._converse(request, deadline=deadline, region=region)

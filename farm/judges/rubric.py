@@ -69,7 +69,6 @@ class RubricJudge:
                 tool_schema=self._schema if structured else None,
                 service_tier=config.service_tier,  # bedrock: tier and prompt cache from judge config
                 prompt_cache=config.prompt_cache,
-                cache_min_tokens=self._client.config.cache_min_tokens,
             )
             return prompt, request
 
