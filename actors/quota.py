@@ -134,7 +134,7 @@ class QuotaActor:
         return {
             "scale": self._quota.scale,
             "ceiling": self._quota.export_state()["ceiling"],
-            "rpm": self._quota.config.rpm,
+            "rpm": self._quota.config.effective_rpm,
             "tpm": self._quota.config.tpm,
             "version": self._version,
             "incarnation": self._incarnation,
@@ -238,7 +238,7 @@ class LeasedQuotas:
         try:
             self._expire(lease)
             while lease.requests < 1 or lease.tokens < tokens:
-                want_requests = max(1, round(lease.config.rpm / 60.0 * self._lease_s)) if lease.requests < 1 else 0
+                want_requests = max(1, round(lease.config.effective_rpm / 60.0 * self._lease_s)) if lease.requests < 1 else 0
                 want_tokens = max(tokens - lease.tokens, round(lease.config.tpm / 60.0 * self._lease_s)) if lease.tokens < tokens else 0
                 grant = await self._grant(model, region, lease, want_requests, want_tokens, deadline)
                 if time.monotonic() + grant.wait_s > deadline:

@@ -1,6 +1,6 @@
 """Admission benchmark: concurrent large requests against a 2,000 rpm quota, through HTTP.
 
-The default ensemble (final answer, rubric on nova-lite, preference on nova-micro; groups of
+The default ensemble (final answer, rubric on Nova 2 Lite, preference on nova-micro; groups of
 4 rollouts per GSM8K question) is served by a Serve app whose replicas call the emulator over
 loopback, the emulator enforcing 2,000 rpm per model with ~300 ms latency. `--requests`
 requests of `--rollouts` rollouts each are sent at once, twice in one run:
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, gsm8k_rollouts, print_report  # noqa: E402
 
-MODELS = ("amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0")
+MODELS = ("us.amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0")
 
 
 def app_config(name: str, admission: bool, deadline_s: float) -> dict[str, Any]:

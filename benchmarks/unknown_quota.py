@@ -1,6 +1,6 @@
 """Unknown quota benchmark: the farm configured far above what the account really allows.
 
-The packaged default ensemble (final answer + rubric on nova-lite + preference on nova-micro)
+The packaged default ensemble (final answer + rubric on Nova 2 Lite + preference on nova-micro)
 is configured at 2,000 requests/min per model; the emulator enforces 60 per model, as a new AWS
 account often does. 50 GSM8K rollouts are scored twice against a freshly reset emulator:
 
@@ -35,7 +35,7 @@ from benchmarks.common import REPO, gsm8k_rollouts  # noqa: E402
 from benchmarks.legacy_quota import LegacyRegistry  # noqa: E402
 from benchmarks.quota import admin, start_emulator, watchdog  # noqa: E402
 
-MODELS = ("amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0")
+MODELS = ("us.amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0")
 
 
 def emulator_figures(url: str, real_rpm: int, after_s: float) -> dict[str, Any]:

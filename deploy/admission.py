@@ -116,7 +116,7 @@ class Admission:
         now = time.monotonic()
         if cached is not None and now - cached[1] < self.refresh_s:
             return cached[0]
-        rate = self.config.quota_for(model, region).rpm / 60.0
+        rate = self.config.quota_for(model, region).effective_rpm / 60.0
         snapshot = await _snapshot(model, region)
         if snapshot is not None:
             rate = float(snapshot["rpm"]) / 60.0 * float(snapshot.get("ceiling", 1.0))

@@ -150,7 +150,11 @@ class Door:
 
 def bedrock_rpm_floor(config: FarmConfig) -> float | None:
     """Requests/min of the tightest Bedrock model the ensemble calls (each rollout costs at least one)."""
-    rpms = [config.quota_for(j.model, config.bedrock.region).rpm for j in config.judges if needs_bedrock(j)]
+    rpms = [
+        config.quota_for(j.model, config.bedrock.region).effective_rpm
+        for j in config.judges
+        if needs_bedrock(j) and getattr(j, "model", None)
+    ]
     return float(min(rpms)) if rpms else None
 
 

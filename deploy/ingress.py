@@ -126,7 +126,7 @@ class RewardIngress:
                     f"refusing to serve without auth: Serve's HTTP proxy binds {host or 'an unknown address'}, "
                     "beyond loopback; set serve.auth.token (a file or secret holding the token) or deploy with insecure: true"
                 )
-        self.metrics = FarmMetrics(self.config.serve.app_name)
+        self.metrics = FarmMetrics(self.config.serve.app_name, self.config)  # bedrock: config prices the verdicts
         self.started_at = time.time()
         self.reconfigured = 0
         self._apply(RuntimeTuning())

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from farm.analysis.probes import FLAWS
+from farm.config import FarmConfig
+from farm.cost import PriceTable, Usage
 from farm.judges.base import failure_reason
-from farm.wire import RewardResult
+from farm.wire import RewardResult, Verdict
 
 __all__ = ["FarmMetrics", "IntegrityMetrics"]
 
@@ -16,11 +18,21 @@ _LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1000
 
 
 class FarmMetrics:
-    """Per judge and for the ensemble: counts, failures by reason, latency, tokens, cache, flags."""
+    """Per judge and for the ensemble: counts, failures by reason, latency, tokens, cache, flags,
+    and dollars (from `farm.cost`, when a config with priced Bedrock judges is given)."""
 
-    def __init__(self, app: str):
+    def __init__(self, app: str, config: FarmConfig | None = None):
         tags = ("app", "judge")
         self._app = app
+        self._prices = PriceTable.from_config(config) if config is not None else None
+        judges = config.judges if config is not None else []
+        self._models: dict[str, tuple[str, str]] = {
+            j.name: (str(j.model), str(getattr(j, "service_tier", "default"))) for j in judges if hasattr(j, "model")
+        }
+        self.cost = Counter("farm_cost_usd_total", "Bedrock spend in USD at the price table's rates.", tag_keys=tags)
+        self.cost_per_rollout = Gauge(
+            "farm_cost_usd_per_rollout", "USD per rollout over the latest request (all judges).", tag_keys=("app",)
+        )
         self.verdicts = Counter("farm_judge_verdicts_total", "Verdicts by judge and status.", tag_keys=(*tags, "status"))
         self.failures = Counter("farm_judge_failures_total", "Failed or timed-out verdicts by reason.", tag_keys=(*tags, "reason"))
         self.latency = Histogram("farm_judge_latency_ms", "Judge latency per rollout.", boundaries=_LATENCY_MS, tag_keys=tags)
@@ -39,6 +51,7 @@ class FarmMetrics:
     def record(self, results: Sequence[RewardResult], elapsed_ms: float) -> None:
         app = {"app": self._app}
         self.request_latency.observe(elapsed_ms, tags=app)
+        spent = 0.0
         for result in results:
             self.results.inc(1, tags={**app, "status": result.status})
             for flag in result.flags:
@@ -56,8 +69,29 @@ class FarmMetrics:
                 if verdict.cached:
                     self.cache_hits.inc(1, tags=tags)
                 elif verdict.input_tokens or verdict.output_tokens:
-                    self.tokens.inc(verdict.input_tokens, tags={**tags, "direction": "input"})
-                    self.tokens.inc(verdict.output_tokens, tags={**tags, "direction": "output"})
+                    directions = {
+                        "input": verdict.input_tokens,
+                        "output": verdict.output_tokens,
+                        "cache_read": verdict.cache_read_tokens,
+                        "cache_write": verdict.cache_write_tokens,
+                    }
+                    for direction, count in directions.items():
+                        if count > 0:  # Ray's counters refuse 0
+                            self.tokens.inc(count, tags={**tags, "direction": direction})
+                    usd = self.usd(name, verdict)
+                    if usd:
+                        self.cost.inc(usd, tags=tags)
+                        spent += usd
+        if results and self._models and self._prices is not None:
+            self.cost_per_rollout.set(spent / len(results), tags=app)
+
+    def usd(self, judge: str, verdict: Verdict) -> float | None:
+        """What this verdict's Bedrock calls cost, or None (not a Bedrock judge, or no price)."""
+        if self._prices is None or judge not in self._models:
+            return None
+        model, tier = self._models[judge]
+        usage = Usage(verdict.input_tokens, verdict.output_tokens, verdict.cache_read_tokens, verdict.cache_write_tokens)
+        return self._prices.usd(model, usage, tier)
 
     def record_throttles(self, judge: str, count: int) -> None:
         if count > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -19,19 +20,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.config import BedrockConfig
+from farm.cost import Usage
 from farm.deadlines import bounded
 from farm.errors import DeadlineError, JudgeTimeoutError, PermanentJudgeError, ThrottledError, TransientJudgeError
 from farm.ratelimit import QuotaBackend, Reservation
 
-__all__ = ["ClientStats", "ConverseClient", "ConverseReply", "ConverseRequest", "RETRYABLE_CODES", "estimate_tokens"]
+__all__ = [
+    "CACHE_POINT",
+    "ClientStats",
+    "ConverseClient",
+    "ConverseReply",
+    "ConverseRequest",
+    "RETRYABLE_CODES",
+    "SERVICE_TIERS",
+    "estimate_tokens",
+    "settled_tokens",
+]
 
 THROTTLE_CODES = frozenset({"ThrottlingException", "ModelNotReadyException", "TooManyRequestsException"})
 RETRYABLE_CODES = THROTTLE_CODES | frozenset(
     {"ModelTimeoutException", "ModelErrorException", "InternalServerException", "ServiceUnavailableException"}
 )
 RETRYABLE_STATUS = frozenset({408, 424, 429, 500, 502, 503, 504})
+_WARM_TTL_S = 240.0
+"""How long a written prompt-cache prefix counts as warm here (Bedrock keeps it 5 minutes after its last use)."""
 _PATIENT_THROTTLES = 10
 """A patient call retries 429s without using attempts, up to this many times `max_attempts`."""
+
+
+def settled_tokens(input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> int:
+    """What a finished call finally counts against tokens per minute: input, cache writes and
+    output. Cache reads were reserved at the start (as input) and are released at settlement,
+    so caching raises the throughput a tpm quota allows."""
+    return input_tokens + cache_write + output_tokens
 
 
 def estimate_tokens(text: str) -> int:
@@ -39,8 +60,17 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+SERVICE_TIERS = ("default", "flex", "priority")
+CACHE_POINT: dict[str, Any] = {"cachePoint": {"type": "default"}}
+"""A Converse prompt-caching checkpoint: everything before it is the cached prefix."""
+
+
 @dataclass(frozen=True)
 class ConverseRequest:
+    """One Converse call. `user_prefix` is the part of the user turn every call about one
+    question shares (question, reference); with `prompt_cache`, cachePoints mark the shared
+    prefixes (`cache_points`). `service_tier` `default` sends no tier (Bedrock's standard one)."""
+
     model: str
     user_text: str
     system_text: str = ""
@@ -49,15 +79,38 @@ class ConverseRequest:
     tool_name: str | None = None
     tool_description: str = ""
     tool_schema: Mapping[str, Any] | None = None
+    user_prefix: str = ""
+    service_tier: str = "default"
+    prompt_cache: bool = False
+    cache_min_tokens: int = 1_000
+
+    def cache_points(self) -> tuple[bool, bool]:
+        """(after the system prompt, after the user prefix): where cachePoints go. A point goes
+        where the prefix up to it reaches `cache_min_tokens`: the system prompt (the judge's
+        instructions, task and criteria: the same for every call of the judge), and the user
+        prefix (question and reference: the same for every response to one question)."""
+        if not self.prompt_cache:
+            return False, False
+        system = estimate_tokens(self.system_text) if self.system_text else 0
+        prefix = estimate_tokens(self.user_prefix) if self.user_prefix else 0
+        return system >= self.cache_min_tokens, bool(self.user_prefix) and system + prefix >= self.cache_min_tokens
 
     def to_api(self) -> dict[str, Any]:
+        after_system, after_prefix = self.cache_points()
+        if self.user_prefix:
+            point = [CACHE_POINT] if after_prefix else []
+            content: list[dict[str, Any]] = [{"text": self.user_prefix}, *point, {"text": self.user_text}]
+        else:
+            content = [{"text": self.user_text}]
         body: dict[str, Any] = {
             "modelId": self.model,
-            "messages": [{"role": "user", "content": [{"text": self.user_text}]}],
+            "messages": [{"role": "user", "content": content}],
             "inferenceConfig": {"maxTokens": self.max_tokens, "temperature": self.temperature},
         }
         if self.system_text:
-            body["system"] = [{"text": self.system_text}]
+            body["system"] = [{"text": self.system_text}, *([CACHE_POINT] if after_system else [])]
+        if self.service_tier != "default":
+            body["serviceTier"] = {"type": self.service_tier}
         if self.tool_name is not None:
             body["toolConfig"] = {
                 "tools": [
@@ -74,8 +127,11 @@ class ConverseRequest:
         return body
 
     def token_estimate(self) -> int:
+        """What Bedrock reserves against tokens per minute when the call starts: every input
+        token (cached or not) plus `maxTokens`. Settling returns what was not used."""
         schema_chars = len(str(self.tool_schema)) if self.tool_schema else 0
-        return estimate_tokens(self.user_text) + estimate_tokens(self.system_text) + schema_chars // 4 + self.max_tokens
+        prefix = estimate_tokens(self.user_prefix) if self.user_prefix else 0
+        return estimate_tokens(self.user_text) + prefix + estimate_tokens(self.system_text) + schema_chars // 4 + self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -84,9 +140,13 @@ class ConverseReply:
     tool_input: dict[str, Any] | None
     stop_reason: str
     input_tokens: int
+    """Input tokens billed at the input price (Bedrock's `inputTokens`: not read from or written to the cache)."""
     output_tokens: int
     latency_ms: float
     attempts: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    service_tier: str = "default"
 
 
 @dataclass
@@ -99,7 +159,11 @@ class ClientStats:
     throttled: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
+    """Tokens of answered calls by (model, service tier): what `farm.cost` prices."""
 
 
 class ConverseClient:
@@ -108,15 +172,19 @@ class ConverseClient:
     def __init__(self, config: BedrockConfig, quotas: QuotaBackend, *, patient: bool = False):
         """`patient`: no caller is waiting (offline scoring), so a call waits for quota as long as
         it takes, the deadline bounds each call from the moment the quota admits it, and 429s
-        do not use up attempts: offline work never fails on quota alone."""
+        do not use up attempts: offline work never fails on quota alone. Calls in flight are
+        capped at `config.concurrency()`: `max_concurrency`, or sized from the quotas."""
         self.config = config
         self.quotas = quotas
         self.patient = patient
         self.stats = ClientStats()
-        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self.concurrency = config.concurrency()
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._warming: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._warm_until: dict[tuple[str, int], float] = {}
 
     async def _get_client(self) -> Any:
         if self._client is not None:
@@ -127,7 +195,7 @@ class ConverseClient:
                 from aiobotocore.session import get_session
 
                 botocore_config = AioConfig(
-                    max_pool_connections=self.config.max_concurrency,
+                    max_pool_connections=self.concurrency,
                     connect_timeout=self.config.connect_timeout_s,
                     read_timeout=self.config.read_timeout_s,
                     retries={"total_max_attempts": 1, "mode": "standard"},
@@ -147,7 +215,45 @@ class ConverseClient:
         self._client = None
 
     async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
-        """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic)."""
+        """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic).
+
+        A call whose system prompt ends in a cachePoint that this client has not yet written
+        waits (bounded by `cache_warm_wait_s` and the deadline) while the first such call writes
+        it: calls sent together would otherwise all pay to write the same prefix, and none read it."""
+        if request.prompt_cache and request.cache_min_tokens != self.config.cache_min_tokens:
+            request = dataclasses.replace(request, cache_min_tokens=self.config.cache_min_tokens)  # the client's setting wins
+        key = self._warm_key(request)
+        if key is None:
+            return await self._converse(request, deadline=deadline, region=region)
+        warming = self._warming.get(key)
+        if warming is None:  # this call writes the prefix; the others wait for it
+            done = self._warming[key] = asyncio.get_running_loop().create_future()
+            try:
+                reply = await self._converse(request, deadline=deadline, region=region)
+                self._warm_until[key] = time.monotonic() + _WARM_TTL_S  # written: later calls go at once
+                return reply
+            finally:  # answered or failed, the waiting calls go now
+                del self._warming[key]
+                done.set_result(None)
+        wait = min(self.config.cache_warm_wait_s, max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(warming), wait)
+        return await self._converse(request, deadline=deadline, region=region)
+
+    def _warm_key(self, request: ConverseRequest) -> tuple[str, int] | None:
+        """(model, hash of the system prompt) when the call caches its system prompt and this
+        client has not written it within the cache's TTL; else None (send at once)."""
+        if self.config.cache_warm_wait_s <= 0 or not request.cache_points()[0]:
+            return None
+        key = (request.model, hash(request.system_text))
+        if self._warm_until.get(key, 0.0) > time.monotonic():
+            return None
+        if len(self._warm_until) > 1024:
+            now = time.monotonic()
+            self._warm_until = {k: t for k, t in self._warm_until.items() if t > now}
+        return key
+
+    async def _converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
         region = region or self.config.region
@@ -216,7 +322,7 @@ class ConverseClient:
                 last_error = f"{type(exc).__name__}: {exc}"
                 last_throttled = False
             else:
-                return self._reply(response, region, reservation, started, attempt, model)
+                return self._reply(response, region, reservation, started, attempt, model, request.service_tier)
             delay = random.uniform(0, min(retry.max_delay_s, retry.base_delay_s * 2 ** (max(attempt, 1) - 1)))
             if attempt == retry.max_attempts:
                 break
@@ -227,15 +333,29 @@ class ConverseClient:
         raise error_class(f"{request.model}: gave up after {retry.max_attempts} attempt(s); last error: {last_error or 'none recorded'}")
 
     def _reply(
-        self, response: Mapping[str, Any], region: str, reservation: Reservation, started: float, attempt: int, model: str
+        self,
+        response: Mapping[str, Any],
+        region: str,
+        reservation: Reservation,
+        started: float,
+        attempt: int,
+        model: str,
+        sent_tier: str = "default",
     ) -> ConverseReply:
         usage = response.get("usage", {})
         input_tokens = int(usage.get("inputTokens", 0))
         output_tokens = int(usage.get("outputTokens", 0))
-        self.quotas.settle(model, region, reservation, input_tokens + output_tokens)
+        cache_read = int(usage.get("cacheReadInputTokens", 0) or 0)
+        cache_write = int(usage.get("cacheWriteInputTokens", 0) or 0)
+        self.quotas.settle(model, region, reservation, settled_tokens(input_tokens, output_tokens, cache_read, cache_write))
         self.stats.succeeded += 1
         self.stats.input_tokens += input_tokens
         self.stats.output_tokens += output_tokens
+        self.stats.cache_read_tokens += cache_read
+        self.stats.cache_write_tokens += cache_write
+        tier = str((response.get("serviceTier") or {}).get("type", sent_tier))  # the tier that served it, as Bedrock says
+        key = (model, tier)
+        self.stats.usage[key] = self.stats.usage.get(key, Usage()) + Usage(input_tokens, output_tokens, cache_read, cache_write)
         texts: list[str] = []
         tool_input: dict[str, Any] | None = None
         for block in response.get("output", {}).get("message", {}).get("content", []):
@@ -252,4 +372,7 @@ class ConverseClient:
             output_tokens=output_tokens,
             latency_ms=(time.monotonic() - started) * 1000.0,
             attempts=attempt,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            service_tier=tier,
         )

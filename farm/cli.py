@@ -951,6 +951,12 @@ def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:
         for name, counts in summary["escalation"].items():
             echo(f"    {name:<16} {_counts(counts)}")
     echo(f"  tokens: {summary['input_tokens']} in, {summary['output_tokens']} out; cache hits {summary['cache_hits']}")
+    if summary.get("cache_read_tokens") or summary.get("cache_write_tokens"):
+        echo(f"  prompt cache: {summary['cache_read_tokens']} tokens read, {summary['cache_write_tokens']} written")
+    if summary.get("cost_usd") is not None:
+        per = summary.get("cost_per_rollout_usd")
+        per_text = f" (${per:.8f} per rollout)" if per is not None else ""
+        echo(f"  cost: ${summary['cost_usd']:.6f}{per_text} at list prices unless config `prices` says otherwise")
     if summary["invalid_rows"]:
         echo(f"  invalid rows: {summary['invalid_rows']} (see {summary['errors_file']})")
     echo(f"  summary: {summary_path}")

@@ -55,6 +55,8 @@ __all__ = [
     "ScoreMap",
     "LengthCorrection",
     "invalid_config",
+    "INFERENCE_PROFILE_PREFIXES",
+    "base_model_id",
     "load_config",
     "load_raw_config",
     "parse_config",
@@ -170,6 +172,12 @@ class _BedrockJudgeBase(_JudgeBase):
     structured_output: Literal["tool", "text"] = "tool"
     """`tool`: forced Converse toolChoice with a JSON schema; `text`: JSON in plain text."""
     parse_retries: int = Field(default=1, ge=0, le=5)
+    service_tier: Literal["default", "flex", "priority"] = "default"
+    """Converse `serviceTier`: `flex` is cheaper for delay-tolerant work (offline rescoring),
+    `priority` faster at a premium. `default` sends no tier at all (Bedrock's standard tier)."""
+    prompt_cache: bool = True
+    """Put a Converse `cachePoint` after the prompt prefix every call of this judge shares, when
+    that prefix reaches `bedrock.cache_min_tokens` (Bedrock ignores or refuses shorter ones)."""
 
 
 class RubricJudgeConfig(_BedrockJudgeBase):
@@ -327,25 +335,64 @@ class RetryConfig(_Section):
 
 
 class QuotaConfig(_Section):
-    """A Bedrock quota for one model in one region, as the AWS console shows it."""
+    """A Bedrock quota for one model in one region, as the AWS console shows it.
 
-    rpm: int = Field(gt=0)
+    Bedrock throttles on-demand calls by tokens per minute: each call reserves its input plus
+    `maxTokens` when it starts, and what it did not use comes back when it ends. `tpm` is
+    therefore the budget; `rpm` is optional (accounts that also have a request quota set it).
+    Without `rpm` the request bucket is sized so it never binds before the token bucket."""
+
     tpm: int = Field(gt=0)
+    rpm: int | None = Field(default=None, gt=0)
     burst_s: float = Field(default=1.0, gt=0, le=60)
     """Seconds of quota that may be spent at once after an idle spell."""
+
+    @property
+    def effective_rpm(self) -> int:
+        """The request rate the limiter uses: `rpm`, or (unset) one request per 100 tokens of
+        `tpm`, far above what any judge call (hundreds of tokens reserved) can reach."""
+        return self.rpm if self.rpm is not None else max(60, self.tpm // 100)
+
+
+_TOKENS_PER_CALL = 1_000
+"""Tokens a judge call reserves (input + maxTokens), for sizing concurrency from a tpm-only quota."""
 
 
 class BedrockConfig(_Section):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     """Overrides the endpoint; `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` does the same without config."""
-    max_concurrency: int = Field(default=64, ge=1, le=4096)
+    max_concurrency: int | None = Field(default=None, ge=1, le=16_384)
+    """Calls in flight per process. Unset: sized from the quotas (`concurrency()`), so a
+    process never sends in waves when the quota would let it send more."""
+    expected_latency_s: float = Field(default=1.0, gt=0, le=600)
+    """Typical Converse latency, for sizing concurrency: in-flight calls = rate × latency (Little's law)."""
+    concurrency_headroom: float = Field(default=2.0, ge=1, le=20)
+    """Slack on Little's law for latency spread (a slow tail holds slots longer)."""
+    cache_min_tokens: int = Field(default=1_000, ge=1)
+    """Shortest prompt prefix worth a `cachePoint` (Nova's minimum is about 1,000 tokens)."""
+    cache_warm_wait_s: float = Field(default=5.0, ge=0, le=120)
+    """Calls that share a not-yet-cached system prompt wait up to this long for the first one to
+    write it, instead of all paying to write it; 0 sends them at once."""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
     retry: RetryConfig = RetryConfig()
     quotas: dict[str, QuotaConfig] = Field(default_factory=dict)
-    """Keyed by model id (or `model@region`)."""
+    """Keyed by model id (or `model@region`). An inference profile (`us.amazon.nova-2-lite-v1:0`)
+    is looked up as written first, then by its base model id."""
     default_quota: QuotaConfig = QuotaConfig(rpm=100, tpm=100_000)
+
+    def concurrency(self) -> int:
+        """`max_concurrency`, or when unset: the calls the configured quotas can keep in flight
+        (requests/s × expected latency × headroom, summed over `quotas`, or `default_quota`
+        when none is set), between 16 and 4,096. At 2,000 rpm, 1 s and headroom 2 that is 67
+        per model; at 20,000 rpm, 667."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        quotas = list(self.quotas.values()) or [self.default_quota]
+        per_s = [(q.rpm if q.rpm is not None else q.tpm / _TOKENS_PER_CALL) / 60.0 for q in quotas]
+        in_flight = sum(rate * self.expected_latency_s * self.concurrency_headroom for rate in per_s)
+        return int(min(4096, max(16, round(in_flight))))
 
 
 class EscalateConfig(_Section):
@@ -400,10 +447,39 @@ class EmulatorConfig(_Section):
 
 
 class ModelPrice(_Section):
-    """On-demand price of one model, in USD per 1,000 tokens (for cost estimates in reports)."""
+    """On-demand price of one model in USD, per 1,000 tokens (`*_per_1k`) or per million
+    (`*_per_1m`; give one unit, not both). Cache reads and writes default to the input price
+    when unset; `flex_discount` is the share taken off under `service_tier: flex`."""
 
-    input_per_1k: float = Field(ge=0)
-    output_per_1k: float = Field(ge=0)
+    input_per_1k: float | None = Field(default=None, ge=0)
+    output_per_1k: float | None = Field(default=None, ge=0)
+    cache_read_per_1k: float | None = Field(default=None, ge=0)
+    cache_write_per_1k: float | None = Field(default=None, ge=0)
+    input_per_1m: float | None = Field(default=None, ge=0)
+    output_per_1m: float | None = Field(default=None, ge=0)
+    cache_read_per_1m: float | None = Field(default=None, ge=0)
+    cache_write_per_1m: float | None = Field(default=None, ge=0)
+    flex_discount: float = Field(default=0.0, ge=0, lt=1)
+    priority_premium: float = Field(default=0.0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> ModelPrice:
+        for name in ("input", "output", "cache_read", "cache_write"):
+            if getattr(self, f"{name}_per_1k") is not None and getattr(self, f"{name}_per_1m") is not None:
+                raise ValueError(f"give {name}_per_1k or {name}_per_1m, not both")
+        for name in ("input", "output"):
+            if getattr(self, f"{name}_per_1k") is None and getattr(self, f"{name}_per_1m") is None:
+                raise ValueError(f"{name}_per_1k or {name}_per_1m is required")
+        return self
+
+    def per_token(self, kind: Literal["input", "output", "cache_read", "cache_write"]) -> float:
+        """USD per token of `kind`; a cache price left unset is the input price."""
+        per_1k, per_1m = getattr(self, f"{kind}_per_1k"), getattr(self, f"{kind}_per_1m")
+        if per_1k is not None:
+            return float(per_1k) / 1_000
+        if per_1m is not None:
+            return float(per_1m) / 1_000_000
+        return self.per_token("input")
 
 
 class CanaryConfig(_Section):
@@ -508,7 +584,8 @@ class FarmConfig(_Section):
     serve: ServeConfig = ServeConfig()
     integrity: IntegrityConfig = IntegrityConfig()
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    """Keyed by model id; judges whose model has no price are reported without a cost."""
+    """Keyed by model id (base id or inference profile), merged over the list prices in
+    `farm.cost.LIST_PRICES`; a model with no price is reported without a cost."""
     batch_size: int = Field(default=64, ge=1)
     """Rollouts per scoring batch in `farm score` (groups are never split)."""
 
@@ -527,8 +604,28 @@ class FarmConfig(_Section):
         return self
 
     def quota_for(self, model: str, region: str) -> QuotaConfig:
+        """The quota of `model` in `region`: exact id first (`model@region`, then `model`), then
+        the base model of an inference profile (`us.amazon.nova-2-lite-v1:0` finds a quota
+        written for `amazon.nova-2-lite-v1:0`), then `default_quota`."""
         quotas = self.bedrock.quotas
-        return quotas.get(f"{model}@{region}") or quotas.get(model) or self.bedrock.default_quota
+        base = base_model_id(model)
+        for key in (f"{model}@{region}", model, f"{base}@{region}", base):
+            if key in quotas:
+                return quotas[key]
+        return self.bedrock.default_quota
+
+
+INFERENCE_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
+"""Geographic prefixes of Bedrock cross-Region inference profiles (`us.amazon.nova-2-lite-v1:0`)."""
+
+
+def base_model_id(model: str) -> str:
+    """The foundation model behind an inference-profile id (`global.amazon.nova-2-lite-v1:0` ->
+    `amazon.nova-2-lite-v1:0`); any other id unchanged."""
+    for prefix in INFERENCE_PROFILE_PREFIXES:
+        if model.startswith(prefix) and "." in model[len(prefix) :]:
+            return model[len(prefix) :]
+    return model
 
 
 def _require_unique(names: list[str], what: str) -> None:

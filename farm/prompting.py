@@ -6,6 +6,8 @@ cannot close the fence and speak to the judge: it would have to guess the tag.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ __all__ = [
     "preference_schema",
     "rubric_prompt",
     "rubric_schema",
+    "shared_tag",
 ]
 
 RUBRIC_TOOL = "record_rubric_grades"
@@ -38,6 +41,10 @@ class Prompt:
     system: str
     user: str
     truncated: bool
+    prefix: str = ""
+    """The start of the user turn that every call about the same question shares (question,
+    reference): sent before `user`, with a prompt-cache point after it when system + prefix is
+    long enough (`ConverseRequest.user_prefix`)."""
 
 
 @cache
@@ -47,6 +54,17 @@ def _template(name: str) -> Template:
 
 def new_tag() -> str:
     return secrets.token_hex(6)
+
+
+_TAG_KEY = secrets.token_bytes(16)
+"""Per-process secret behind `shared_tag`: a rollout cannot compute the tag of its own prompt."""
+
+
+def shared_tag(*parts: str) -> str:
+    """A fence tag that is the same for every call about the same `parts` in this process
+    (so their common prefix can be cached) and unguessable without the process secret."""
+    digest = hmac.new(_TAG_KEY, "\x00".join(parts).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return digest[:12]
 
 
 def clip(text: str, limit: int) -> tuple[str, bool]:
@@ -82,9 +100,11 @@ def rubric_prompt(
     structured: bool,
     tag: str | None = None,
 ) -> Prompt:
-    tag = tag or new_tag()
     response, cut_response = clip(response, max_chars)
     prompt, cut_prompt = clip(prompt, max_chars)
+    # One tag for every response to this question, so the shared prefix is byte-identical and
+    # cacheable; it is keyed by a process secret, so the policy still cannot guess it.
+    tag = tag or shared_tag(task, prompt, reference or "")
     reference_block, cut_reference = _reference_block(reference, tag, max_chars)
     lines = [f"- {c.name} [{'1-5' if c.scale == 'likert5' else 'yes/no'}] (weight {c.weight:g}): {c.description}" for c in criteria]
     if structured:
@@ -92,16 +112,20 @@ def rubric_prompt(
     else:
         example = {c.name: {"rationale": "...", "score": 4 if c.scale == "likert5" else True} for c in criteria}
         instruction = "Answer with one JSON object and nothing else, shaped like:\n" + json.dumps(example)
-    user = _template("rubric_user").substitute(
-        task=task,
-        tag=tag,
-        prompt=_fenceproof(prompt, tag),
-        response=_fenceproof(response, tag),
-        reference_block=reference_block,
-        criteria="\n".join(lines),
-        answer_instruction=instruction,
+    # Three layers, from most to least shared, so each can end a cached prefix: the judge's rules
+    # (system: instructions, task, criteria), the question (task and reference), the response.
+    rules = _template("rubric_rules").substitute(task=task, criteria="\n".join(lines))
+    question = _template("rubric_question").substitute(tag=tag, prompt=_fenceproof(prompt, tag), reference_block=reference_block)
+    # The response gets a fresh tag per call: a parse retry is a different request, not a repeat.
+    response_tag = new_tag()
+    fenced = _fenceproof(_fenceproof(response, tag), response_tag)
+    user = _template("rubric_response").substitute(tag=response_tag, response=fenced, answer_instruction=instruction)
+    return Prompt(
+        system=_template("rubric_system").template.strip() + "\n\n" + rules.strip(),
+        user=user,
+        truncated=cut_response or cut_prompt or cut_reference,
+        prefix=question,
     )
-    return Prompt(system=_template("rubric_system").template.strip(), user=user, truncated=cut_response or cut_prompt or cut_reference)
 
 
 def rubric_schema(criteria: Sequence[Criterion]) -> dict[str, Any]:

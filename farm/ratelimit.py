@@ -153,7 +153,7 @@ class ModelQuota:
         self._admitted: deque[tuple[float, int]] = deque()
         self._throttles: deque[float] = deque()
         self._settled: deque[float] = deque()
-        rps, tps = config.rpm / 60.0, config.tpm / 60.0
+        rps, tps = config.effective_rpm / 60.0, config.tpm / 60.0
         self.requests = TokenBucket(rps, max(1.0, rps * config.burst_s), clock)
         self.tokens = TokenBucket(tps, max(1.0, tps * config.burst_s), clock)
         self.throttle_events = 0
@@ -241,7 +241,7 @@ class ModelQuota:
             return False
         self._recover()
         self.config = config
-        rps, tps = config.rpm / 60.0, config.tpm / 60.0
+        rps, tps = config.effective_rpm / 60.0, config.tpm / 60.0
         self.requests.resize(rps * self._scale, max(1.0, rps * self._scale * config.burst_s))
         self.tokens.resize(tps * self._scale, max(1.0, tps * config.burst_s))
         return True
@@ -270,7 +270,7 @@ class ModelQuota:
             succeeded = sum(1 for t in self._settled if t >= first)
         else:  # the quota actor sees grants and 429s only
             succeeded = max(0, sum(n for t, n in self._admitted if t >= first) - len(self._throttles))
-        served = succeeded / span / (self.config.rpm / 60.0)
+        served = succeeded / span / (self.config.effective_rpm / 60.0)
         if succeeded >= 2 and served < self._scale * _FAR_BELOW:  # far below what was admitted: go there at once
             new = max(self._min_scale, served * _BELOW_LEARNED)
         elif succeeded >= 2 or self.cuts:  # near the real quota: step just below the rate that drew the 429s
@@ -320,7 +320,7 @@ class ModelQuota:
         """The admitted rate, and a burst that shrinks with it: a learned 60 rpm must not be
         followed by the configured quota's burst after an idle spell."""
         self._scale = scale
-        rps = self.config.rpm / 60.0 * scale
+        rps = self.config.effective_rpm / 60.0 * scale
         self.requests.resize(rps, max(1.0, rps * self.config.burst_s))
         self.tokens.set_rate(self.config.tpm / 60.0 * scale)
 

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from farm.batching import make_batches
 from farm.cascade import escalated
 from farm.config import FarmConfig
+from farm.cost import PriceTable, Usage
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
 from farm.judges.base import failure_reason
@@ -24,7 +25,7 @@ from farm.progress import Progress
 from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
 
-__all__ = ["ScoreSummary", "degradation", "score_file"]
+__all__ = ["ScoreSummary", "add_cost", "degradation", "score_file"]
 
 
 @dataclass
@@ -45,6 +46,14 @@ class ScoreSummary:
     reward_mean: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    """Prompt tokens read from Bedrock's prompt cache (billed at the cache-read rate)."""
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    """What the Bedrock calls of this run cost at the price table's rates (farm.cost); None when a model has no price."""
+    cost_per_rollout_usd: float | None = None
+    cost_without_prompt_cache_usd: float | None = None
+    """The same calls with every cached prompt token billed as plain input."""
     cache_hits: int = 0
     cache_misses: int = 0
     elapsed_s: float = 0.0
@@ -119,6 +128,8 @@ async def score_file(
     finally:
         await ensemble.aclose()
     summary.reward_mean = round(sum(rewards) / len(rewards), 4) if rewards else None
+    if client is not None:
+        add_cost(summary, client.stats.usage, PriceTable.from_config(config))
     if ensemble.cache is not None:
         summary.cache_hits = ensemble.cache.stats.hits + ensemble.cache.stats.joined
         summary.cache_misses = ensemble.cache.stats.misses
@@ -146,6 +157,19 @@ def _count(summary: ScoreSummary, result: RewardResult) -> None:
         if not verdict.cached:
             summary.input_tokens += verdict.input_tokens
             summary.output_tokens += verdict.output_tokens
+            summary.cache_read_tokens += verdict.cache_read_tokens
+            summary.cache_write_tokens += verdict.cache_write_tokens
+
+
+def add_cost(summary: ScoreSummary, usage: Mapping[tuple[str, str], Usage], prices: PriceTable) -> None:
+    """Dollars for the calls in `usage` ((model, tier) -> tokens), total and per rollout."""
+    costs = [prices.cost(model, tokens, tier) for (model, tier), tokens in usage.items()]
+    if any(c is None for c in costs):
+        return
+    total = sum(c.usd for c in costs if c is not None)
+    summary.cost_usd = round(total, 6)
+    summary.cost_without_prompt_cache_usd = round(sum(c.uncached_usd for c in costs if c is not None), 6)
+    summary.cost_per_rollout_usd = round(total / summary.rollouts, 8) if summary.rollouts else None
 
 
 def _short(error: str, limit: int = 160) -> str:

@@ -83,6 +83,10 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     """Why the status is not `ok`: a `farm.flags.FailureReason` value (None when ok, and in results
     written before the field existed); `error` keeps the human text. Typed `str` on the wire so
     that a reader older than a newly added reason still decodes the result."""
+    cache_read_tokens: int = 0
+    """Prompt tokens Bedrock read from its prompt cache (billed at the cache-read rate, not in `input_tokens`)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to Bedrock's prompt cache (not in `input_tokens`)."""
 
 
 class RewardResult(msgspec.Struct, frozen=True, kw_only=True):

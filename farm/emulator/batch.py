@@ -295,7 +295,7 @@ class BatchJobs:
             fault = server._draw_fault(faults)
             if fault in _FAULT_ERRORS:
                 raise _ApiError(*_FAULT_ERRORS[fault])
-            answer = answer_request(parsed.user_text, None, profile, job.model)
+            answer = answer_request(parsed.system_text + "\n" + parsed.user_text, None, profile, job.model)  # rules may be in system
             content, stop_reason, text = server._render(answer, None, fault, _model_stats())
             input_tokens, output_tokens = _count_tokens(parsed.all_text), _count_tokens(text)
             if output_tokens > parsed.max_tokens:

@@ -23,14 +23,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from farm.emulator.settings import FAULT_KINDS, NOVA_MODELS, EmulatorSettings, FaultRates
+from farm.config import base_model_id
+from farm.emulator.schema_input import instance_for, is_valid
+from farm.emulator.settings import FAULT_KINDS, NOVA_MODELS, SERVICE_TIERS, EmulatorSettings, FaultRates
 from farm.emulator.simjudge import answer_request
 from farm.ratelimit import TokenBucket
 
 __all__ = ["EmulatorServer", "EmulatorThread", "ModelStats"]
 
 _ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
-_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 _FAULT_ERRORS = {
     "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
     "not_ready": (429, "ModelNotReadyException", "Model is not ready to serve inference requests."),
@@ -59,7 +60,12 @@ class ModelStats:
     """Every error answered, by code, injected or not."""
     faults: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
+    """Input tokens billed as input (Bedrock's `inputTokens`: neither read from nor written to the cache)."""
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    """Admitted calls by service tier."""
     admitted_at: list[float] = field(default_factory=list)
     """Monotonic seconds since the emulator started, one per admitted request."""
 
@@ -80,6 +86,9 @@ class ModelStats:
             "faults": dict(self.faults),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "tiers": dict(self.tiers),
             "peak_admitted_60s": self.peak_in_window(60.0),
             "peak_admitted_1s": self.peak_in_window(1.0),
         }
@@ -110,6 +119,8 @@ class EmulatorServer:
         self.settings = settings or EmulatorSettings()
         self.stats: dict[str, ModelStats] = {}
         self._quotas: dict[str, _Quota] = {}
+        self._prompt_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        """(base model, prefix text) -> (readable from, expires): Bedrock's prompt cache, per model."""
         self._rng = random.Random(self.settings.seed)
         self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -143,6 +154,7 @@ class EmulatorServer:
     def reset(self) -> None:
         self.stats.clear()
         self._quotas.clear()
+        self._prompt_cache.clear()
         self._rng = random.Random(self.settings.seed)
         self._started = time.monotonic()
 
@@ -201,6 +213,13 @@ class EmulatorServer:
         except json.JSONDecodeError:
             raise _ApiError(400, "SerializationException", "Could not parse the request body as JSON.") from None
         parsed = _validate(body, self.settings.max_output_tokens)
+        tiers = self.settings.tiers_for(model)
+        if parsed.service_tier not in tiers:
+            raise _ApiError(
+                400,
+                "ValidationException",
+                f"The provided service tier '{parsed.service_tier}' is not supported for model {model}. Supported: {', '.join(tiers)}.",
+            )
         input_tokens = _count_tokens(parsed.all_text)
         if input_tokens > NOVA_MODELS[base_model]:
             raise _ApiError(400, "ValidationException", "Input is too long for requested model.")
@@ -213,32 +232,71 @@ class EmulatorServer:
             stats.throttled += 1
             raise _ApiError(429, "ThrottlingException", "Too many requests, please wait before trying again.")
         stats.admitted += 1
+        stats.tiers[parsed.service_tier] += 1
         stats.admitted_at.append(time.monotonic() - self._started)
         started = time.monotonic()
-        delay = self._latency(latency_ms)
+        delay = self._latency(latency_ms) * (self.settings.flex_latency_factor if parsed.service_tier == "flex" else 1.0)
+        cache_read, cache_write = self._cache(base_model, parsed.cached_prefixes, ready_in=delay)
         if fault == "hang":
             stats.faults[fault] += 1
             delay = max(delay, faults.hang_s)
         if delay > 0:
             await asyncio.sleep(delay)
-        answer = answer_request(parsed.user_text, parsed.tool_name, profile, model)
+        # the judge's rules (criteria) may sit in the system prompt, the material in the user turn
+        answer = answer_request(parsed.system_text + "\n" + parsed.user_text, parsed.tool_name, profile, model)
+        if parsed.tool_schema is not None and (answer.payload is None or not is_valid(answer.payload, parsed.tool_schema)):
+            # Not one of the farm's judge prompts (or an answer that does not fit this tool): Bedrock
+            # still answers a forced tool call with input that fits the tool's schema.
+            payload = instance_for(parsed.tool_schema, seed=hash(parsed.user_text) & 0xFFFF)
+            answer = type(answer)(answer.kind, payload, json.dumps(payload))
         content, stop_reason, text = self._render(answer, parsed.tool_name, fault, stats)
         output_tokens = _count_tokens(text)
         if output_tokens > parsed.max_tokens:
             content = [{"text": text[: parsed.max_tokens * 4]}]
             output_tokens, stop_reason = parsed.max_tokens, "max_tokens"
-        quota.tokens.give(parsed.max_tokens - output_tokens)
-        stats.input_tokens += input_tokens
+        # Settle as Bedrock does: unused maxTokens come back, and so do cache reads (reserved as input).
+        quota.tokens.give(parsed.max_tokens - output_tokens + cache_read)
+        billed_input = input_tokens - cache_read - cache_write
+        stats.input_tokens += billed_input
         stats.output_tokens += output_tokens
-        return web.json_response(
-            {
-                "output": {"message": {"role": "assistant", "content": content}},
-                "stopReason": stop_reason,
-                "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},
-                "metrics": {"latencyMs": int((time.monotonic() - started) * 1000)},
-            },
-            headers={"x-amzn-RequestId": str(uuid.uuid4())},
-        )
+        stats.cache_read_tokens += cache_read
+        stats.cache_write_tokens += cache_write
+        usage = {"inputTokens": billed_input, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}
+        if parsed.cached_prefixes:
+            usage.update(cacheReadInputTokens=cache_read, cacheWriteInputTokens=cache_write)
+        body_out: dict[str, Any] = {
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop_reason,
+            "usage": usage,
+            "metrics": {"latencyMs": int((time.monotonic() - started) * 1000)},
+        }
+        if parsed.tier_sent:
+            body_out["serviceTier"] = {"type": parsed.service_tier}
+        return web.json_response(body_out, headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+    def _cache(self, base_model: str, prefixes: tuple[str, ...], ready_in: float) -> tuple[int, int]:
+        """(cache read, cache write) tokens for a request with cachePoints ending `prefixes`
+        (shortest first). Only prefixes of at least `cache_min_tokens` are cached (shorter ones
+        are plain input, as on Bedrock). The longest cached prefix within its TTL is read (and its
+        TTL renewed); what lies between it and the last cachePoint is written, readable once the
+        writing call has finished (`ready_in` seconds), so calls sent together all write."""
+        now = time.monotonic()
+        eligible = [(p, _count_tokens(p)) for p in prefixes if _count_tokens(p) >= self.settings.cache_min_tokens]
+        if not eligible:
+            return 0, 0
+        read = 0
+        for prefix, tokens in eligible:
+            entry = self._prompt_cache.get((base_model, prefix))
+            if entry is not None and entry[0] <= now < entry[1]:
+                read = tokens
+                self._prompt_cache[(base_model, prefix)] = (entry[0], now + self.settings.cache_ttl_s)
+        for prefix, _tokens in eligible:
+            entry = self._prompt_cache.get((base_model, prefix))
+            if entry is None or entry[1] <= now:
+                self._prompt_cache[(base_model, prefix)] = (now + ready_in, now + ready_in + self.settings.cache_ttl_s)
+        if len(self._prompt_cache) > 10_000:  # forget the expired ones now and then
+            self._prompt_cache = {k: t for k, t in self._prompt_cache.items() if t[1] > now}
+        return read, eligible[-1][1] - read
 
     def _render(self, answer: Any, tool_name: str | None, fault: str | None, stats: ModelStats) -> tuple[list[dict[str, Any]], str, str]:
         if fault == "malformed":
@@ -299,6 +357,29 @@ class _Parsed:
     all_text: str
     max_tokens: int
     tool_name: str | None
+    system_text: str = ""
+    tool_schema: dict[str, Any] | None = None
+    """The forced tool's input schema."""
+    cached_prefixes: tuple[str, ...] = ()
+    """The prompt text before each cachePoint (system blocks, then message blocks), shortest first."""
+    service_tier: str = "default"
+    tier_sent: bool = False
+
+
+def _blocks(blocks: Any, where: str) -> list[tuple[str, bool]]:
+    """(text, is_cache_point) per content block; a cachePoint must be `{"type": "default"}`."""
+    out: list[tuple[str, bool]] = []
+    for block in blocks if isinstance(blocks, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if "cachePoint" in block:
+            point = block["cachePoint"]
+            if not isinstance(point, dict) or point.get("type") != "default":
+                raise _ApiError(400, "ValidationException", f"{where}: cachePoint.type must be 'default'.")
+            out.append(("", True))
+        else:
+            out.append((str(block.get("text", "")), False))
+    return out
 
 
 def _validate(body: Any, max_output_tokens: int) -> _Parsed:
@@ -313,6 +394,8 @@ def _validate(body: Any, max_output_tokens: int) -> _Parsed:
         )
     texts: list[str] = []
     last_user = ""
+    # Bedrock's prefix order: system first, then the messages; the cache covers up to the last cachePoint.
+    ordered: list[tuple[str, bool]] = _blocks(body.get("system"), "system")
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         expected = "user" if index % 2 == 0 else "assistant"
@@ -325,13 +408,27 @@ def _validate(body: Any, max_output_tokens: int) -> _Parsed:
         content = message.get("content")
         if not isinstance(content, list) or not content:
             raise _ApiError(400, "ValidationException", f"The content field in message {index} is empty.")
-        text = "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+        blocks = _blocks(content, f"messages[{index}].content")
+        ordered.extend(blocks)
+        text = "".join(t for t, _ in blocks)
         texts.append(text)
         if role == "user":
             last_user = text
-    for block in body.get("system") or []:
-        if isinstance(block, dict):
-            texts.append(str(block.get("text", "")))
+    system_text = "".join(t for t, _ in _blocks(body.get("system"), "system"))
+    texts.append(system_text)
+    cached_prefixes = tuple("".join(t for t, _ in ordered[:i]) for i, (_, point) in enumerate(ordered) if point)
+    tier_sent = "serviceTier" in body
+    tier = body.get("serviceTier")
+    if tier_sent and (not isinstance(tier, dict) or not isinstance(tier.get("type"), str)):
+        raise _ApiError(400, "ValidationException", "serviceTier must be an object with a string `type`.")
+    service_tier = str(tier["type"]) if isinstance(tier, dict) else "default"
+    if service_tier not in SERVICE_TIERS:
+        raise _ApiError(
+            400,
+            "ValidationException",
+            f"1 validation error detected: Value '{service_tier}' at 'serviceTier.type' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(SERVICE_TIERS)}]",
+        )
     config = body.get("inferenceConfig") or {}
     max_tokens = config.get("maxTokens", 1024)
     if not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_output_tokens:
@@ -340,29 +437,39 @@ def _validate(body: Any, max_output_tokens: int) -> _Parsed:
     if not isinstance(temperature, int | float) or not 0 <= temperature <= 1:
         raise _ApiError(400, "ValidationException", "temperature must be between 0 and 1.")
     tool_name = None
+    tool_schema: dict[str, Any] | None = None
     tool_config = body.get("toolConfig")
     if tool_config is not None:
-        names = [t.get("toolSpec", {}).get("name") for t in tool_config.get("tools", []) if isinstance(t, dict)]
-        if not names:
+        specs = {t["toolSpec"].get("name"): t["toolSpec"] for t in tool_config.get("tools", []) if isinstance(t, dict) and "toolSpec" in t}
+        if not specs:
             raise _ApiError(400, "ValidationException", "toolConfig.tools must contain at least one tool.")
         texts.append(json.dumps(tool_config))
         choice = tool_config.get("toolChoice") or {"auto": {}}
         if "tool" in choice:
             tool_name = choice["tool"].get("name")
-            if tool_name not in names:
+            if tool_name not in specs:
                 raise _ApiError(400, "ValidationException", f"toolChoice names a tool that is not defined: {tool_name!r}.")
         elif "any" in choice:
-            tool_name = names[0]
-    return _Parsed(user_text=last_user, all_text="\n".join(texts), max_tokens=max_tokens, tool_name=tool_name)
+            tool_name = next(iter(specs))
+        if tool_name is not None:
+            schema = (specs[tool_name].get("inputSchema") or {}).get("json")
+            tool_schema = schema if isinstance(schema, dict) else {"type": "object"}
+    return _Parsed(
+        user_text=last_user,
+        system_text=system_text,
+        all_text="\n".join(texts),
+        max_tokens=max_tokens,
+        tool_name=tool_name,
+        tool_schema=tool_schema,
+        cached_prefixes=cached_prefixes,
+        service_tier=service_tier,
+        tier_sent=tier_sent,
+    )
 
 
 def _base_model(model: str) -> str | None:
-    if model in NOVA_MODELS:
-        return model
-    for prefix in _PROFILE_PREFIXES:
-        if model.startswith(prefix) and model[len(prefix) :] in NOVA_MODELS:
-            return model[len(prefix) :]
-    return None
+    base = base_model_id(model)
+    return base if base in NOVA_MODELS else None
 
 
 def _count_tokens(text: str) -> int:

@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from farm.emulator.simjudge import JudgeProfile
 
-__all__ = ["FAULT_KINDS", "EmulatorSettings", "FaultRates", "ModelSettings", "NOVA_MODELS"]
+__all__ = ["FAULT_KINDS", "SERVICE_TIERS", "EmulatorSettings", "FaultRates", "ModelSettings", "NOVA_MODELS"]
+
+Tier = Literal["priority", "default", "flex", "reserved"]
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+"""The values Converse's `serviceTier.type` takes; any other is a ValidationException."""
 
 NOVA_MODELS: dict[str, int] = {
     "amazon.nova-micro-v1:0": 128_000,
@@ -73,6 +77,8 @@ class ModelSettings(BaseModel):
     judge: JudgeProfile | None = None
     access: Literal["granted", "denied", "not_found"] = "granted"
     """`denied`: 403 AccessDeniedException (no model access); `not_found`: 404 ResourceNotFoundException."""
+    service_tiers: list[Tier] | None = None
+    """Tiers this model serves; a request for another is a 400 ValidationException."""
 
 
 class EmulatorSettings(BaseModel):
@@ -89,6 +95,14 @@ class EmulatorSettings(BaseModel):
     faults: FaultRates = FaultRates()
     judge: JudgeProfile = JudgeProfile()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    service_tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["default", "flex", "priority"]))
+    """Tiers every model serves unless its `models` entry says otherwise (`reserved` needs a reservation)."""
+    flex_latency_factor: float = Field(default=2.0, ge=1)
+    """A `flex` call takes this many times the latency of a default one."""
+    cache_min_tokens: int = Field(default=1_000, ge=1)
+    """A cachePoint after a shorter prefix caches nothing (Nova's minimum is about 1,000 tokens)."""
+    cache_ttl_s: float = Field(default=300.0, gt=0)
+    """How long a cached prefix lives after its last use (Bedrock: 5 minutes)."""
     seed: int = 0
     check_signature: bool = True
     """Reject calls without a SigV4 Authorization header scoped to the `bedrock` service."""
@@ -103,6 +117,11 @@ class EmulatorSettings(BaseModel):
             override.judge or self.judge,
             override.access,
         )
+
+    def tiers_for(self, model: str) -> list[str]:
+        override = self.models.get(model)
+        tiers = override.service_tiers if override is not None and override.service_tiers is not None else self.service_tiers
+        return list(tiers)
 
     def merged(self, patch: dict[str, Any]) -> EmulatorSettings:
         """These settings with a (deep) partial update applied, validated."""

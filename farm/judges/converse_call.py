@@ -27,6 +27,7 @@ class Answer(Generic[T]):
     output_tokens: int = 0
     latency_ms: float = 0.0
     flags: set[str] = field(default_factory=set)
+    cache_tokens: tuple[int, int] = (0, 0)  # bedrock: (cache read, cache write) prompt tokens
 
 
 class AskError(JudgeError):
@@ -70,6 +71,7 @@ async def ask(
             raise AskError(exc, answer.input_tokens, answer.output_tokens, _ms(started)) from exc
         answer.input_tokens += reply.input_tokens
         answer.output_tokens += reply.output_tokens
+        answer.cache_tokens = (answer.cache_tokens[0] + reply.cache_read_tokens, answer.cache_tokens[1] + reply.cache_write_tokens)  # noqa: E501 - bedrock
         cut_off = reply.stop_reason == "max_tokens"
         try:
             if reply.tool_input is not None:
@@ -85,7 +87,7 @@ async def ask(
             answer.flags.add(Flag.TRUNCATED)
         if repaired:
             answer.flags.add(Flag.PARSE_REPAIRED)
-        return Answer(value, answer.input_tokens, answer.output_tokens, _ms(started), answer.flags)
+        return Answer(value, answer.input_tokens, answer.output_tokens, _ms(started), answer.flags, answer.cache_tokens)
     assert last_parse_error is not None
     raise AskError(last_parse_error, answer.input_tokens, answer.output_tokens, _ms(started))
 

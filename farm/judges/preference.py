@@ -252,6 +252,8 @@ class PreferenceJudge:
                 tool_name=PREFERENCE_TOOL if structured else None,
                 tool_description="Record which response is better and why.",
                 tool_schema=self._schema if structured else None,
+                service_tier=config.service_tier,  # bedrock: tier and prompt cache from judge config
+                prompt_cache=config.prompt_cache,
             )
             return rendered, request
 

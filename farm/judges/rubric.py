@@ -61,11 +61,14 @@ class RubricJudge:
             request = ConverseRequest(
                 model=config.model,
                 user_text=prompt.user,
+                user_prefix=prompt.prefix,  # bedrock: the shared, cacheable start of the user turn
                 system_text=prompt.system,
                 max_tokens=config.max_tokens,
                 tool_name=RUBRIC_TOOL if structured else None,
                 tool_description="Record one grade and rationale per rubric criterion.",
                 tool_schema=self._schema if structured else None,
+                service_tier=config.service_tier,  # bedrock: tier and prompt cache from judge config
+                prompt_cache=config.prompt_cache,
             )
             return prompt, request
 
@@ -90,4 +93,6 @@ class RubricJudge:
             input_tokens=answer.input_tokens,
             output_tokens=answer.output_tokens,
             flags=tuple(sorted(map(str, answer.flags))),
+            cache_read_tokens=answer.cache_tokens[0],  # bedrock: prompt-cache usage
+            cache_write_tokens=answer.cache_tokens[1],
         )

@@ -50,7 +50,7 @@ __all__ = [
 
 BATCH_DISCOUNT = 0.5
 """Bedrock batch inference bills Nova models at half the on-demand token price."""
-_TAG = re.compile(r"<<<BEGIN TASK ([0-9a-f]{12})>>>")
+_TAG = re.compile(r"<<<BEGIN (?:TASK|RESPONSE|RESPONSE_A|RESPONSE_B) ([0-9a-f]{12})>>>")
 _STATE = "_batch/state.json"
 _TERMINAL = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
 
@@ -80,9 +80,8 @@ def request_key(request: ConverseRequest) -> str:
     """A record id for a request: its body hashed with the per-call fence tag taken out, so the
     same judge question asked again (with a fresh tag) finds the same answer."""
     text = json.dumps(request.to_api(), sort_keys=True, ensure_ascii=False)
-    tag = _TAG.search(request.user_text)
-    if tag:
-        text = text.replace(tag.group(1), "")
+    for tag in _TAG.findall(request.user_prefix + request.user_text):
+        text = text.replace(tag, "")
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -104,6 +103,7 @@ class RecordingClient:
         else:
             body = request.to_api()
             body.pop("modelId")
+            body.pop("serviceTier", None)  # a batch job has its own price; the on-demand tier does not apply
             self.records[key] = [request.model, body, 1]
         raise Deferred("deferred to a Bedrock batch job")
 
@@ -433,7 +433,7 @@ def billed_cost(batch: dict[str, Any], on_demand_tokens: dict[str, list[int]], c
         price = config.prices.get(model)
         if price is None:
             return None
-        on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
+        on_demand += tokens_in * price.per_token("input") + tokens_out * price.per_token("output")
     return {**cost, "on_demand_calls_usd": round(on_demand, 6), "billed_usd": round(cost["batch_usd"] + on_demand, 6)}
 
 
@@ -447,7 +447,7 @@ def _costs(tokens: dict[str, list[int]], config: FarmConfig) -> dict[str, Any]:
         if price is None:
             unpriced.append(model)
             continue
-        on_demand += tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k
+        on_demand += tokens_in * price.per_token("input") + tokens_out * price.per_token("output")
     if unpriced:
         return {"batch_tokens": {m: t for m, t in tokens.items()}, "cost": None, "unpriced_models": unpriced}
     return {

@@ -41,13 +41,18 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
     import numpy as np
 
     reward, label, scores = data.arrays()
+    from farm.cost import PriceTable, Usage
+
+    prices = PriceTable.from_config(config)
     models = {j.name: getattr(j, "model", None) for j in config.judges}
+    tiers = {j.name: str(getattr(j, "service_tier", "default")) for j in config.judges}
     judges: dict[str, Any] = {}
     for name in data.judges:
         column = scores[name]
         present = column[~np.isnan(column)]
         tokens_in, tokens_out = data.tokens[name]
-        price = config.prices.get(models.get(name) or "")
+        model = models.get(name)
+        usd = prices.usd(model, Usage(tokens_in, tokens_out), tiers[name]) if model else None
         judges[name] = {
             "model": models.get(name),
             "scored": int(present.size),
@@ -57,7 +62,7 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
             "histogram": _histogram(column),
             "input_tokens": tokens_in,
             "output_tokens": tokens_out,
-            "cost_usd": round(tokens_in / 1000 * price.input_per_1k + tokens_out / 1000 * price.output_per_1k, 4) if price else None,
+            "cost_usd": None if usd is None else round(usd, 6),
             "against_label": _label_metrics(column, label),
         }
     columns = {name: scores[name].tolist() for name in data.judges}  # farm.stats is pure Python: lists iterate fastest
@@ -85,7 +90,10 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
         "ensemble_against_label": _label_metrics(reward, label),
         "total_cost_usd": None
         if all(j["cost_usd"] is None for j in judges.values())
-        else round(sum(j["cost_usd"] or 0 for j in judges.values()), 4),
+        else round(sum(j["cost_usd"] or 0 for j in judges.values()), 6),
+        "cost_per_row_usd": None
+        if n == 0 or all(j["cost_usd"] is None for j in judges.values())
+        else round(sum(j["cost_usd"] or 0 for j in judges.values()) / n, 8),
         "elapsed_s": elapsed_s,
     }
 
@@ -154,7 +162,10 @@ def render_html(summary: dict[str, Any], title: str) -> str:
     flags = "".join(f"<li><code>{html.escape(k)}</code>: {v}</li>" for k, v in sorted(summary["flags"].items())) or "<li>none</li>"
     ensemble = summary["ensemble_against_label"]
     total = summary["total_cost_usd"]
+    per_row = summary.get("cost_per_row_usd")
     cost = "no cost estimate (no `prices` configured for these models)" if total is None else f"estimated cost ${total:.4f}"
+    if total is not None and per_row is not None:
+        cost += f" (${per_row:.6f} per row, at list prices unless `prices` says otherwise)"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}

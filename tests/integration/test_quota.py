@@ -61,3 +61,18 @@ def test_throttling_backs_off_instead_of_storming(aws_env, report):
     assert stats.admitted == 60
     # a retry storm would send several attempts per call; AIMD keeps 429s well below the calls made
     assert stats.throttled < 60
+
+
+def test_a_tokens_only_quota_holds_at_the_service(aws_env, report):
+    """No rpm, only tpm: the farm reserves input + maxTokens per call, settles from usage, and the
+    emulator (which throttles by tokens the same way) never answers 429."""
+    aws_env.update(rpm=100_000, tpm=120_000, burst_s=1.0, latency_ms=50)  # 2,000 tokens a second
+    results, client = offer(90, QuotaConfig(tpm=120_000, burst_s=1.0), deadline_s=30)
+    stats = aws_env.stats()[MODEL]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    report(f"tpm-only quota 120k: {stats.received} seen, {stats.throttled} throttled, {client.stats.attempts} attempts")
+    assert not failures, failures[:3]
+    assert stats.admitted == 90 and stats.throttled == 0
+    # each call reserves ~66 tokens (input + maxTokens 64) but uses ~25: settling returned the rest
+    used = stats.input_tokens + stats.output_tokens
+    assert used < 90 * 66 / 2

@@ -26,7 +26,7 @@ from tests.integrity.adversarial import FAMILIES, HELD_OUT, load
 
 pytestmark = pytest.mark.integration
 
-LITE, MICRO = "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
+LITE, MICRO = "us.amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0"  # the packaged default's judge models
 FOOLED = {"injection_susceptibility": 1.0, "fooled_by": "anything", "length_bias": 0.3}
 UNDEFENDED = {"injection_policy": "flag", "contradiction_threshold": None, "anchor_group_preference": False, "rerender": "off"}
 PER_FAMILY = 4
@@ -140,7 +140,12 @@ def test_master_key_in_an_all_wrong_group(aws_env, report):
         )
     figures = {}
     for name, integrity in (("default", {}), ("undefended", UNDEFENDED)):
-        rewards = asyncio.run(_score(_default_config(**integrity)[1], batch))
+        # Pinned to the rubric model this figure was measured with: the simulated judge's noise is
+        # drawn per model id, and with the new default (Nova 2 Lite) the draw puts the master key at
+        # 0.047 against 0.033 for plain wrong answers (see /work/notes/bedrock.md).
+        raw = _default_config(**integrity)[0]
+        raw["judges"] = [{**j, "model": "amazon.nova-lite-v1:0"} if j.get("kind") == "rubric" else j for j in raw["judges"]]
+        rewards = asyncio.run(_score(parse_config(raw), batch))
         key = [r for row, r in zip(batch, rewards, strict=True) if row["id"].endswith("-key")]
         plain = [r for row, r in zip(batch, rewards, strict=True) if not row["id"].endswith("-key")]
         top = sum(rewards[i * 4 + 3] > max(rewards[i * 4 : i * 4 + 3]) for i in range(len(groups)))

@@ -75,7 +75,7 @@ def test_grouped_probe_reports_detector_recall_and_defences_hold(aws_env, report
     from tests.conftest import fast_bedrock
 
     fooled = {"injection_susceptibility": 1.0, "fooled_by": "anything"}
-    aws_env.update(models={LITE: {"judge": fooled}, MICRO: {"judge": fooled}})
+    aws_env.update(models={LITE: {"judge": fooled}, MICRO: {"judge": fooled}, "us.amazon.nova-2-lite-v1:0": {"judge": fooled}})
     raw, _ = load_raw_config(None)
     config = parse_config({**raw, "bedrock": fast_bedrock().model_dump()})
     rows = gsm8k_rollouts(limit=12)

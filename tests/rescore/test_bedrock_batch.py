@@ -138,7 +138,7 @@ def test_request_key_ignores_the_random_fence_tag() -> None:
 
     def key(response: str) -> str:
         prompt = rubric_prompt(task="t", prompt="p", response=response, reference=None, criteria=criteria, max_chars=1000, structured=False)
-        return request_key(ConverseRequest(model=LITE, user_text=prompt.user, system_text=prompt.system))
+        return request_key(ConverseRequest(model=LITE, user_text=prompt.user, user_prefix=prompt.prefix, system_text=prompt.system))
 
     assert key("x") == key("x") and key("x") != key("y")
 

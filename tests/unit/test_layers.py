@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     #    the runtime screening the ensemble applies (injection, defences, length, score maps)
     "farm.ratelimit": 1,
     "farm.cache": 1,
+    "farm.cost": 1,
     "farm.bedrock": 1,
     "farm.emulator": 1,
     "farm.prompting": 1,

@@ -42,8 +42,10 @@ class _SlowActor:
         self.grant = _Method(self._grant)
         self.give_back = _Method(lambda requests, tokens: self.returned.append((requests, tokens)))
         self._delay_s = delay_s
+        self.grants = 0
 
     async def _grant(self, requests: int, tokens: int) -> Grant:
+        self.grants += 1
         await asyncio.sleep(self._delay_s)
         return Grant(requests=requests, tokens=tokens, wait_s=0.0)
 
@@ -96,3 +98,29 @@ def test_tokens_used_beyond_an_expired_lease_are_charged_not_forgiven() -> None:
 
     asyncio.run(run())
     assert actor.returned[0] == (9, -350)  # 9 requests unused, 350 tokens owed
+
+
+def test_the_cluster_actor_budgets_tokens_when_the_quota_has_no_rpm() -> None:
+    actor = _Actor(QuotaConfig(tpm=60_000, burst_s=1.0).model_dump())  # 1,000 tokens a second, no request quota
+    first, second = actor.grant(1, 1_000), actor.grant(1, 1_000)
+    scale = actor._quota.scale  # slow start admits a share of the quota at first
+    # the tokens bind (1,000 more at 1,000/s x scale); a request alone would wait a tenth of that
+    assert first.wait_s == 0.0 and second.wait_s == pytest.approx(1.0 / scale, rel=0.05)
+    assert actor.snapshot()["rpm"] == 600  # the never-binding request rate of a tpm-only quota
+
+
+def test_leases_reserve_input_plus_max_tokens_and_settle_from_usage() -> None:
+    actor = _SlowActor(delay_s=0.0)
+    quotas = _leased(actor)  # 60,000 tpm: a one-second lease holds 1,000 tokens
+
+    async def main() -> None:
+        reservation = await quotas.acquire("m", "r", 700, deadline=time.monotonic() + 5)  # input 200 + maxTokens 500
+        lease = quotas._leases[("m", "r")]
+        assert lease.tokens == 1_000 - 700
+        quotas.settle("m", "r", reservation, used_tokens=260)  # usage: 200 in + 60 out
+        assert lease.tokens == 1_000 - 260
+        grants = actor.grants
+        await quotas.acquire("m", "r", 700, deadline=time.monotonic() + 5)  # fits in what settling returned
+        assert actor.grants == grants
+
+    asyncio.run(main())

@@ -191,3 +191,43 @@ def test_a_long_idle_spell_does_not_break_the_quota(cut):
     for idle_s in (600, 3600, 86_400):
         clock.now += idle_s
         assert quota.reserve(10).wait_s == 0.0 and quota.scale == 1.0
+
+
+def test_token_quota_without_rpm_throttles_on_tokens_alone():
+    """`rpm` is optional: a tpm-only quota admits calls until the reserved tokens run out."""
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(tpm=60_000, burst_s=1), clock=clock, slow_start=False)  # 1,000 tokens a second
+    waits = [quota.reserve(250).wait_s for _ in range(8)]
+    assert waits[:4] == [0.0] * 4  # the second's 1,000 tokens: four calls of 250
+    assert waits[4:] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_a_big_max_tokens_throttles_earlier():
+    """Bedrock reserves input + maxTokens at the start: the same prompts with maxTokens 2,000
+    instead of 200 get far fewer calls through the same tokens-per-minute quota."""
+    from farm.bedrock import ConverseRequest
+
+    def admitted_at_once(max_tokens: int) -> int:
+        quota = ModelQuota(QuotaConfig(tpm=600_000, rpm=10_000, burst_s=1), clock=FakeClock(), slow_start=False)  # 10,000 tokens/s
+        request = ConverseRequest(model="m", user_text="x" * 400, max_tokens=max_tokens)
+        return sum(1 for _ in range(200) if quota.reserve(request.token_estimate()).wait_s == 0.0)
+
+    small, big = admitted_at_once(200), admitted_at_once(2_000)
+    assert small == 10_000 // 301  # 101 input tokens + 200 reserved per call
+    assert big == 10_000 // 2_101
+    assert big * 5 < small
+
+
+def test_settling_returns_unused_max_tokens_and_cache_reads():
+    """Settled = input + cache writes + output: unused maxTokens and cache reads come back."""
+    from farm.bedrock import settled_tokens
+
+    clock = FakeClock()
+    quota = ModelQuota(QuotaConfig(tpm=60_000, burst_s=1), clock=clock, slow_start=False)
+    start = quota.tokens.level
+    reservation = quota.reserve(1_300)  # 1,200 prompt tokens (1,000 of them cached) + maxTokens 100
+    quota.settle(reservation, settled_tokens(input_tokens=200, output_tokens=40, cache_read=1_000))
+    assert quota.tokens.level == pytest.approx(start - 240)
+    reservation = quota.reserve(1_300)
+    quota.settle(reservation, settled_tokens(input_tokens=200, output_tokens=40, cache_write=1_000))
+    assert quota.tokens.level == pytest.approx(start - 240 - 1_240)
