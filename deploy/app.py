@@ -107,7 +107,7 @@ def _judge_deployment(judge: JudgeConfig, config: FarmConfig, env: dict[str, str
         sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas_of(options_of(judge.deployment)))
         defaults = defaults.model_copy(update={"max_ongoing_requests": sized})
     options = deployment_options(options_of(judge.deployment), defaults, env)
-    if kind != "local":
+    if not is_local(judge):
         return JudgeDeployment, options
     options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try
     if getattr(judge, "device", "auto") == "cuda" and "num_gpus" not in options["ray_actor_options"]:

@@ -12,7 +12,8 @@ from ray import serve
 from actors.judge_host import JudgeHost
 from deploy.metrics import FarmMetrics
 from farm.deadlines import request_deadline, wall_to_monotonic
-from farm.errors import DeadlineError
+from farm.errors import ConfigError, DeadlineError
+from farm.judges import is_local
 from farm.judges.base import failed_verdict
 from farm.wire import Rollout, Verdict
 

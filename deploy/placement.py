@@ -42,8 +42,9 @@ def is_rule(judge: JudgeConfig) -> bool:
 
 def placement_of(judge: JudgeConfig) -> Placement:
     """The judge's `deployment.placement`, or its kind's default (rule judges: the ingress)."""
-    if options_of(judge.deployment).placement is not None:
-        return options_of(judge.deployment).placement
+    placement = options_of(judge.deployment).placement
+    if placement is not None:
+        return placement
     return "ingress" if is_rule(judge) else "deployment"
 
 
@@ -98,5 +99,5 @@ def bedrock_ongoing(judge: JudgeConfig, config: FarmConfig, floor: int, replicas
         return floor
     region = getattr(judge, "region", None) or config.bedrock.region
     quota = config.quota_for(model, region)
-    wanted = math.ceil(quota.rpm * judge.deadline_s / (60.0 * max(1, replicas)))
+    wanted = math.ceil(quota.effective_rpm * judge.deadline_s / (60.0 * max(1, replicas)))
     return max(floor, min(MAX_ONGOING_CAP, wanted))

@@ -22,7 +22,7 @@ from farm.judges import Judge, build_judge, failed_verdict, needs_bedrock, skipp
 from farm.ratelimit import QuotaBackend, QuotaRegistry
 from farm.screening import defences
 from farm.screening.score_map import apply_score_map
-from farm.wire import RewardResult, Rollout, Verdict
+from farm.wire import ResultStatus, RewardResult, Rollout, Verdict
 
 __all__ = ["Ensemble", "EnsembleMember", "combine"]
 
@@ -262,13 +262,13 @@ class Ensemble:
             if me is not None and me.cancelling():
                 raise  # this request itself is being cancelled: let it go
             # a cancellation leaked from work this request shared with another: a failed judge, not a lost request
-            error = JudgeCancelledError(f"judge {member.config.name!r} was cancelled by work shared with another request")
-            return [failed_verdict(error) for _ in batch]
+            cancelled = JudgeCancelledError(f"judge {member.config.name!r} was cancelled by work shared with another request")
+            return [failed_verdict(cancelled) for _ in batch]
         except Exception as exc:  # noqa: BLE001 - a judge that raised is a failed verdict with the reason, not a lost request
             return [failed_verdict(exc) for _ in batch]
         if len(verdicts) != len(batch):
-            error = RuntimeError(f"judge {member.config.name!r} returned {len(verdicts)} verdicts for {len(batch)} rollouts")
-            return [failed_verdict(error) for _ in batch]
+            miscount = RuntimeError(f"judge {member.config.name!r} returned {len(verdicts)} verdicts for {len(batch)} rollouts")
+            return [failed_verdict(miscount) for _ in batch]
         return verdicts
 
     def _empty_result(self, rollout: Rollout) -> RewardResult:

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from farm.cascade import as_cascaded, escalated
 from farm.analysis.calibration import calibrate, dawid_skene, platt, weights_from_accuracy
+from farm.cascade import as_cascaded, escalated
 from farm.config import FarmConfig, LengthCorrection, ScoreMap
 from farm.ensemble import Ensemble, EnsembleMember, combine
 from farm.flags import Flag

@@ -26,7 +26,7 @@ from farm.judges.converse_call import AskError, ask
 from farm.parsing import parse_preference
 from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preference_schema
 from farm.ranking import bradley_terry, win_rates
-from farm.wire import JudgeStatus, Rollout, Verdict, prompt_text, wants_fresh
+from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
 __all__ = ["PreferenceJudge", "combine_orders", "opponent_pairs"]
 

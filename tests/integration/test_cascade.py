@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from farm.ensemble import Ensemble
 from farm.analysis.fitting import fit_judges
 from farm.analysis.probes import run_probes
+from farm.ensemble import Ensemble
 from farm.scorefile import score_file
 from farm.wire import parse_rollouts
 from tests.conftest import RUBRIC, gsm8k_rollouts, make_config
