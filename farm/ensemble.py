@@ -150,7 +150,11 @@ class Ensemble:
         if self.client is not None:
             await self.client.aclose()
 
-    async def score(self, rollouts: Sequence[Rollout]) -> list[RewardResult]:
+    async def score(self, rollouts: Sequence[Rollout], *, every_judge: bool = False) -> list[RewardResult]:
+        """One result per rollout, in order. `every_judge`: with the cost cascade on, call every
+        judge anyway and record what the cascade would have done (probes and calibration need every
+        judge's score); a per-call switch so wrappers of `score` (progress, counts) still see the call."""
+        every_judge = every_judge or self.every_judge
         verdicts: list[dict[str, Verdict]] = [{} for _ in rollouts]
         closed: dict[int, RewardResult] = {}
         empty = [i for i, r in enumerate(rollouts) if not r.response.strip()]
@@ -171,7 +175,7 @@ class Ensemble:
         others = [m for m in self.members if not m.config.gate]
         record: dict[int, dict[str, str]] = {}
         if others and live:
-            record = await self._judge(others, rollouts, live, verdicts)
+            record = await self._judge(others, rollouts, live, verdicts, every_judge=every_judge)
         await defences.rerender(rollouts, live, verdicts, self.members, self.integrity, self._guarded)
         defences.prepare(rollouts, live, verdicts, self.members, self.integrity)
         combined = [
@@ -188,7 +192,13 @@ class Ensemble:
         return defences.screen(rollout, result, self.members, self.integrity)
 
     async def _judge(
-        self, members: Sequence[EnsembleMember], rollouts: Sequence[Rollout], live: list[int], out: list[dict[str, Verdict]]
+        self,
+        members: Sequence[EnsembleMember],
+        rollouts: Sequence[Rollout],
+        live: list[int],
+        out: list[dict[str, Verdict]],
+        *,
+        every_judge: bool,
     ) -> dict[int, dict[str, str]]:
         """Every non-gate judge on the live rollouts; with `aggregation.escalate` on, the cost cascade
         (farm/cascade.py): tier by tier, each dearer tier batched over the rollouts that need it, all
@@ -200,22 +210,22 @@ class Ensemble:
             await self._run(members, rollouts, live, out)
             return {}
         cutoff = None if self.patient else time.monotonic() + max(m.config.deadline_s for m in members) + _GRACE_S
-        await self._run(members if self.every_judge else tiers[0], rollouts, live, out)
+        await self._run(members if every_judge else tiers[0], rollouts, live, out)
         record: dict[int, dict[str, str]] = {i: {m.config.name: str(Reason.RAN) for m in tiers[0]} for i in live}
         pending, ran = list(live), list(tiers[0])
         for tier in tiers[1:]:
-            needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation, fresh_forces=not self.every_judge)
+            needed = escalations(rollouts, pending, out, [m.config for m in ran], rule, self.aggregation, fresh_forces=not every_judge)
             for i in live:
                 for m in tier:
                     reason = needed.get(i)
                     if reason is not None:
                         record[i][m.config.name] = str(reason)
-                    elif self.every_judge:
+                    elif every_judge:
                         record[i][m.config.name] = str(Reason.FORCED)
                     else:
                         record[i][m.config.name] = str(Reason.NOT_NEEDED)
                         out[i][m.config.name] = skipped_verdict(NOT_NEEDED_REASON, FailureReason.NOT_NEEDED)
-            if needed and not self.every_judge:
+            if needed and not every_judge:
                 await self._run(tier, rollouts, sorted(needed), out, cutoff=cutoff)
             pending = sorted(needed)
             ran.extend(tier)

@@ -67,7 +67,7 @@ async def fit_judges(
 ) -> FitReport:
     """Score `rollouts` once and fit every non-gate judge; `labels` None means label-free. A cost
     cascade is overridden (every judge must answer to be fitted) and its behaviour reported."""
-    results = await ensemble.with_every_judge().score(rollouts)
+    results = await ensemble.score(rollouts, every_judge=True)
     voters = [m for m in ensemble.members if not m.config.gate]
     scores = {m.config.name: [_raw(r.judges[m.config.name]) for r in results] for m in voters}
     report = FitReport(source="labels" if labels is not None else "dawid_skene", rows=len(rollouts))

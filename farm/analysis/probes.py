@@ -154,8 +154,8 @@ async def run_probes(
         mark_fresh(r, group=r.group if grouped else None) if fresh else msgspec.structs.replace(r, group=r.group if grouped else None)
         for r in rollouts
     ]
-    ensemble = ensemble.with_every_judge()  # a cost cascade would leave dearer judges unprobed
-    clean = await ensemble.score(clean_rollouts)
+    # every_judge: a cost cascade would leave dearer judges unprobed
+    clean = await ensemble.score(clean_rollouts, every_judge=True)
     seen: set[str] = set()
     targets = []
     for i, r in enumerate(clean_rollouts):
@@ -170,7 +170,7 @@ async def run_probes(
         batch = list(clean_rollouts)
         for i in targets:
             batch[i] = _with(clean_rollouts[i], PROBES[probe](clean_rollouts[i]), probe)
-        scored = await ensemble.score(batch)
+        scored = await ensemble.score(batch, every_judge=True)
         attacked = [scored[i] for i in targets]
         if report.escalated:
             report.escalated[probe] = round(sum(escalated(r) for r in attacked) / len(attacked), 4)
