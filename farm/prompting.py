@@ -193,7 +193,9 @@ def listwise_prompt(
             f"## Response {number}\n<<<BEGIN RESPONSE_{number} {tag}>>>\n{_fenceproof(response, tag)}\n<<<END RESPONSE_{number} {tag}>>>"
         )
     labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if reference is not None else [])
-    anchor = f' Place "{REFERENCE_LABEL}" (the reference answer) where it ranks among the responses.' if reference is not None else ""
+    anchor = ""
+    if reference is not None:
+        anchor = f' Place "{REFERENCE_LABEL}" (the reference answer) in the ranking too; a response as good as the reference goes above it.'
     if structured:
         instruction = f"Record your ranking with the `{LISTWISE_TOOL}` tool."
     else:

@@ -90,13 +90,15 @@ def merge_outcomes(rounds: Sequence[Mapping[tuple[int, int], float]]) -> tuple[d
     return merged, flipped
 
 
-def anchored_rewards(n: int, outcomes: Outcomes) -> list[float | None]:
+def anchored_rewards(n: int, outcomes: Outcomes, *, floor: float = 0.1) -> list[float | None]:
     """Group rewards for players 0..n-1 when player n, the reference, also played.
 
-    Each player's Bradley–Terry expected win rate against the other rollouts, scaled by
-    min(1, 2 × P(beats the anchor)): a rollout as good as the reference keeps its group reward,
-    one ranked below it keeps only a fraction, so a group where every answer is wrong (or
-    content-free) cannot earn reward by relative position. None for a player with no game."""
+    Each player's Bradley–Terry expected win rate against the other rollouts, scaled by how it
+    fared against the reference: level with or above it (outcome ≥ 0.5) keeps the full group
+    reward, below it in every comparison keeps only `floor` of it. So a group where every answer
+    is wrong (or content-free) cannot earn reward by relative position, while its order is kept.
+    A player that never met the reference is scaled by its fitted chance of beating it. None for
+    a player with no game."""
     anchor = n
     strengths = _bt_strengths(n + 1, outcomes)
     games = _players(n + 1, outcomes)
@@ -106,8 +108,9 @@ def anchored_rewards(n: int, outcomes: Outcomes) -> list[float | None]:
         if not games[i]:
             out.append(None)
             continue
-        beats_anchor = strengths[i] / (strengths[i] + strengths[anchor])
+        direct = outcomes.get((i, anchor))
+        versus = direct if direct is not None else strengths[i] / (strengths[i] + strengths[anchor])
         standing = group[i]
         base = standing if standing is not None else 0.5  # only compared with the reference: its standing alone
-        out.append(base * min(1.0, 2.0 * beats_anchor))
+        out.append(base * (floor + (1.0 - floor) * min(1.0, 2.0 * versus)))
     return out

@@ -247,8 +247,8 @@ def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str) -> Simu
         response = blocks[f"RESPONSE_{number}"]
         lean = profile.position_bias * (0.5 - (number - 1) / (count - 1)) if count > 1 else 0.0
         looks.append((str(number), _biased(quality(response, reference, task), response, profile, model, "pref") + lean))
-    if reference is not None:
-        looks.append(("R", _biased(quality(reference, reference, task), reference, profile, model, "pref")))
+    if reference is not None:  # the answer key, placed as told: a response as good as it goes above it
+        looks.append(("R", quality(reference, reference, task) - profile.tie_margin))
     ranked = sorted(looks, key=lambda item: -round(item[1] / max(profile.tie_margin, 1e-9)))
     payload = {
         "rationale": "best looks " + ", ".join(f"{label}={q:.2f}" for label, q in looks[:3]),

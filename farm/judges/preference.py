@@ -269,7 +269,7 @@ class PreferenceJudge(BedrockJudge):
             status="ok",
             criteria=criteria,
             rationale=rationale[:4000],
-            error=f"{len(errors)} of {len(calls)} rankings failed: {errors[0]}" if errors else None,
+            error=f"{len(errors)} of {len(calls)} listwise comparisons failed: {errors[0]}" if errors else None,
             flags=tuple(sorted(flags)),
             **common,
         )
