@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import json
 import os
 import sys
 import time
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_report  # noqa: E402
 
 MICRO = "amazon.nova-micro-v1:0"
+TURN = "\n\nAssistant:"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODES: dict[str, dict[str, Any]] = {
     "listwise": {"comparison": "listwise", "anchor": "reference"},  # today's default
@@ -49,13 +52,20 @@ def gsm8k_groups(limit: int) -> tuple[list[dict[str, Any]], list[bool]]:
 
 
 def hh_groups(limit: int) -> list[dict[str, Any]]:
-    from farm.integrity.pairs import read_pairs
-
+    """Each HH-RLHF pair as a group of two: the shared dialogue as prompt, the last assistant turns
+    as responses (chosen first). A few pairs differ earlier in the dialogue too; they keep the
+    chosen transcript's prefix as the prompt, so all 2,312 human choices are measured."""
     rows = []
-    for number, pair in enumerate(read_pairs(SHARED / "hh_harmless_base_test.jsonl.gz", limit=limit)):
-        group = f"hh{number}"
-        rows.append({"id": f"{group}-chosen", "prompt": pair.prompt, "response": pair.chosen, "group": group})
-        rows.append({"id": f"{group}-rejected", "prompt": pair.prompt, "response": pair.rejected, "group": group})
+    with gzip.open(SHARED / "hh_harmless_base_test.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if number >= limit:
+                break
+            pair = json.loads(line)
+            prefix, _, chosen = pair["chosen"].rpartition(TURN)
+            _, _, rejected = pair["rejected"].rpartition(TURN)
+            group, prompt = f"hh{number}", prefix.strip() + TURN
+            rows.append({"id": f"{group}-chosen", "prompt": prompt, "response": chosen.strip(), "group": group})
+            rows.append({"id": f"{group}-rejected", "prompt": prompt, "response": rejected.strip(), "group": group})
     return rows
 
 
