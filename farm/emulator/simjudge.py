@@ -251,7 +251,7 @@ def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str) -> Simu
         looks.append(("R", quality(reference, reference, task) - profile.tie_margin))
     ranked = sorted(looks, key=lambda item: -round(item[1] / max(profile.tie_margin, 1e-9)))
     payload = {
-        "rationale": "best looks " + ", ".join(f"{label}={q:.2f}" for label, q in looks[:3]),
+        "rationale": "looks " + ", ".join(f"{label}={q:.2f}" for label, q in looks[:3]),
         "ranking": [label for label, _ in ranked],
     }
     return SimulatedAnswer("listwise", payload, json.dumps(payload))
