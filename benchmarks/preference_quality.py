@@ -107,6 +107,7 @@ def hh_accuracy(rows: list[dict[str, Any]], rewards: list[float | None]) -> floa
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from farm.emulator.server import EmulatorThread
     from farm.emulator.settings import EmulatorSettings
+    from farm.emulator.simjudge import JudgeProfile
     from farm.offline.report import auc
 
     for name, value in (("AWS_ACCESS_KEY_ID", "benchmark"), ("AWS_SECRET_ACCESS_KEY", "benchmark"), ("AWS_EC2_METADATA_DISABLED", "true")):
@@ -115,7 +116,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     hh = hh_groups(args.hh)
     out: dict[str, Any] = {}
     for profile_name, profile in (("default_judge", {}), (f"position_bias_{args.position_bias:g}", {"position_bias": args.position_bias})):
-        settings = EmulatorSettings(latency_ms=0, latency_sigma=0, rpm=10_000_000, tpm=10_000_000_000, judge=profile)
+        settings = EmulatorSettings(latency_ms=0, latency_sigma=0, rpm=10_000_000, tpm=10_000_000_000, judge=JudgeProfile(**profile))
         with EmulatorThread(settings) as emulator:
             os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = emulator.url
             figures: dict[str, Any] = {}
