@@ -176,11 +176,12 @@ def listwise_prompt(
     max_chars: int,
     structured: bool,
     reference: str | None = None,
+    rank_reference: bool = True,
     tag: str | None = None,
 ) -> Prompt:
     """One prompt that asks for a ranking of every response (labels 1..n, in the order given);
-    with a reference, the judge also places `R` (the reference) in the ranking: the anchor that
-    tells how good the group is, not only how its members compare."""
+    with a reference (and `rank_reference`), the judge also places `R` (the reference) in the
+    ranking: the anchor that tells how good the group is, not only how its members compare."""
     tag = tag or new_tag()
     reference_block, truncated = _reference_block(reference, tag, max_chars)
     prompt, cut = clip(prompt, max_chars)
@@ -192,9 +193,10 @@ def listwise_prompt(
         blocks.append(
             f"## Response {number}\n<<<BEGIN RESPONSE_{number} {tag}>>>\n{_fenceproof(response, tag)}\n<<<END RESPONSE_{number} {tag}>>>"
         )
-    labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if reference is not None else [])
+    ranked = reference is not None and rank_reference
+    labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if ranked else [])
     anchor = ""
-    if reference is not None:
+    if ranked:
         anchor = f' Place "{REFERENCE_LABEL}" (the reference answer) in the ranking too; a response as good as the reference goes above it.'
     if structured:
         instruction = f"Record your ranking with the `{LISTWISE_TOOL}` tool."

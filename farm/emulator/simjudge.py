@@ -199,7 +199,7 @@ def answer_request(user_text: str, tool_name: str | None, profile: JudgeProfile,
     if "RESPONSE_A" in blocks and "RESPONSE_B" in blocks:
         return _preference(blocks, profile, model)
     if "RESPONSE_1" in blocks:
-        return _listwise(blocks, profile, model)
+        return _listwise(blocks, profile, model, rank_reference='Place "R"' in user_text)
     if "RESPONSE" in blocks:
         return _rubric(blocks, _CRITERION.findall(user_text), profile, model)
     text = "This is the Bedrock emulator. It answers the reward farm's judge prompts; this was not one."
@@ -235,8 +235,8 @@ def _preference(blocks: dict[str, str], profile: JudgeProfile, model: str) -> Si
     return SimulatedAnswer("preference", payload, json.dumps(payload))
 
 
-def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str) -> SimulatedAnswer:
-    """Rank responses 1..n (and the reference as `R` when there is one) by simulated quality,
+def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str, *, rank_reference: bool) -> SimulatedAnswer:
+    """Rank responses 1..n (and the reference as `R` when the prompt asks) by simulated quality,
     with the position bias of the order shown; ties keep that order (Python's sort is stable)."""
     task, reference = blocks.get("TASK", ""), blocks.get("REFERENCE")
     count = 0
@@ -247,7 +247,7 @@ def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str) -> Simu
         response = blocks[f"RESPONSE_{number}"]
         lean = profile.position_bias * (0.5 - (number - 1) / (count - 1)) if count > 1 else 0.0
         looks.append((str(number), _biased(quality(response, reference, task), response, profile, model, "pref") + lean))
-    if reference is not None:  # the answer key, placed as told: a response as good as it goes above it
+    if reference is not None and rank_reference:  # the answer key, placed as told: a response as good as it goes above it
         looks.append(("R", quality(reference, reference, task) - profile.tie_margin))
     ranked = sorted(looks, key=lambda item: -round(item[1] / max(profile.tie_margin, 1e-9)))
     payload = {

@@ -196,13 +196,15 @@ class PreferenceJudge(BedrockJudge):
         size = len(members)
         prompt = prompt_text(rollouts[members[0]].prompt)
         shared = self._anchor(rollouts, members)
-        reference = shared if config.anchor == "reference" else None
+        anchored = shared is not None and config.anchor == "reference"
         responses = [rollouts[m].response for m in members]
         fresh = any(wants_fresh(rollouts[m]) for m in members)
         plan = list_orders(size, config.listwise_orders, config.max_list_items, self.fingerprint + "".join(responses))
         chunks = [chunk for order in plan for chunk in order]
         async with asyncio.TaskGroup() as group:
-            calls = [group.create_task(self._rank(prompt, [responses[i] for i in chunk], reference, deadline, fresh)) for chunk in chunks]
+            calls = [
+                group.create_task(self._rank(prompt, [responses[i] for i in chunk], shared, anchored, deadline, fresh)) for chunk in chunks
+            ]
         results = [call.result() for call in calls]
         rounds: list[dict[tuple[int, int], float]] = []
         for chunk, ranked in zip(chunks, results, strict=True):
@@ -211,14 +213,14 @@ class PreferenceJudge(BedrockJudge):
             players = [size if label == REFERENCE_LABEL else chunk[int(label) - 1] for label in ranked.ranking]
             rounds.append(ranking_outcomes(players))
         merged, flipped = merge_outcomes(rounds)
-        if reference is not None:
+        if anchored:
             rewards = anchored_rewards(size, merged)
         else:
             rank = bradley_terry if config.group_reward == "bradley_terry" else win_rates
             rewards = rank(size, merged)
         for local, index in enumerate(members):
             mine = [(chunk, r) for chunk, r in zip(chunks, results, strict=True) if local in chunk]
-            out[index] = self._list_verdict(local, size, rewards[local], mine, merged, flipped, reference is not None)
+            out[index] = self._list_verdict(local, size, rewards[local], mine, merged, flipped, anchored)
 
     def _list_verdict(
         self,
@@ -274,15 +276,20 @@ class PreferenceJudge(BedrockJudge):
             **common,
         )
 
-    async def _rank(self, prompt: str, responses: list[str], reference: str | None, deadline: float, fresh: bool) -> _Ranked:
+    async def _rank(
+        self, prompt: str, responses: list[str], reference: str | None, anchored: bool, deadline: float, fresh: bool
+    ) -> _Ranked:
+        """One ranking call: `reference` shown as the answer key; `anchored`: also ranked, as `R`."""
         verdict = await self.cached(
-            ("listwise", prompt, reference, *responses), lambda: self._ask_ranking(prompt, responses, reference, deadline), fresh=fresh
+            ("listwise" if anchored else "listwise-unanchored", prompt, reference, *responses),
+            lambda: self._ask_ranking(prompt, responses, reference, anchored, deadline),
+            fresh=fresh,
         )
         return _Ranked.from_verdict(verdict)
 
-    async def _ask_ranking(self, prompt: str, responses: list[str], reference: str | None, deadline: float) -> Verdict:
+    async def _ask_ranking(self, prompt: str, responses: list[str], reference: str | None, anchored: bool, deadline: float) -> Verdict:
         config = self.config
-        labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if reference is not None else [])
+        labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if anchored else [])
         tool = Tool(LISTWISE_TOOL, "Record the ranking of the responses, best first, and why.", listwise_schema(labels))
         return await self.ask_verdict(
             lambda: listwise_prompt(
@@ -290,6 +297,7 @@ class PreferenceJudge(BedrockJudge):
                 prompt=prompt,
                 responses=responses,
                 reference=reference,
+                rank_reference=anchored,
                 max_chars=config.max_response_chars,
                 structured=self.structured,
             ),

@@ -100,3 +100,18 @@ def test_the_emulated_judge_ranks_by_quality_with_primacy_among_equals() -> None
     assert ranking == ("2", "R", "1", "3")  # right answer above the key; equal wrong ones in the order shown
     schema = listwise_schema(["1", "2", "3", "R"])
     assert schema["properties"]["ranking"]["items"]["enum"] == ["1", "2", "3", "R"]
+
+
+def test_without_the_anchor_the_reference_is_shown_but_not_ranked() -> None:
+    prompt = listwise_prompt(
+        criteria="correctness",
+        prompt="What is 9*2?",
+        responses=["9*2 = 20\nA: 20", "9*2 = 18\nA: 18"],
+        reference="A: 18",
+        rank_reference=False,
+        max_chars=1000,
+        structured=True,
+    )
+    assert "A: 18" in prompt.user and 'Place "R"' not in prompt.user  # the answer key still informs the judge
+    answer = answer_request(prompt.user, "record_ranking", JudgeProfile(noise=0.0), "m")
+    assert parse_ranking(answer.payload or {}, ["1", "2"]).ranking == ("2", "1")
