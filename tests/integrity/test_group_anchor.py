@@ -62,6 +62,6 @@ def test_an_all_wrong_group_cannot_win_by_position_when_anchored_on_the_referenc
     report(f"{comparison} preference alone, 12 all-wrong GSM8K groups + master key, position-biased judge: {figures}")
     assert figures["reference"]["mean"] <= 0.1 < figures["none"]["mean"]  # anchored: below the reference, little reward
     assert figures["reference"]["master_key"] <= figures["reference"]["plain"] + 0.02
+    assert figures["none"]["mean"] >= 0.45  # relative only: an all-wrong group earns what a good one does
     if comparison == "listwise":
-        assert figures["none"]["max"] > 0.5  # relative only: some all-wrong rollout wins its group
         assert figures["reference"]["max"] <= 0.1  # every one ranked below the reference: a tenth of its group reward
