@@ -70,16 +70,27 @@ def hh_groups(limit: int) -> list[dict[str, Any]]:
 
 
 async def _score(mode: dict[str, Any], rows: list[dict[str, Any]]) -> list[float | None]:
+    """As `farm score` does: batches of about 64 that keep groups whole, 4 at a time (one batch of
+    thousands would run past the judge's deadline waiting for connections)."""
+    from farm.batching import make_batches
     from farm.ensemble import Ensemble
     from farm.wire import parse_rollouts
     from tests.conftest import PREFERENCE, make_config
 
     ensemble = Ensemble.from_config(make_config([{**PREFERENCE, **mode}]))
+    gate = asyncio.Semaphore(4)
+    rewards: dict[str, float | None] = {}
+
+    async def one(batch: list[Any]) -> None:
+        async with gate:
+            for result in await ensemble.score(batch):
+                rewards[result.id] = result.reward
+
     try:
-        results = await ensemble.score(parse_rollouts(rows))
+        await asyncio.gather(*(one(batch) for batch in make_batches(parse_rollouts(rows), 64)))
     finally:
         await ensemble.aclose()
-    return [r.reward for r in results]
+    return [rewards[row["id"]] for row in rows]
 
 
 def run(emulator: Any, mode: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[list[float | None], dict[str, float]]:
@@ -129,15 +140,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "gsm8k_unscored": len(rewards) - len(scored),
                     "gsm8k_cost": cost,
                     "hh_accuracy": hh_accuracy(hh, hh_rewards),
+                    "hh_unscored": sum(r is None for r in hh_rewards),
                     "hh_cost": hh_cost,
                 }
             new, old = figures["listwise"], figures["pairwise"]
+
+            def ratio(a: float, b: float) -> float | None:
+                return round(a / b, 4) if b else None
+
             figures["ratio_listwise_over_pairwise"] = {
-                "gsm8k_auc": round(new["gsm8k_auc"] / old["gsm8k_auc"], 4),
-                "hh_accuracy": round(new["hh_accuracy"] / old["hh_accuracy"], 4),
-                "gsm8k_calls_per_rollout": round(new["gsm8k_cost"]["calls_per_rollout"] / old["gsm8k_cost"]["calls_per_rollout"], 3),
-                "gsm8k_input_tokens_per_rollout": round(
-                    new["gsm8k_cost"]["input_tokens_per_rollout"] / old["gsm8k_cost"]["input_tokens_per_rollout"], 3
+                "gsm8k_auc": ratio(new["gsm8k_auc"], old["gsm8k_auc"]),
+                "hh_accuracy": ratio(new["hh_accuracy"], old["hh_accuracy"]),
+                "gsm8k_calls_per_rollout": ratio(new["gsm8k_cost"]["calls_per_rollout"], old["gsm8k_cost"]["calls_per_rollout"]),
+                "gsm8k_input_tokens_per_rollout": ratio(
+                    new["gsm8k_cost"]["input_tokens_per_rollout"], old["gsm8k_cost"]["input_tokens_per_rollout"]
                 ),
             }
             out[profile_name] = figures
