@@ -22,11 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from farm.bedrock import ConverseClient
 from farm.cache import VerdictCache
 from farm.config import PreferenceJudgeConfig
+from farm.errors import JudgeError
 from farm.flags import Flag
-from farm.judges.base import skipped_verdict
+from farm.judges.base import failed_verdict, skipped_verdict
 from farm.judges.bedrock_judge import BedrockJudge, Reading, Tool
 from farm.parsing import PreferenceAnswer, RankingAnswer, parse_preference, parse_ranking
 from farm.prompting import (
@@ -243,10 +246,12 @@ class PreferenceJudge(BedrockJudge):
         errors = [r.error or "no ranking" for _, r in calls if r.ranking is None]
         done = [r for _, r in calls if r.ranking is not None]
         if reward is None or not done:
-            status: Literal["timeout", "failed"] = "timeout" if calls and all(r.timed_out for _, r in calls) else "failed"
-            return Verdict(
-                score=None, status=status, error="; ".join(errors) or "no ranking succeeded", flags=tuple(sorted(flags)), **common
-            )
+            # the judge's own failed verdict (built by `base.failed_verdict`), a timeout only if every call timed out
+            failures = [r.verdict for _, r in calls if r.ranking is None]
+            first = next((v for v in failures if v.status != "timeout"), failures[0]) if failures else None
+            if first is None:
+                return failed_verdict(JudgeError("no ranking succeeded"), **common)
+            return msgspec.structs.replace(first, error="; ".join(errors), flags=tuple(sorted(flags)), cached=False, **common)
         mine = {pair: (o if pair[0] == local else 1.0 - o) for pair, o in merged.items() if local in pair}
         against_group = [o for pair, o in mine.items() if size not in pair]
         unstable = sum(flipped[pair] for pair in mine)
@@ -472,9 +477,9 @@ class _Ranked:
     """One listwise call's result, read back from the cached verdict: labels best first, or None."""
 
     ranking: tuple[str, ...] | None
+    verdict: Verdict
     rationale: str
     error: str | None
-    timed_out: bool
     input_tokens: int
     output_tokens: int
     latency_ms: float
@@ -489,9 +494,9 @@ class _Ranked:
         cached = verdict.cached
         return cls(
             ranking=ranking,
+            verdict=verdict,
             rationale=verdict.rationale,
             error=verdict.error,
-            timed_out=verdict.status == "timeout",
             input_tokens=0 if cached else verdict.input_tokens,
             output_tokens=0 if cached else verdict.output_tokens,
             latency_ms=verdict.latency_ms,
