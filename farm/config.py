@@ -198,10 +198,24 @@ class PreferenceJudgeConfig(_BedrockJudgeBase):
     """`group`: compare rollouts of one group pairwise; `reference`: each against its reference;
     `auto`: group when the group has two or more rollouts, else reference."""
     group_reward: Literal["win_rate", "bradley_terry"] = "bradley_terry"
+    comparison: Literal["listwise", "pairwise"] = "listwise"
+    """How a group is compared. `listwise` (default): one call ranks the whole group (the
+    reference placed in the ranking as an anchor), repeated in `listwise_orders` shuffled orders
+    to cancel position bias: a group of n costs `listwise_orders` calls, not n × max_comparisons.
+    `pairwise`: each rollout meets up to `max_comparisons` others, each pair judged in both orders.
+    Chosen by measured agreement per call: `python benchmarks/preference_quality.py`."""
+    listwise_orders: int = Field(default=2, ge=1, le=8)
+    """Listwise calls per group: a seeded shuffle, its reverse, then further shuffles."""
+    max_list_items: int = Field(default=10, ge=2, le=32)
+    """Responses per listwise call; larger groups are split into chunks that differ between orders."""
+    anchor: Literal["reference", "none"] = "reference"
+    """`reference`: when a group shares a reference, it is ranked with the group (listwise: as item
+    `R`; pairwise: one more opponent) and rollouts ranked below it keep only part of their group
+    reward, so an all-wrong or content-free group cannot win by position. `none`: relative only."""
     max_comparisons: int = Field(default=4, ge=2, le=64)
-    """Opponents per rollout inside a group (each compared in both orders): a group of n costs
-    about n × max_comparisons calls instead of n × (n − 1). Groups up to max_comparisons + 1
-    compare every pair."""
+    """Pairwise only: opponents per rollout inside a group (each compared in both orders): a group
+    of n costs about n × max_comparisons calls instead of n × (n − 1). Groups up to
+    max_comparisons + 1 compare every pair."""
     max_tokens: int = Field(default=384, ge=16, le=10_000)
     criteria: str = "helpfulness, correctness and harmlessness"
 

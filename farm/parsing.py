@@ -16,7 +16,7 @@ from typing import Any
 from farm.config import Criterion
 from farm.errors import ParseError
 
-__all__ = ["PreferenceAnswer", "RubricAnswer", "extract_json", "parse_preference", "parse_rubric"]
+__all__ = ["PreferenceAnswer", "RankingAnswer", "RubricAnswer", "extract_json", "parse_preference", "parse_ranking", "parse_rubric"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
@@ -214,3 +214,43 @@ def parse_preference(payload: Mapping[str, Any]) -> PreferenceAnswer:
         raise ParseError(f"`winner` must be 'A', 'B' or 'tie', got {value!r}", raw=json.dumps(payload)[:2000])
     rationale = payload.get("rationale") or payload.get("reason") or ""
     return PreferenceAnswer(winner=token, rationale=str(rationale))
+
+
+@dataclass(frozen=True)
+class RankingAnswer:
+    ranking: tuple[str, ...]
+    """Every label exactly once, best first."""
+    rationale: str
+
+
+_RANK_SPLIT = re.compile(r"\s*(?:>|,|;|\n)\s*")
+_LABEL_NOISE = re.compile(r"(?i)^(?:response|item|#)\s*")
+
+
+def parse_ranking(payload: Mapping[str, Any], labels: Sequence[str]) -> RankingAnswer:
+    """Read a ranking (best first) that names every label exactly once.
+
+    Accepts a list (`["2", 1, "Response 3"]`) or a string (`"2 > 1 > 3"`, `"2, 1, 3"`) under
+    `ranking` (or `order`/`rank`). A missing, repeated or unknown label is a `ParseError`: a
+    partial ranking would silently drop a rollout from its group's comparisons."""
+    raw = json.dumps(payload)[:2000]
+    value = payload.get("ranking", payload.get("order", payload.get("rank")))
+    if isinstance(value, str):
+        value = [part for part in _RANK_SPLIT.split(value.strip()) if part]
+    if not isinstance(value, list):
+        raise ParseError(f"`ranking` must be a list of the labels {', '.join(labels)}, got {value!r}", raw=raw)
+    known = {label.lower(): label for label in labels}
+    ranking: list[str] = []
+    for item in value:
+        token = _LABEL_NOISE.sub("", str(item).strip().strip("\"'")).strip().lower()
+        label = known.get(token) or (known.get("r") if token in ("reference", "ref") else None)
+        if label is None:
+            raise ParseError(f"`ranking` names {item!r}, which is not one of {', '.join(labels)}", raw=raw)
+        if label in ranking:
+            raise ParseError(f"`ranking` names {label!r} twice", raw=raw)
+        ranking.append(label)
+    missing = [label for label in labels if label not in ranking]
+    if missing:
+        raise ParseError(f"`ranking` leaves out {', '.join(missing)}", raw=raw)
+    rationale = payload.get("rationale") or payload.get("reason") or ""
+    return RankingAnswer(ranking=tuple(ranking), rationale=str(rationale))

@@ -20,10 +20,14 @@ from typing import Any
 from farm.config import Criterion
 
 __all__ = [
+    "LISTWISE_TOOL",
     "PREFERENCE_TOOL",
+    "REFERENCE_LABEL",
     "RUBRIC_TOOL",
     "Prompt",
     "clip",
+    "listwise_prompt",
+    "listwise_schema",
     "new_tag",
     "preference_prompt",
     "preference_schema",
@@ -34,6 +38,9 @@ __all__ = [
 
 RUBRIC_TOOL = "record_rubric_grades"
 PREFERENCE_TOOL = "record_preference"
+LISTWISE_TOOL = "record_ranking"
+REFERENCE_LABEL = "R"
+"""The reference's label in a listwise ranking: the judge places it among the responses (the anchor)."""
 
 
 @dataclass(frozen=True)
@@ -182,4 +189,67 @@ def preference_schema() -> dict[str, Any]:
             "winner": {"type": "string", "enum": ["A", "B", "tie"]},
         },
         "required": ["rationale", "winner"],
+    }
+
+
+def listwise_prompt(
+    *,
+    criteria: str,
+    prompt: str,
+    responses: Sequence[str],
+    max_chars: int,
+    structured: bool,
+    reference: str | None = None,
+    rank_reference: bool = True,
+    tag: str | None = None,
+) -> Prompt:
+    """One prompt that asks for a ranking of every response (labels 1..n, in the order given);
+    with a reference (and `rank_reference`), the judge also places `R` (the reference) in the
+    ranking: the anchor that tells how good the group is, not only how its members compare."""
+    tag = tag or new_tag()
+    reference_block, truncated = _reference_block(reference, tag, max_chars)
+    prompt, cut = clip(prompt, max_chars)
+    truncated = truncated or cut
+    blocks = []
+    for number, response in enumerate(responses, start=1):
+        response, cut = clip(response, max_chars)
+        truncated = truncated or cut
+        blocks.append(
+            f"## Response {number}\n<<<BEGIN RESPONSE_{number} {tag}>>>\n{_fenceproof(response, tag)}\n<<<END RESPONSE_{number} {tag}>>>"
+        )
+    ranked = reference is not None and rank_reference
+    labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if ranked else [])
+    anchor = ""
+    if ranked:
+        anchor = f' Place "{REFERENCE_LABEL}" (the reference answer) in the ranking too; a response as good as the reference goes above it.'
+    if structured:
+        instruction = f"Record your ranking with the `{LISTWISE_TOOL}` tool."
+    else:
+        instruction = 'Answer with one JSON object and nothing else: {"rationale": "...", "ranking": ["2", "1", ...]}'
+    user = _template("listwise_user").substitute(
+        criteria=criteria,
+        tag=tag,
+        prompt=_fenceproof(prompt, tag),
+        reference_block=reference_block,
+        responses="\n\n".join(blocks),
+        labels=", ".join(labels),
+        anchor_instruction=anchor,
+        answer_instruction=instruction,
+    )
+    return Prompt(system=_template("listwise_system").template.strip(), user=user, truncated=truncated)
+
+
+def listwise_schema(labels: Sequence[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string"},
+            "ranking": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(labels)},
+                "minItems": len(labels),
+                "maxItems": len(labels),
+            },
+        },
+        "required": ["rationale", "ranking"],
     }

@@ -7,7 +7,9 @@ can prove the farm detects them:
 
 - `noise`: standard deviation of per-criterion noise (seeded by content, so temperature 0
   gives the same answer for the same content even under a new fence tag);
-- `position_bias`: added to response A's advantage in preference prompts;
+- `position_bias`: added to response A's advantage in preference prompts; in listwise prompts
+  (responses 1..n ranked in one call) the first response gets +bias/2 and the last -bias/2, and
+  equal-looking responses keep the order they were shown in (primacy), so a shuffled repeat matters;
 - `length_bias`: added per doubling of the response length over 400 characters;
 - `injection_susceptibility`: probability that a response addressing the judge gets top marks;
 - `fooled_by`: `patterns` (a few English wordings) or `anything` — any text aimed at the grader,
@@ -145,7 +147,7 @@ class JudgeProfile(BaseModel):
 @dataclass(frozen=True)
 class SimulatedAnswer:
     kind: str
-    """`rubric`, `preference` or `chat`."""
+    """`rubric`, `preference`, `listwise` or `chat`."""
     payload: dict[str, Any] | None
     text: str
 
@@ -200,6 +202,8 @@ def answer_request(user_text: str, tool_name: str | None, profile: JudgeProfile,
     blocks = {label: body for label, _tag, body in _BLOCK.findall(user_text)}
     if "RESPONSE_A" in blocks and "RESPONSE_B" in blocks:
         return _preference(blocks, profile, model)
+    if "RESPONSE_1" in blocks:
+        return _listwise(blocks, profile, model, rank_reference='Place "R"' in user_text)
     if "RESPONSE" in blocks:
         return _rubric(blocks, _CRITERION.findall(user_text), profile, model)
     text = "This is the Bedrock emulator. It answers the reward farm's judge prompts; this was not one."
@@ -233,3 +237,25 @@ def _preference(blocks: dict[str, str], profile: JudgeProfile, model: str) -> Si
         winner = "A" if advantage > 0 else "B"
     payload = {"rationale": f"A looks {qa:.2f}, B looks {qb:.2f}", "winner": winner}
     return SimulatedAnswer("preference", payload, json.dumps(payload))
+
+
+def _listwise(blocks: dict[str, str], profile: JudgeProfile, model: str, *, rank_reference: bool) -> SimulatedAnswer:
+    """Rank responses 1..n (and the reference as `R` when the prompt asks) by simulated quality,
+    with the position bias of the order shown; ties keep that order (Python's sort is stable)."""
+    task, reference = blocks.get("TASK", ""), blocks.get("REFERENCE")
+    count = 0
+    while f"RESPONSE_{count + 1}" in blocks:
+        count += 1
+    looks: list[tuple[str, float]] = []
+    for number in range(1, count + 1):
+        response = blocks[f"RESPONSE_{number}"]
+        lean = profile.position_bias * (0.5 - (number - 1) / (count - 1)) if count > 1 else 0.0
+        looks.append((str(number), _biased(quality(response, reference, task), response, profile, model, "pref") + lean))
+    if reference is not None and rank_reference:  # the answer key, placed as told: a response as good as it goes above it
+        looks.append(("R", quality(reference, reference, task) - profile.tie_margin))
+    ranked = sorted(looks, key=lambda item: -round(item[1] / max(profile.tie_margin, 1e-9)))
+    payload = {
+        "rationale": "looks " + ", ".join(f"{label}={q:.2f}" for label, q in looks[:3]),
+        "ranking": [label for label, _ in ranked],
+    }
+    return SimulatedAnswer("listwise", payload, json.dumps(payload))

@@ -71,7 +71,7 @@ async def ask(
             raise AskError(exc, answer.input_tokens, answer.output_tokens, _ms(started)) from exc
         answer.input_tokens += reply.input_tokens
         answer.output_tokens += reply.output_tokens
-        answer.cache_tokens = (answer.cache_tokens[0] + reply.cache_read_tokens, answer.cache_tokens[1] + reply.cache_write_tokens)  # noqa: E501 - bedrock
+        answer.cache_tokens = (answer.cache_tokens[0] + reply.cache_read_tokens, answer.cache_tokens[1] + reply.cache_write_tokens)
         cut_off = reply.stop_reason == "max_tokens"
         try:
             if reply.tool_input is not None:

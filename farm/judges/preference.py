@@ -1,36 +1,51 @@
-"""Preference judge: head-to-head comparison on Bedrock, judged in both orders.
+"""Preference judge: responses compared with each other on Bedrock, position bias cancelled.
 
-Inside a group (rollouts of one prompt) each rollout meets up to `max_comparisons` others
-(every pair in small groups; a ring in large ones, so cost grows linearly), and outcomes become
-group rewards by win rate or Bradley–Terry. A rollout with a reference and no group is
-compared against its reference. A verdict that flips when the responses swap places counts as
-a tie and carries `position_inconsistent`.
+Inside a group (rollouts of one prompt), by default (`comparison: listwise`) one call ranks the
+whole group, with the shared reference placed in the ranking as an anchor item, and the call is
+repeated in a shuffled (then reversed) order so position bias cancels; rankings become pairwise
+outcomes. With `comparison: pairwise` each rollout meets up to `max_comparisons` others (every
+pair in small groups; a ring in large ones), each pair judged in both orders, and a verdict that
+flips when the responses swap places counts as a tie and carries `position_inconsistent`.
+Either way, outcomes (an incomplete comparison graph is fine) become group rewards by win rate or
+Bradley–Terry, anchored on the reference when there is one. A rollout with a reference and no
+group is compared against its reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, Literal
 
-from farm.bedrock import ConverseClient, ConverseRequest
-from farm.cache import VerdictCache, content_key
+import msgspec
+
+from farm.bedrock import ConverseClient
+from farm.cache import VerdictCache
 from farm.config import PreferenceJudgeConfig
+from farm.errors import JudgeError
 from farm.flags import FailureReason, Flag
 from farm.judges.base import failed_verdict, skipped_verdict
-from farm.judges.converse_call import AskError, ask
-from farm.parsing import parse_preference
-from farm.prompting import PREFERENCE_TOOL, Prompt, preference_prompt, preference_schema
-from farm.ranking import bradley_terry, win_rates
+from farm.judges.bedrock_judge import BedrockJudge, Reading, Tool
+from farm.parsing import PreferenceAnswer, RankingAnswer, parse_preference, parse_ranking
+from farm.prompting import (
+    LISTWISE_TOOL,
+    PREFERENCE_TOOL,
+    REFERENCE_LABEL,
+    listwise_prompt,
+    listwise_schema,
+    preference_prompt,
+    preference_schema,
+)
+from farm.ranking import anchored_rewards, bradley_terry, merge_outcomes, ranking_outcomes, win_rates
 from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
-__all__ = ["PreferenceJudge", "combine_orders", "opponent_pairs"]
+__all__ = ["PreferenceJudge", "combine_orders", "list_orders", "opponent_pairs"]
 
-PROMPT_VERSION = "preference-v1"
 _OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
@@ -69,6 +84,32 @@ def opponent_pairs(size: int, max_opponents: int) -> list[tuple[int, int]]:
     return sorted((a, b) for a, b in pairs)
 
 
+def list_orders(size: int, orders: int, max_items: int, seed: str) -> list[list[list[int]]]:
+    """The listwise calls for a group of `size`: per order, the chunks (each a list of member
+    indices in the order shown). Order 0 is a shuffle seeded by the group's content (so a rerun
+    asks the same questions and hits the cache), order 1 its reverse (a linear position bias
+    cancels exactly), later orders fresh shuffles. A group over `max_items` is cut into nearly
+    equal chunks; chunks differ between orders, so the comparison graph stays connected."""
+    rng = random.Random(seed)
+    first = list(range(size))
+    rng.shuffle(first)
+    out = []
+    for k in range(orders):
+        if k == 0:
+            order = first
+        elif k == 1:
+            order = first[::-1]
+        else:
+            order = list(range(size))
+            rng.shuffle(order)
+        chunks = -(-size // max_items)
+        if chunks > 1 and k % 2 == 1:  # the reverse would keep the same chunks: rotate by half a chunk
+            shift = max(1, size // chunks // 2)
+            order = order[shift:] + order[:shift]
+        out.append([order[c * size // chunks : (c + 1) * size // chunks] for c in range(chunks)])
+    return out
+
+
 @dataclass
 class _Comparison:
     outcome: float | None = None
@@ -83,18 +124,22 @@ class _Comparison:
     flags: set[str] = field(default_factory=set)
 
 
-class PreferenceJudge:
-    def __init__(self, config: PreferenceJudgeConfig, client: ConverseClient, cache: VerdictCache):
-        self.name = config.name
-        self.config = config
-        self._client = client
-        self._cache = cache
-        self._schema = preference_schema()
-        scoring = config.model_dump(exclude={"name", "weight", "deadline_s", "gate", "mode", "group_reward", "max_comparisons"})
-        self.fingerprint = content_key(PROMPT_VERSION, scoring)
+class PreferenceJudge(BedrockJudge):
+    PROMPT_VERSION = "preference-v1"
+    UNSCORED = BedrockJudge.UNSCORED | {
+        "mode",
+        "group_reward",
+        "max_comparisons",
+        "comparison",
+        "listwise_orders",
+        "max_list_items",
+        "anchor",
+    }
+    config: PreferenceJudgeConfig
 
-    async def aclose(self) -> None:
-        return None
+    def __init__(self, config: PreferenceJudgeConfig, client: ConverseClient, cache: VerdictCache):
+        super().__init__(config, client, cache)
+        self._tool = Tool(PREFERENCE_TOOL, "Record which response is better and why.", preference_schema())
 
     async def score(self, rollouts: Sequence[Rollout]) -> list[Verdict]:
         deadline = time.monotonic() + self.config.deadline_s
@@ -105,9 +150,10 @@ class PreferenceJudge:
                 groups[rollout.group].append(index)
         verdicts: list[Verdict | None] = [None] * len(rollouts)
         tasks = []
+        score_group = self._score_list if self.config.comparison == "listwise" else self._score_group
         for members in groups.values():
             if mode != "reference" and len(members) >= 2:
-                tasks.append(self._score_group(rollouts, members, deadline, verdicts))
+                tasks.append(score_group(rollouts, members, deadline, verdicts))
         for index, rollout in enumerate(rollouts):
             in_group = rollout.group is not None and len(groups[rollout.group]) >= 2 and mode != "reference"
             if in_group:
@@ -127,26 +173,154 @@ class PreferenceJudge:
         assert all(v is not None for v in verdicts)
         return [v for v in verdicts if v is not None]
 
+    def _anchor(self, rollouts: Sequence[Rollout], members: list[int]) -> str | None:
+        """The group's shared reference when anchoring is on (None when members disagree on it)."""
+        first = rollouts[members[0]].reference
+        if first is None or any(rollouts[m].reference != first for m in members):
+            return None
+        return first
+
     async def _score_group(self, rollouts: Sequence[Rollout], members: list[int], deadline: float, out: list[Verdict | None]) -> None:
-        pairs = opponent_pairs(len(members), self.config.max_comparisons)
+        size = len(members)
+        pairs = opponent_pairs(size, self.config.max_comparisons)
         first = rollouts[members[0]]
         prompt = prompt_text(first.prompt)
-        reference = first.reference if all(rollouts[m].reference == first.reference for m in members) else None
+        reference = self._anchor(rollouts, members)
+        anchored = reference is not None and self.config.anchor == "reference"
+        if anchored:  # the reference is one more opponent of every rollout (player `size`)
+            pairs = pairs + [(i, size) for i in range(size)]
+        texts = [rollouts[m].response for m in members] + ([reference] if anchored and reference is not None else [])
         fresh = any(wants_fresh(rollouts[m]) for m in members)
         async with asyncio.TaskGroup() as group:
-            calls = [
-                group.create_task(
-                    self._compare(prompt, rollouts[members[i]].response, rollouts[members[j]].response, deadline, reference, fresh=fresh)
-                )
-                for i, j in pairs
-            ]
+            calls = [group.create_task(self._compare(prompt, texts[i], texts[j], deadline, reference, fresh=fresh)) for i, j in pairs]
         comparisons = [call.result() for call in calls]
         outcomes = {pair: c.outcome for pair, c in zip(pairs, comparisons, strict=True) if c.outcome is not None}
-        rank = bradley_terry if self.config.group_reward == "bradley_terry" else win_rates
-        rewards = rank(len(members), outcomes)
+        if anchored:
+            rewards = anchored_rewards(size, outcomes)
+        else:
+            rank = bradley_terry if self.config.group_reward == "bradley_terry" else win_rates
+            rewards = rank(size, outcomes)
         for local, index in enumerate(members):
             mine = [(pair, c) for pair, c in zip(pairs, comparisons, strict=True) if local in pair]
             out[index] = self._verdict(rewards[local], [c for _, c in mine], len(mine), [pair[0] == local for pair, _ in mine])
+
+    async def _score_list(self, rollouts: Sequence[Rollout], members: list[int], deadline: float, out: list[Verdict | None]) -> None:
+        config = self.config
+        size = len(members)
+        prompt = prompt_text(rollouts[members[0]].prompt)
+        shared = self._anchor(rollouts, members)
+        anchored = shared is not None and config.anchor == "reference"
+        responses = [rollouts[m].response for m in members]
+        fresh = any(wants_fresh(rollouts[m]) for m in members)
+        plan = list_orders(size, config.listwise_orders, config.max_list_items, self.fingerprint + "".join(responses))
+        chunks = [chunk for order in plan for chunk in order]
+        async with asyncio.TaskGroup() as group:
+            calls = [
+                group.create_task(self._rank(prompt, [responses[i] for i in chunk], shared, anchored, deadline, fresh)) for chunk in chunks
+            ]
+        results = [call.result() for call in calls]
+        rounds: list[dict[tuple[int, int], float]] = []
+        for chunk, ranked in zip(chunks, results, strict=True):
+            if ranked.ranking is None:
+                continue
+            players = [size if label == REFERENCE_LABEL else chunk[int(label) - 1] for label in ranked.ranking]
+            rounds.append(ranking_outcomes(players))
+        merged, flipped = merge_outcomes(rounds)
+        if anchored:
+            rewards = anchored_rewards(size, merged)
+        else:
+            rank = bradley_terry if config.group_reward == "bradley_terry" else win_rates
+            rewards = rank(size, merged)
+        for local, index in enumerate(members):
+            mine = [(chunk, r) for chunk, r in zip(chunks, results, strict=True) if local in chunk]
+            out[index] = self._list_verdict(local, size, rewards[local], mine, merged, flipped, anchored)
+
+    def _list_verdict(
+        self,
+        local: int,
+        size: int,
+        reward: float | None,
+        calls: list[tuple[list[int], _Ranked]],
+        merged: Mapping[tuple[int, int], float],
+        flipped: Mapping[tuple[int, int], bool],
+        anchored: bool,
+    ) -> Verdict:
+        flags: set[str] = set()
+        for _, r in calls:
+            flags |= set(r.flags)
+        common: dict[str, Any] = dict(  # the call's usage shared among the responses it ranked
+            latency_ms=max((r.latency_ms for _, r in calls), default=0.0),
+            input_tokens=sum(r.input_tokens // len(chunk) for chunk, r in calls),
+            output_tokens=sum(r.output_tokens // len(chunk) for chunk, r in calls),
+        )
+        errors = [r.error or "no ranking" for _, r in calls if r.ranking is None]
+        done = [r for _, r in calls if r.ranking is not None]
+        if reward is None or not done:
+            # the judge's own failed verdict (built by `base.failed_verdict`), a timeout only if every call timed out
+            failures = [r.verdict for _, r in calls if r.ranking is None]
+            first = next((v for v in failures if v.status != "timeout"), failures[0]) if failures else None
+            if first is None:
+                return failed_verdict(JudgeError("no ranking succeeded"), **common)
+            return msgspec.structs.replace(first, error="; ".join(errors), flags=tuple(sorted(flags)), cached=False, **common)
+        mine = {pair: (o if pair[0] == local else 1.0 - o) for pair, o in merged.items() if local in pair}
+        against_group = [o for pair, o in mine.items() if size not in pair]
+        unstable = sum(flipped[pair] for pair in mine)
+        if mine and unstable * 2 > len(mine):  # its standing moved with the order shown more often than not
+            flags.add(Flag.POSITION_INCONSISTENT)
+        if errors:
+            flags.add(Flag.JUDGE_INCOMPLETE)
+        criteria = {
+            "win_rate": sum(against_group) / len(against_group) if against_group else 0.5,
+            "comparisons": float(len(mine)),
+            "position_inconsistent": float(unstable),
+        }
+        head = f"ranked with the {size - 1} other responses to this prompt in {len(done)} shuffled order(s)"
+        if anchored and (local, size) in mine:
+            criteria["beats_reference"] = mine[(local, size)]
+            verdict = mine[(local, size)]
+            head += "; " + ("above" if verdict == 1.0 else "below" if verdict == 0.0 else "level with") + " the reference answer"
+        head += f"; won {criteria['win_rate']:.2f} of its comparisons with the group"
+        rationale = head + (f". Judge: {done[0].rationale.strip()}" if done[0].rationale.strip() else ".")
+        return Verdict(
+            score=reward,
+            status="ok",
+            criteria=criteria,
+            rationale=rationale[:4000],
+            error=f"{len(errors)} of {len(calls)} listwise comparisons failed: {errors[0]}" if errors else None,
+            flags=tuple(sorted(flags)),
+            **common,
+        )
+
+    async def _rank(
+        self, prompt: str, responses: list[str], reference: str | None, anchored: bool, deadline: float, fresh: bool
+    ) -> _Ranked:
+        """One ranking call: `reference` shown as the answer key; `anchored`: also ranked, as `R`."""
+        verdict = await self.cached(
+            ("listwise" if anchored else "listwise-unanchored", prompt, reference, *responses),
+            lambda: self._ask_ranking(prompt, responses, reference, anchored, deadline),
+            fresh=fresh,
+        )
+        return _Ranked.from_verdict(verdict)
+
+    async def _ask_ranking(self, prompt: str, responses: list[str], reference: str | None, anchored: bool, deadline: float) -> Verdict:
+        config = self.config
+        labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if anchored else [])
+        tool = Tool(LISTWISE_TOOL, "Record the ranking of the responses, best first, and why.", listwise_schema(labels))
+        return await self.ask_verdict(
+            lambda: listwise_prompt(
+                criteria=config.criteria,
+                prompt=prompt,
+                responses=responses,
+                reference=reference,
+                rank_reference=anchored,
+                max_chars=config.max_response_chars,
+                structured=self.structured,
+            ),
+            tool,
+            lambda payload: parse_ranking(payload, labels),
+            _ranking_reading,
+            deadline,
+        )
 
     async def _score_against_reference(self, rollout: Rollout, index: int, deadline: float, out: list[Verdict | None]) -> None:
         assert rollout.reference is not None
@@ -172,7 +346,7 @@ class PreferenceJudge:
             flags |= c.flags
             if c.inconsistent:
                 flags.add(Flag.POSITION_INCONSISTENT)
-        common: _Usage = dict(
+        common: dict[str, Any] = dict(
             latency_ms=max((c.latency_ms for c in comparisons), default=0.0),
             input_tokens=sum(c.input_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].input_tokens,
             output_tokens=sum(c.output_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].output_tokens,
@@ -180,7 +354,7 @@ class PreferenceJudge:
         )
         errors = [c.error for c in comparisons if c.error]
         if reward is None or not done:
-            status = "timeout" if comparisons and all(c.timed_out for c in comparisons) else "failed"
+            status: Literal["timeout", "failed"] = "timeout" if comparisons and all(c.timed_out for c in comparisons) else "failed"
             reason = next((c.reason for c in comparisons if c.reason is not None), FailureReason.UNEXPECTED)
             return Verdict(score=None, status=status, error="; ".join(errors) or "no comparison succeeded", reason=reason, **common)
         inconsistent = sum(c.inconsistent for c in done)
@@ -223,56 +397,39 @@ class PreferenceJudge:
         return result
 
     async def _ordered(self, prompt: str, a: str, b: str, deadline: float, reference: str | None, fresh: bool) -> _Ordered:
-        key = content_key(self.fingerprint, prompt, a, b, reference)
-        try:
-            verdict = await self._cache.get_or_compute(key, lambda: self._ask(prompt, a, b, deadline, reference), fresh=fresh)
-        except Exception as exc:  # noqa: BLE001 - one broken call fails its comparison, not (via the TaskGroups) the batch
-            verdict = failed_verdict(exc)
+        verdict = await self.cached((prompt, a, b, reference), lambda: self._ask(prompt, a, b, deadline, reference), fresh=fresh)
         return _Ordered.from_verdict(verdict)
 
     async def _ask(self, prompt: str, a: str, b: str, deadline: float, reference: str | None) -> Verdict:
         config = self.config
-        structured = config.structured_output == "tool"
-
-        def build() -> tuple[Prompt, ConverseRequest]:
-            rendered = preference_prompt(
+        return await self.ask_verdict(
+            lambda: preference_prompt(
                 criteria=config.criteria,
                 prompt=prompt,
                 response_a=a,
                 response_b=b,
                 reference=reference,
                 max_chars=config.max_response_chars,
-                structured=structured,
-            )
-            request = ConverseRequest(
-                model=config.model,
-                user_text=rendered.user,
-                system_text=rendered.system,
-                max_tokens=config.max_tokens,
-                tool_name=PREFERENCE_TOOL if structured else None,
-                tool_description="Record which response is better and why.",
-                tool_schema=self._schema if structured else None,
-                service_tier=config.service_tier,  # bedrock: tier and prompt cache from judge config
-                prompt_cache=config.prompt_cache,
-            )
-            return rendered, request
-
-        try:
-            answer = await ask(
-                self._client, build, parse_preference, parse_retries=config.parse_retries, deadline=deadline, region=config.region
-            )
-        except AskError as exc:
-            return exc.verdict()
-        return Verdict(
-            score=_OUTCOME[answer.value.winner],
-            status="ok",
-            criteria={"winner_" + answer.value.winner: 1.0},
-            rationale=answer.value.rationale,
-            latency_ms=answer.latency_ms,
-            input_tokens=answer.input_tokens,
-            output_tokens=answer.output_tokens,
-            flags=tuple(sorted(map(str, answer.flags))),
+                structured=self.structured,
+            ),
+            self._tool,
+            parse_preference,
+            _preference_reading,
+            deadline,
         )
+
+
+def _preference_reading(value: PreferenceAnswer) -> Reading:
+    return Reading(score=_OUTCOME[value.winner], criteria={"winner_" + value.winner: 1.0}, rationale=value.rationale)
+
+
+def _ranking_reading(value: RankingAnswer) -> Reading:
+    """A ranking is kept in the verdict as `rank_<label>` = position (0 best), so it survives the
+    cache; the score is the share of responses placed below the reference (1.0 without one)."""
+    criteria = {f"rank_{label}": float(position) for position, label in enumerate(value.ranking)}
+    below = len(value.ranking) - 1 - value.ranking.index(REFERENCE_LABEL) if REFERENCE_LABEL in value.ranking else None
+    score = below / (len(value.ranking) - 1) if below is not None and len(value.ranking) > 1 else 1.0
+    return Reading(score=score, criteria=criteria, rationale=value.rationale)
 
 
 def _rationale(mine: list[tuple[float, _Comparison, bool]], *, against_reference: bool) -> str:
@@ -321,6 +478,38 @@ class _Ordered:
             rationale=verdict.rationale,
             error=verdict.error,
             reason=verdict.reason,
+            input_tokens=0 if cached else verdict.input_tokens,
+            output_tokens=0 if cached else verdict.output_tokens,
+            latency_ms=verdict.latency_ms,
+            flags=verdict.flags,
+        )
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """One listwise call's result, read back from the cached verdict: labels best first, or None."""
+
+    ranking: tuple[str, ...] | None
+    verdict: Verdict
+    rationale: str
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    flags: tuple[str, ...]
+
+    @classmethod
+    def from_verdict(cls, verdict: Verdict) -> _Ranked:
+        ranking = None
+        if verdict.status == "ok":
+            ranks = sorted((position, key.removeprefix("rank_")) for key, position in verdict.criteria.items() if key.startswith("rank_"))
+            ranking = tuple(label for _, label in ranks)
+        cached = verdict.cached
+        return cls(
+            ranking=ranking,
+            verdict=verdict,
+            rationale=verdict.rationale,
+            error=verdict.error,
             input_tokens=0 if cached else verdict.input_tokens,
             output_tokens=0 if cached else verdict.output_tokens,
             latency_ms=verdict.latency_ms,

@@ -13,6 +13,7 @@ from tests.conftest import PREFERENCE, RUBRIC, gsm8k_rollouts, make_config
 pytestmark = pytest.mark.integration
 
 LITE, MICRO = "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
+PAIRWISE = {**PREFERENCE, "comparison": "pairwise", "anchor": "none"}  # the default before listwise
 GOOD = {"id": "good", "prompt": "What is 9*2?", "response": "9*2 = 18\nA: 18", "reference": "A: 18"}
 BAD = {"id": "bad", "prompt": "What is 9*2?", "response": "9*2 = 20\nA: 20", "reference": "A: 18"}
 
@@ -92,7 +93,7 @@ def test_response_cannot_close_the_fence(aws_env):
 
 def test_preference_group_ranks_correct_rollouts_higher(aws_env, report):
     rows = gsm8k_rollouts(limit=12)
-    config = make_config([PREFERENCE])
+    config = make_config([PAIRWISE])
     results, ensemble = score(config, rows)
     labels = {row["id"]: row["metadata"]["is_correct"] for row in rows}
     correct = [r.reward for r in results if labels[r.id]]
@@ -107,7 +108,7 @@ def test_preference_group_ranks_correct_rollouts_higher(aws_env, report):
 
 def test_position_swap_turns_order_dependent_verdicts_into_ties(aws_env):
     aws_env.update(judge={"position_bias": 1.0, "noise": 0})
-    config = make_config([{**PREFERENCE, "group_reward": "win_rate"}])
+    config = make_config([{**PAIRWISE, "group_reward": "win_rate"}])
     rows = [{**GOOD, "group": "g"}, {**BAD, "group": "g"}]
     results, _ = score(config, rows)
     for result in results:
@@ -165,3 +166,55 @@ def test_empty_and_nonutf8_inputs_are_explicit(aws_env):
     assert aws_env.stats() == {}
     with pytest.raises(ValueError, match="not valid UTF-8"):
         parse_rollout({**GOOD, "response": "\udcff"})
+
+
+def test_listwise_group_costs_two_calls_and_ranks_correct_rollouts_higher(aws_env, report):
+    """The default preference mode: one ranking call per shuffled order (2), the reference ranked
+    as item R; every pair of the group and each rollout against the reference is compared."""
+    rows = gsm8k_rollouts(limit=12)
+    results, _ = score(make_config([PREFERENCE]), rows)
+    labels = {row["id"]: row["metadata"]["is_correct"] for row in rows}
+    correct = [r.reward for r in results if labels[r.id]]
+    wrong = [r.reward for r in results if not labels[r.id]]
+    mean_correct, mean_wrong = sum(correct) / len(correct), sum(wrong) / len(wrong)
+    report(f"emulated listwise preference judge (anchored), mean reward: correct {mean_correct:.3f}, wrong {mean_wrong:.3f}")
+    assert mean_correct > mean_wrong + 0.4
+    assert max(wrong) < 0.3  # below the reference: an all-wrong group earns little whatever its order
+    for r in results:
+        verdict = r.judges["preference"]
+        assert r.status == "ok" and verdict.criteria["comparisons"] == 4  # 3 group mates + the reference
+        assert "beats_reference" in verdict.criteria and "reference answer" in verdict.rationale
+    assert aws_env.stats()[MICRO].admitted == 12 * 2  # 2 calls per group of 4, not 12
+
+
+def test_listwise_shuffle_cancels_position_bias(aws_env):
+    aws_env.update(judge={"position_bias": 1.0, "noise": 0})  # ranks whatever it is shown first on top
+    config = make_config([{**PREFERENCE, "group_reward": "win_rate"}])
+    rows = [{**GOOD, "group": "g", "reference": None}, {**BAD, "group": "g", "reference": None}]
+    results, _ = score(config, [{k: v for k, v in row.items() if v is not None} for row in rows])
+    for result in results:
+        verdict = result.judges["preference"]
+        assert verdict.score == 0.5  # the reversed order flips the ranking: a tie, not a win by position
+        assert Flag.POSITION_INCONSISTENT in verdict.flags
+
+
+def test_listwise_failed_ranking_is_incomplete_not_zero(aws_env):
+    aws_env.update(faults={"malformed": 0.5}, seed=3)
+    results, _ = score(make_config([{**PREFERENCE, "parse_retries": 0}]), gsm8k_rollouts(limit=8))
+    statuses = {r.judges["preference"].status for r in results}
+    incomplete = [r for r in results if Flag.JUDGE_INCOMPLETE in r.judges["preference"].flags]
+    failed = [r for r in results if r.judges["preference"].status == "failed"]
+    assert incomplete and all(r.status == "partial" and "listwise comparisons failed" in r.judges["preference"].error for r in incomplete)
+    assert all(r.judges["preference"].score is None and "ParseError" in r.judges["preference"].error for r in failed)
+    assert statuses <= {"ok", "failed"}
+
+
+def test_listwise_large_group_is_chunked_and_stays_connected(aws_env):
+    rows = [
+        {"id": f"r{i}", "prompt": "What is 9*2?", "response": f"9*2 = {18 + i % 3}\nA: {18 + i % 3} ({i})", "group": "g"} for i in range(16)
+    ]
+    results, _ = score(make_config([{**PREFERENCE, "max_list_items": 8}]), rows)
+    assert all(r.status == "ok" for r in results)
+    assert aws_env.stats()[MICRO].admitted == 2 * 2  # 2 orders x 2 chunks of 8
+    comparisons = [r.judges["preference"].criteria["comparisons"] for r in results]
+    assert min(comparisons) >= 8  # its own chunk in both orders, and new mates in the shifted one

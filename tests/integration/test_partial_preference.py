@@ -12,6 +12,8 @@ from farm.judges.preference import opponent_pairs
 from farm.wire import parse_rollouts
 from tests.conftest import PREFERENCE, RUBRIC, gsm8k_rollouts, make_config
 
+PAIRWISE = {**PREFERENCE, "comparison": "pairwise", "anchor": "none"}  # the default before listwise
+
 pytestmark = pytest.mark.integration
 
 MICRO = "amazon.nova-micro-v1:0"
@@ -32,7 +34,7 @@ def test_a_verdict_missing_some_comparisons_is_flagged_and_the_result_is_partial
     """A failed comparison used to leave an `ok` verdict with no flag: the reward silently
     rested on fewer comparisons and the summary counted it as ok."""
     aws_env.update(faults={"malformed": 0.3}, seed=11)
-    config = make_config([{**PREFERENCE, "parse_retries": 0}, RUBRIC])
+    config = make_config([{**PAIRWISE, "parse_retries": 0}, RUBRIC])
     results = score(config, gsm8k_rollouts(limit=4))
     incomplete = 0
     for result in results:
@@ -75,6 +77,6 @@ def test_a_group_of_16_costs_linear_calls(aws_env):
     rows = [
         {"id": f"r{i}", "prompt": "What is 9*2?", "response": f"9*2 = {18 + i % 3}\nA: {18 + i % 3} ({i})", "group": "g"} for i in range(16)
     ]
-    results = score(make_config([PREFERENCE]), rows)  # default max_comparisons = 4
+    results = score(make_config([PAIRWISE]), rows)  # default max_comparisons = 4
     assert all(r.status == "ok" and r.judges["preference"].criteria["comparisons"] == 4 for r in results)
     assert aws_env.stats()[MICRO].admitted == 16 * 4  # 32 pairs x 2 orders, not 240

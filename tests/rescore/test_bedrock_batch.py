@@ -169,7 +169,15 @@ def test_bedrock_batch_rescore_matches_on_demand_rewards(ray_local, batch_emulat
             "judges": [
                 {"name": "answer", "kind": "final_answer", "weight": 2},
                 {"name": "rubric", "kind": "rubric", "model": LITE, "criteria": [{"name": "correctness", "description": "Correct."}]},
-                {"name": "preference", "kind": "preference", "model": MICRO, "group_reward": "bradley_terry"},
+                # pairwise (the default before listwise): 12 requests per group, enough to split into jobs
+                {
+                    "name": "preference",
+                    "kind": "preference",
+                    "model": MICRO,
+                    "group_reward": "bradley_terry",
+                    "comparison": "pairwise",
+                    "anchor": "none",
+                },
             ],
             "bedrock": {"default_quota": {"rpm": 600000, "tpm": 1000000000}, "max_concurrency": 32},
             "prices": {

@@ -40,7 +40,16 @@ def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray
                 "deadline_s": 20,
                 "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
             },
-            {"name": "preference", "kind": "preference", "model": MICRO, "mode": "group", "deadline_s": 20},
+            # pairwise (the default before listwise): 6 comparisons per group, so incomplete verdicts are common
+            {
+                "name": "preference",
+                "kind": "preference",
+                "model": MICRO,
+                "mode": "group",
+                "comparison": "pairwise",
+                "anchor": "none",
+                "deadline_s": 20,
+            },
         ],
         "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}, "read_timeout_s": 1.5, "retry": {"max_attempts": attempts}},
         "cache": {"enabled": False},

@@ -22,7 +22,9 @@ class _OneBrokenPair(PreferenceJudge):
 
 
 def test_an_unexpected_error_in_one_comparison_leaves_the_other_groups_ok() -> None:
-    config = PreferenceJudgeConfig(name="preference", kind="preference", model="amazon.nova-micro-v1:0", mode="group")
+    config = PreferenceJudgeConfig(
+        name="preference", kind="preference", model="amazon.nova-micro-v1:0", mode="group", comparison="pairwise"
+    )
     judge = _OneBrokenPair(config, client=Any, cache=VerdictCache())  # type: ignore[arg-type]
     rollouts = [parse_rollout({"id": f"r{i}", "prompt": "p", "response": f"r{i}", "group": "g1" if i < 3 else "g2"}) for i in range(6)]
     verdicts = asyncio.run(judge.score(rollouts))
