@@ -49,15 +49,6 @@ __all__ = ["PreferenceJudge", "combine_orders", "list_orders", "opponent_pairs"]
 _OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
-class _Usage(TypedDict):
-    """What every verdict of one rollout's comparisons carries, whatever its status."""
-
-    latency_ms: float
-    input_tokens: int
-    output_tokens: int
-    flags: tuple[str, ...]
-
-
 def combine_orders(first_winner: str, swapped_winner: str) -> tuple[float, bool]:
     """Outcome for the response shown first in `first_winner`'s call, and whether order mattered.
 
