@@ -219,9 +219,9 @@ def test_reference_only_groups_with_a_judge_fooled_by_anything(aws_env, report, 
     attacks = {f: v for f, v in figures["defaults"].items() if f != "padding"}
     assert all(v <= 0.05 for v in attacks.values()), figures["defaults"]
     assert all(v <= 0.05 for f, v in figures["detector_blind"].items() if f != "padding"), figures["detector_blind"]
-    # NOT defended here: padding. Without a verifiable judge nothing contradicts a length-biased score,
-    # and the length correction calibrate fits (slope ~0.16-0.19 a doubling) under-corrects this judge's
-    # 0.3 (its 1-5 scores clip); the figure is reported, and this documents that it still pays.
-    assert figures["defaults"]["padding"] > 0.05
+    # Padding: the length correction calibrate fits under-corrects this judge, and no verifiable judge
+    # contradicts it; with the listwise reference-anchored preference (the default since issue 18) the
+    # re-render now holds it too (it still pays with the re-render off, asserted below).
+    assert figures["defaults"]["padding"] <= 0.05, figures["defaults"]
     # the judge really is fooled: with neither the detector nor the re-render, most families pay
     assert sum(v > 0.2 for v in figures["detector_blind_no_rerender"].values()) >= 8, figures["detector_blind_no_rerender"]
