@@ -14,6 +14,8 @@ tokens per call (what `maxTokens` must cover), step seconds (the `farm score` pr
 exit, and the span the emulator was busy), partial/failed rollouts; and new / baseline ratios.
 `chain_s` is the slowest single judge call chain (one Converse call at the emulator's latency:
 every judge asks once per rollout or group, concurrently), for the step-time bound.
+`farm_cpu_s` / `farm_cpu_ms_per_call`: CPU the `farm score` process spent (user + system, its
+start-up included), which bounds the step when quota is plentiful and cores are few.
 
     python benchmarks/grpo_step.py                 # 2,000 rpm / 4M tpm per model
     python benchmarks/grpo_step.py --rpm 1000      # target: 0 partial
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -91,6 +94,7 @@ def run_step(url: str, source: Path, config: Path, workdir: Path, rows: int) -> 
     env.pop("RAY_ADDRESS", None)
     out = workdir / f"{config.stem}.jsonl"
     admin(url, "reset", "POST")
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "farm.cli", "score", str(source), "--out", str(out), "--config", str(config), "--max-degraded", "1"],
@@ -100,6 +104,8 @@ def run_step(url: str, source: Path, config: Path, workdir: Path, rows: int) -> 
         timeout=1800,
     )
     elapsed = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    farm_cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode not in (0, 3):
         return {"error": done.stderr[-2000:], "step_s": round(elapsed, 1)}
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
@@ -128,6 +134,8 @@ def run_step(url: str, source: Path, config: Path, workdir: Path, rows: int) -> 
         "nova_calls_per_rollout": round(calls / rows, 3),
         "input_tokens_per_rollout": round(input_tokens / rows, 1),
         "output_tokens_per_call": round(output_tokens / max(calls, 1), 1),
+        "farm_cpu_s": round(farm_cpu_s, 1),
+        "farm_cpu_ms_per_call": round(1000 * farm_cpu_s / max(calls, 1), 2),
         "step_s": round(elapsed, 1),
         "emulator_busy_s": round(last - first, 1) if calls else 0.0,
         "partial": status.get("partial", 0),
