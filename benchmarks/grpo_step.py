@@ -134,6 +134,8 @@ def run_step(url: str, source: Path, config: Path, workdir: Path, rows: int) -> 
         "nova_calls_per_rollout": round(calls / rows, 3),
         "input_tokens_per_rollout": round(input_tokens / rows, 1),
         "output_tokens_per_call": round(output_tokens / max(calls, 1), 1),
+        "cost_usd": summary.get("cost_usd"),
+        "cost_per_rollout_usd": summary.get("cost_per_rollout_usd"),
         "farm_cpu_s": round(farm_cpu_s, 1),
         "farm_cpu_ms_per_call": round(1000 * farm_cpu_s / max(calls, 1), 2),
         "step_s": round(elapsed, 1),
@@ -177,7 +179,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "new": {"how": "packaged default ensemble (listwise preference, reference anchor)", **new},
         "baseline": {"how": f"same ensemble, preference {BASELINE_PREFERENCE} (the default before)", **baseline},
         "ratio_new_over_baseline": {
-            k: ratio(k) for k in ("nova_calls_per_rollout", "input_tokens_per_rollout", "step_s", "emulator_busy_s")
+            k: ratio(k) for k in ("nova_calls_per_rollout", "input_tokens_per_rollout", "step_s", "emulator_busy_s", "cost_per_rollout_usd")
         },
         "chain_s": chain_s,
         "step_over_chain": {
