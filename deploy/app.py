@@ -103,10 +103,11 @@ def _judge_deployment(judge: JudgeConfig, config: FarmConfig, env: dict[str, str
     Bedrock judges take as many requests at once as their quota can serve within the deadline."""
     kind = _judge_kind(judge)
     defaults = DEFAULTS[kind]
+    given = options_of(judge.deployment)
     if kind == "bedrock":
-        sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas_of(options_of(judge.deployment)))
+        sized = bedrock_ongoing(judge, config, floor=defaults.max_ongoing_requests or 1, replicas=replicas_of(given))
         defaults = defaults.model_copy(update={"max_ongoing_requests": sized})
-    options = deployment_options(options_of(judge.deployment), defaults, env)
+    options = deployment_options(given, defaults, env)
     if not is_local(judge):
         return JudgeDeployment, options
     options["max_constructor_retry_count"] = 2  # a model that cannot load will not load on the 20th try

@@ -52,13 +52,14 @@ def check_placements(config: FarmConfig) -> None:
     """Refuse a placement that cannot work, and replica settings that would be silently ignored."""
     for index, judge in enumerate(config.judges):
         where = f"judges[{index}] ({judge.name!r}): deployment"
-        if options_of(judge.deployment).placement == "ingress" and not is_rule(judge):
+        options = options_of(judge.deployment)
+        if options.placement == "ingress" and not is_rule(judge):
             raise ConfigError(
                 f"{where}.placement is 'ingress', but only rule judges can run in the ingress; "
                 f"a {judge.kind} judge owns a client or a model and needs its own deployment (placement: deployment)"
             )
         if placement_of(judge) == "ingress":
-            given = [name for name in _REPLICA_FIELDS if getattr(options_of(judge.deployment), name) is not None]
+            given = [name for name in _REPLICA_FIELDS if getattr(options, name) is not None]
             if given:
                 raise ConfigError(
                     f"{where}.{given[0]} is set, but the judge runs in the ingress (placement: ingress, the default for rule judges) "

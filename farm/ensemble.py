@@ -97,16 +97,12 @@ class Ensemble:
         cache: VerdictCache | None = None,
         integrity: IntegrityConfig | None = None,
         patient: bool = False,
-        every_judge: bool = False,
     ):
         """`patient`: nobody waits on the answer (offline scoring, probes, calibration): judges
         are not cut off at their deadline while they wait for quota; each Bedrock call is
-        bounded from the moment the quota admits it instead. `every_judge`: with the cascade on,
-        still call every judge on every rollout, recording what the cascade would have done
-        (`forced` where it would not have called the judge): probe and calibrate need every score."""
+        bounded from the moment the quota admits it instead."""
         self.members = list(members)
         self.patient = patient
-        self.every_judge = every_judge
         self.aggregation = aggregation
         self.client = client
         self.cache = cache
@@ -132,18 +128,6 @@ class Ensemble:
         members = [EnsembleMember(j, build_judge(j, client, cache)) for j in config.judges]
         return cls(members, config.aggregation, client=client, cache=cache, integrity=config.integrity, patient=patient)
 
-    def with_every_judge(self) -> Ensemble:
-        """This ensemble (same judges, client and cache) calling every judge on every rollout."""
-        return Ensemble(
-            self.members,
-            self.aggregation,
-            client=self.client,
-            cache=self.cache,
-            integrity=self.integrity,
-            patient=self.patient,
-            every_judge=True,
-        )
-
     async def aclose(self) -> None:
         for member in self.members:
             await member.judge.aclose()
@@ -152,9 +136,9 @@ class Ensemble:
 
     async def score(self, rollouts: Sequence[Rollout], *, every_judge: bool = False) -> list[RewardResult]:
         """One result per rollout, in order. `every_judge`: with the cost cascade on, call every
-        judge anyway and record what the cascade would have done (probes and calibration need every
-        judge's score); a per-call switch so wrappers of `score` (progress, counts) still see the call."""
-        every_judge = every_judge or self.every_judge
+        judge anyway and record what the cascade would have done (`forced` where it would not have
+        called the judge): probes and calibration need every judge's score. A per-call switch, so
+        wrappers of `score` (the CLI's progress and counts) still see the call."""
         verdicts: list[dict[str, Verdict]] = [{} for _ in rollouts]
         closed: dict[int, RewardResult] = {}
         empty = [i for i, r in enumerate(rollouts) if not r.response.strip()]

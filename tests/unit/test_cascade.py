@@ -84,10 +84,10 @@ def test_group_scope_pulls_the_whole_group_along():
 # --- the ensemble running tiers -----------------------------------------------------------------
 
 
-def ensemble(*judges: tuple[FakeJudge, str], aggregation: AggregationConfig = AGG, every_judge: bool = False) -> Ensemble:
+def ensemble(*judges: tuple[FakeJudge, str], aggregation: AggregationConfig = AGG) -> Ensemble:
     config = parse_config({"judges": [{"name": j.name, "kind": "length", "cost": cost} for j, cost in judges]})
     members = [EnsembleMember(c, j) for c, (j, _) in zip(config.judges, judges, strict=True)]
-    return Ensemble(members, aggregation, every_judge=every_judge)
+    return Ensemble(members, aggregation)
 
 
 def test_expensive_judge_runs_only_where_needed_batched_and_recorded():
@@ -137,8 +137,8 @@ def test_a_failed_escalated_judge_is_partial_with_its_reason():
 
 def test_every_judge_runs_for_probes_and_records_what_the_cascade_would_do():
     rule, nova = FakeJudge("rule", lambda r: 1.0 if r.id == "r0" else 0.5), FakeJudge("nova", lambda r: 0.9)
-    forced = ensemble((rule, "free"), (nova, "expensive")).with_every_judge()
-    results = asyncio.run(forced.score([rollout(0), rollout(1)]))
+    forced = ensemble((rule, "free"), (nova, "expensive"))
+    results = asyncio.run(forced.score([rollout(0), rollout(1)], every_judge=True))
     assert nova.calls == [["r0", "r1"]]
     assert [r.escalation for r in results] == [{"rule": "ran", "nova": "forced"}, {"rule": "ran", "nova": "uncertain"}]
     assert results[0].judges["nova"].score == 0.9 and not escalated(results[0]) and escalated(results[1])
@@ -222,8 +222,8 @@ def test_forced_runs_report_the_decision_for_fresh_rollouts_too():
     from farm.wire import mark_fresh
 
     rule, nova = FakeJudge("rule", lambda r: 1.0), FakeJudge("nova", lambda r: 0.9)
-    forced = ensemble((rule, "free"), (nova, "expensive")).with_every_judge()
-    results = asyncio.run(forced.score([mark_fresh(rollout(0)), mark_fresh(rollout(1, reference=None))]))
+    forced = ensemble((rule, "free"), (nova, "expensive"))
+    results = asyncio.run(forced.score([mark_fresh(rollout(0)), mark_fresh(rollout(1, reference=None))], every_judge=True))
     assert [r.escalation["nova"] for r in results] == ["forced", "no_reference"]  # what the cascade would do unmarked
 
 
