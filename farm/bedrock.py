@@ -97,11 +97,10 @@ class ConverseRequest:
 
     def to_api(self) -> dict[str, Any]:
         after_system, after_prefix = self.cache_points()
-        if self.user_prefix:
-            point = [CACHE_POINT] if after_prefix else []
-            content: list[dict[str, Any]] = [{"text": self.user_prefix}, *point, {"text": self.user_text}]
-        else:
-            content = [{"text": self.user_text}]
+        if after_prefix:
+            content: list[dict[str, Any]] = [{"text": self.user_prefix}, CACHE_POINT, {"text": self.user_text}]
+        else:  # caching: no point here, so one block, the very text an unlayered prompt sends
+            content = [{"text": self.user_prefix + self.user_text}]
         body: dict[str, Any] = {
             "modelId": self.model,
             "messages": [{"role": "user", "content": content}],
@@ -217,41 +216,55 @@ class ConverseClient:
     async def converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         """One Converse call with quota, retries and jittered backoff, all inside `deadline` (monotonic).
 
-        A call whose system prompt ends in a cachePoint that this client has not yet written
-        waits (bounded by `cache_warm_wait_s` and the deadline) while the first such call writes
-        it: calls sent together would otherwise all pay to write the same prefix, and none read it."""
+        A call whose prompt ends a cached prefix (the system prompt, or system + user prefix)
+        that this client has not yet written waits (bounded by `cache_warm_wait_s` and the
+        deadline) while the first such call writes it: calls sent together (a group's responses,
+        a preference group's orders and pairs) would otherwise all pay to write the same prefix,
+        and none read it. Prefixes are taken shortest first, so the judge's rules are written
+        once and each question's prefix once."""
         if request.prompt_cache and request.cache_min_tokens != self.config.cache_min_tokens:
             request = dataclasses.replace(request, cache_min_tokens=self.config.cache_min_tokens)  # the client's setting wins
-        key = self._warm_key(request)
-        if key is None:
-            return await self._converse(request, deadline=deadline, region=region)
-        warming = self._warming.get(key)
-        if warming is None:  # this call writes the prefix; the others wait for it
-            done = self._warming[key] = asyncio.get_running_loop().create_future()
+        keys = self._warm_keys(request)
+        for index, key in enumerate(keys):
+            warming = self._warming.get(key)
+            if warming is not None:  # another call is writing this prefix: wait for it, then read it
+                wait = min(self.config.cache_warm_wait_s, max(0.0, deadline - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(warming), wait)
+                continue
+            if self._warm_until.get(key, 0.0) > time.monotonic():
+                continue
+            # nobody writes this prefix yet: this call writes it, and every longer one nobody writes
+            mine = [k for k in keys[index:] if k not in self._warming]
+            loop = asyncio.get_running_loop()
+            futures = {k: loop.create_future() for k in mine}
+            self._warming.update(futures)
             try:
                 reply = await self._converse(request, deadline=deadline, region=region)
-                self._warm_until[key] = time.monotonic() + _WARM_TTL_S  # written: later calls go at once
+                for k in mine:
+                    self._warm_until[k] = time.monotonic() + _WARM_TTL_S  # written: later calls go at once
                 return reply
             finally:  # answered or failed, the waiting calls go now
-                del self._warming[key]
-                done.set_result(None)
-        wait = min(self.config.cache_warm_wait_s, max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(warming), wait)
+                for k, done in futures.items():
+                    del self._warming[k]
+                    done.set_result(None)
         return await self._converse(request, deadline=deadline, region=region)
 
-    def _warm_key(self, request: ConverseRequest) -> tuple[str, int] | None:
-        """(model, hash of the system prompt) when the call caches its system prompt and this
-        client has not written it within the cache's TTL; else None (send at once)."""
-        if self.config.cache_warm_wait_s <= 0 or not request.cache_points()[0]:
-            return None
-        key = (request.model, hash(request.system_text))
-        if self._warm_until.get(key, 0.0) > time.monotonic():
-            return None
+    def _warm_keys(self, request: ConverseRequest) -> list[tuple[str, int]]:
+        """(model, hash of the cached prefix) per cachePoint of the call that this client has not
+        written within the cache's TTL, shortest prefix first; empty: send at once."""
+        if self.config.cache_warm_wait_s <= 0:
+            return []
+        after_system, after_prefix = request.cache_points()
+        keys = []
+        if after_system:
+            keys.append((request.model, hash(request.system_text)))
+        if after_prefix:
+            keys.append((request.model, hash((request.system_text, request.user_prefix))))
+        now = time.monotonic()
         if len(self._warm_until) > 1024:
-            now = time.monotonic()
             self._warm_until = {k: t for k, t in self._warm_until.items() if t > now}
-        return key
+        return [k for k in keys if self._warm_until.get(k, 0.0) <= now]
 
     async def _converse(self, request: ConverseRequest, *, deadline: float, region: str | None = None) -> ConverseReply:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError

@@ -386,6 +386,13 @@ def rescore(
         err=True,
     )
     click.echo(f"  results: {base}/part-*.{fmt}   report: {base}.report.html   summary: {base}.summary.json", err=True)
+    if report.get("total_cost_usd") is not None:
+        cached = ""
+        if report.get("cache_read_tokens") or report.get("cache_write_tokens"):
+            cached = f"; prompt cache: {report['cache_read_tokens']} tokens read, {report['cache_write_tokens']} written"
+            if report.get("total_cost_without_prompt_cache_usd") is not None:
+                cached += f" (${report['total_cost_without_prompt_cache_usd']:.6f} without it)"
+        click.echo(f"  cost: ${report['total_cost_usd']:.6f} at list prices unless config `prices` says otherwise{cached}", err=True)
     if report["invalid_rows"]:
         click.echo(f"  invalid rows, with file and line: {base}.errors.jsonl", err=True)
     retry = report["retry"]
@@ -956,6 +963,9 @@ def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:
     if summary.get("cost_usd") is not None:
         per = summary.get("cost_per_rollout_usd")
         per_text = f" (${per:.8f} per rollout)" if per is not None else ""
+        uncached = summary.get("cost_without_prompt_cache_usd")
+        if summary.get("cache_read_tokens") and uncached is not None:
+            per_text += f"; ${uncached:.6f} without prompt caching"
         echo(f"  cost: ${summary['cost_usd']:.6f}{per_text} at list prices unless config `prices` says otherwise")
     if summary["invalid_rows"]:
         echo(f"  invalid rows: {summary['invalid_rows']} (see {summary['errors_file']})")

@@ -148,6 +148,21 @@ def rubric_schema(criteria: Sequence[Criterion]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": [c.name for c in criteria]}
 
 
+def _shared_question(
+    name: str, criteria: str, prompt: str, reference: str | None, max_chars: int, tag: str | None
+) -> tuple[str, str, bool]:
+    """(prefix, tag, truncated): the start of a preference prompt that every call about the same
+    prompt and reference shares (instructions, task, reference), fenced by one `shared_tag` so it
+    is byte-identical across calls (cacheable) yet unguessable by the policy."""
+    prompt, cut_p = clip(prompt, max_chars)
+    tag = tag or shared_tag(name, criteria, prompt, reference or "")
+    reference_block, cut_r = _reference_block(reference, tag, max_chars)
+    prefix = _template(f"{name}_question").substitute(
+        criteria=criteria, tag=tag, prompt=_fenceproof(prompt, tag), reference_block=reference_block
+    )
+    return prefix, tag, cut_p or cut_r
+
+
 def preference_prompt(
     *,
     criteria: str,
@@ -159,26 +174,25 @@ def preference_prompt(
     reference: str | None = None,
     tag: str | None = None,
 ) -> Prompt:
-    tag = tag or new_tag()
-    reference_block, cut_r = _reference_block(reference, tag, max_chars)
-    prompt, cut_p = clip(prompt, max_chars)
+    """Two layers: the shared question (`prefix`: instructions, task, reference; cacheable across
+    every pair and order about it) and the two responses in this call's order (`user`, under a
+    fresh tag per call). `prefix + user` reads exactly as the single-block prompt did; `tag` pins
+    both tags (tests)."""
+    prefix, shared, cut_q = _shared_question("preference", criteria, prompt, reference, max_chars, tag)
     response_a, cut_a = clip(response_a, max_chars)
     response_b, cut_b = clip(response_b, max_chars)
     if structured:
         instruction = f"Record your decision with the `{PREFERENCE_TOOL}` tool."
     else:
         instruction = 'Answer with one JSON object and nothing else: {"rationale": "...", "winner": "A" | "B" | "tie"}'
-    user = _template("preference_user").substitute(
-        criteria=criteria,
-        tag=tag,
-        prompt=_fenceproof(prompt, tag),
-        response_a=_fenceproof(response_a, tag),
-        response_b=_fenceproof(response_b, tag),
-        reference_block=reference_block,
+    fresh = tag or new_tag()
+    user = _template("preference_responses").substitute(
+        tag=fresh,
+        response_a=_fenceproof(_fenceproof(response_a, shared), fresh),
+        response_b=_fenceproof(_fenceproof(response_b, shared), fresh),
         answer_instruction=instruction,
     )
-    truncated = cut_p or cut_a or cut_b or cut_r
-    return Prompt(system=_template("preference_system").template.strip(), user=user, truncated=truncated)
+    return Prompt(system=_template("preference_system").template.strip(), user=user, truncated=cut_q or cut_a or cut_b, prefix=prefix)
 
 
 def preference_schema() -> dict[str, Any]:
@@ -205,18 +219,17 @@ def listwise_prompt(
 ) -> Prompt:
     """One prompt that asks for a ranking of every response (labels 1..n, in the order given);
     with a reference (and `rank_reference`), the judge also places `R` (the reference) in the
-    ranking: the anchor that tells how good the group is, not only how its members compare."""
-    tag = tag or new_tag()
-    reference_block, truncated = _reference_block(reference, tag, max_chars)
-    prompt, cut = clip(prompt, max_chars)
-    truncated = truncated or cut
+    ranking: the anchor that tells how good the group is, not only how its members compare.
+    Layered like `preference_prompt`: the shared question in `prefix`, this call's order of the
+    responses in `user`."""
+    prefix, shared, truncated = _shared_question("listwise", criteria, prompt, reference, max_chars, tag)
+    fresh = tag or new_tag()
     blocks = []
     for number, response in enumerate(responses, start=1):
         response, cut = clip(response, max_chars)
         truncated = truncated or cut
-        blocks.append(
-            f"## Response {number}\n<<<BEGIN RESPONSE_{number} {tag}>>>\n{_fenceproof(response, tag)}\n<<<END RESPONSE_{number} {tag}>>>"
-        )
+        fenced = _fenceproof(_fenceproof(response, shared), fresh)
+        blocks.append(f"## Response {number}\n<<<BEGIN RESPONSE_{number} {fresh}>>>\n{fenced}\n<<<END RESPONSE_{number} {fresh}>>>")
     ranked = reference is not None and rank_reference
     labels = [str(n) for n in range(1, len(responses) + 1)] + ([REFERENCE_LABEL] if ranked else [])
     anchor = ""
@@ -226,17 +239,13 @@ def listwise_prompt(
         instruction = f"Record your ranking with the `{LISTWISE_TOOL}` tool."
     else:
         instruction = 'Answer with one JSON object and nothing else: {"rationale": "...", "ranking": ["2", "1", ...]}'
-    user = _template("listwise_user").substitute(
-        criteria=criteria,
-        tag=tag,
-        prompt=_fenceproof(prompt, tag),
-        reference_block=reference_block,
+    user = _template("listwise_responses").substitute(
         responses="\n\n".join(blocks),
         labels=", ".join(labels),
         anchor_instruction=anchor,
         answer_instruction=instruction,
     )
-    return Prompt(system=_template("listwise_system").template.strip(), user=user, truncated=truncated)
+    return Prompt(system=_template("listwise_system").template.strip(), user=user, truncated=truncated, prefix=prefix)
 
 
 def listwise_schema(labels: Sequence[str]) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class ScoreSummary:
     cost_per_rollout_usd: float | None = None
     cost_without_prompt_cache_usd: float | None = None
     """The same calls with every cached prompt token billed as plain input."""
+    judge_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per Bedrock judge: its calls' tokens (input, output, cache read, cache write) and dollars,
+    with and without the prompt cache, as the Serve metrics count them per judge."""
     cache_hits: int = 0
     cache_misses: int = 0
     elapsed_s: float = 0.0
@@ -68,6 +71,7 @@ class ScoreSummary:
         out["judge_errors"] = {name: dict(counts.most_common(5)) for name, counts in self.judge_errors.items()}
         out["judge_reasons"] = {name: dict(counts) for name, counts in self.judge_reasons.items()}
         out["escalation"] = {name: dict(counts) for name, counts in self.escalation.items()}
+        out["judge_usage"] = {name: dict(usage) for name, usage in self.judge_usage.items()}
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
 
@@ -129,7 +133,9 @@ async def score_file(
         await ensemble.aclose()
     summary.reward_mean = round(sum(rewards) / len(rewards), 4) if rewards else None
     if client is not None:
-        add_cost(summary, client.stats.usage, PriceTable.from_config(config))
+        prices = PriceTable.from_config(config)
+        add_cost(summary, client.stats.usage, prices)
+        _price_judges(summary, config, prices)
     if ensemble.cache is not None:
         summary.cache_hits = ensemble.cache.stats.hits + ensemble.cache.stats.joined
         summary.cache_misses = ensemble.cache.stats.misses
@@ -154,11 +160,29 @@ def _count(summary: ScoreSummary, result: RewardResult) -> None:
         if verdict.status in ("failed", "timeout"):
             summary.judge_errors.setdefault(name, Counter())[_short(verdict.error or verdict.status)] += 1
             summary.judge_reasons.setdefault(name, Counter())[failure_reason(verdict) or "other"] += 1
+        if not verdict.cached and (verdict.input_tokens or verdict.cache_read_tokens or verdict.cache_write_tokens):
+            usage = summary.judge_usage.setdefault(name, dict.fromkeys(_TOKENS, 0))
+            for kind in _TOKENS:
+                usage[kind] += getattr(verdict, kind)
         if not verdict.cached:
             summary.input_tokens += verdict.input_tokens
             summary.output_tokens += verdict.output_tokens
             summary.cache_read_tokens += verdict.cache_read_tokens
             summary.cache_write_tokens += verdict.cache_write_tokens
+
+
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _price_judges(summary: ScoreSummary, config: FarmConfig, prices: PriceTable) -> None:
+    """Dollars per judge from the tokens its verdicts carry (a group's call is shared among its rollouts)."""
+    judges = {j.name: j for j in config.judges}
+    for name, usage in summary.judge_usage.items():
+        judge = judges.get(name)
+        model = getattr(judge, "model", None)
+        cost = prices.cost(model, Usage(*(usage[k] for k in _TOKENS)), str(getattr(judge, "service_tier", "default"))) if model else None
+        usage["cost_usd"] = None if cost is None else round(cost.usd, 6)
+        usage["cost_without_prompt_cache_usd"] = None if cost is None else round(cost.uncached_usd, 6)
 
 
 def add_cost(summary: ScoreSummary, usage: Mapping[tuple[str, str], Usage], prices: PriceTable) -> None:

@@ -111,6 +111,8 @@ class _Comparison:
     timed_out: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     latency_ms: float = 0.0
     flags: set[str] = field(default_factory=set)
 
@@ -239,10 +241,16 @@ class PreferenceJudge(BedrockJudge):
         flags: set[str] = set()
         for _, r in calls:
             flags |= set(r.flags)
-        common: dict[str, Any] = dict(  # the call's usage shared among the responses it ranked
+
+        def share(tokens: str) -> int:  # a call's usage split among the responses it ranked, summing to the call's
+            return sum(getattr(r, tokens) // len(chunk) + (chunk.index(local) < getattr(r, tokens) % len(chunk)) for chunk, r in calls)
+
+        common: dict[str, Any] = dict(
             latency_ms=max((r.latency_ms for _, r in calls), default=0.0),
-            input_tokens=sum(r.input_tokens // len(chunk) for chunk, r in calls),
-            output_tokens=sum(r.output_tokens // len(chunk) for chunk, r in calls),
+            input_tokens=share("input_tokens"),
+            output_tokens=share("output_tokens"),
+            cache_read_tokens=share("cache_read_tokens"),
+            cache_write_tokens=share("cache_write_tokens"),
         )
         errors = [r.error or "no ranking" for _, r in calls if r.ranking is None]
         done = [r for _, r in calls if r.ranking is not None]
@@ -251,7 +259,7 @@ class PreferenceJudge(BedrockJudge):
             failures = [r.verdict for _, r in calls if r.ranking is None]
             first = next((v for v in failures if v.status != "timeout"), failures[0]) if failures else None
             if first is None:
-                return failed_verdict(JudgeError("no ranking succeeded"), **common)
+                return msgspec.structs.replace(failed_verdict(JudgeError("no ranking succeeded")), **common)
             return msgspec.structs.replace(first, error="; ".join(errors), flags=tuple(sorted(flags)), cached=False, **common)
         mine = {pair: (o if pair[0] == local else 1.0 - o) for pair, o in merged.items() if local in pair}
         against_group = [o for pair, o in mine.items() if size not in pair]
@@ -337,10 +345,17 @@ class PreferenceJudge(BedrockJudge):
             flags |= c.flags
             if c.inconsistent:
                 flags.add(Flag.POSITION_INCONSISTENT)
+
+        def share(tokens: str) -> int:  # a comparison between two rollouts is paid half by each
+            spent = [getattr(c, tokens) for c in comparisons]
+            return sum(spent) // 2 if expected > 1 else spent[0]
+
         common: dict[str, Any] = dict(
             latency_ms=max((c.latency_ms for c in comparisons), default=0.0),
-            input_tokens=sum(c.input_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].input_tokens,
-            output_tokens=sum(c.output_tokens for c in comparisons) // 2 if expected > 1 else comparisons[0].output_tokens,
+            input_tokens=share("input_tokens"),
+            output_tokens=share("output_tokens"),
+            cache_read_tokens=share("cache_read_tokens"),
+            cache_write_tokens=share("cache_write_tokens"),
             flags=tuple(sorted(map(str, flags))),
         )
         errors = [c.error for c in comparisons if c.error]
@@ -374,6 +389,8 @@ class PreferenceJudge(BedrockJudge):
         result = _Comparison(
             input_tokens=forward.input_tokens + backward.input_tokens,
             output_tokens=forward.output_tokens + backward.output_tokens,
+            cache_read_tokens=forward.cache_read_tokens + backward.cache_read_tokens,
+            cache_write_tokens=forward.cache_write_tokens + backward.cache_write_tokens,
             latency_ms=max(forward.latency_ms, backward.latency_ms),
             flags=set(forward.flags) | set(backward.flags),
         )
@@ -458,6 +475,8 @@ class _Ordered:
     latency_ms: float
     flags: tuple[str, ...]
     reason: str | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_verdict(cls, verdict: Verdict) -> _Ordered:
@@ -471,6 +490,8 @@ class _Ordered:
             reason=verdict.reason,
             input_tokens=0 if cached else verdict.input_tokens,
             output_tokens=0 if cached else verdict.output_tokens,
+            cache_read_tokens=0 if cached else verdict.cache_read_tokens,
+            cache_write_tokens=0 if cached else verdict.cache_write_tokens,
             latency_ms=verdict.latency_ms,
             flags=verdict.flags,
         )
@@ -488,6 +509,8 @@ class _Ranked:
     output_tokens: int
     latency_ms: float
     flags: tuple[str, ...]
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_verdict(cls, verdict: Verdict) -> _Ranked:
@@ -503,6 +526,8 @@ class _Ranked:
             error=verdict.error,
             input_tokens=0 if cached else verdict.input_tokens,
             output_tokens=0 if cached else verdict.output_tokens,
+            cache_read_tokens=0 if cached else verdict.cache_read_tokens,
+            cache_write_tokens=0 if cached else verdict.cache_write_tokens,
             latency_ms=verdict.latency_ms,
             flags=verdict.flags,
         )

@@ -50,9 +50,9 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
     for name in data.judges:
         column = scores[name]
         present = column[~np.isnan(column)]
-        tokens_in, tokens_out = data.tokens[name]
+        tokens_in, tokens_out, cache_read, cache_write = data.tokens[name]
         model = models.get(name)
-        usd = prices.usd(model, Usage(tokens_in, tokens_out), tiers[name]) if model else None
+        cost = prices.cost(model, Usage(tokens_in, tokens_out, cache_read, cache_write), tiers[name]) if model else None
         judges[name] = {
             "model": models.get(name),
             "scored": int(present.size),
@@ -62,7 +62,10 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
             "histogram": _histogram(column),
             "input_tokens": tokens_in,
             "output_tokens": tokens_out,
-            "cost_usd": None if usd is None else round(usd, 6),
+            "cache_read_tokens": cache_read,
+            "cache_write_tokens": cache_write,
+            "cost_usd": None if cost is None else round(cost.usd, 6),
+            "cost_without_prompt_cache_usd": None if cost is None else round(cost.uncached_usd, 6),
             "against_label": _label_metrics(column, label),
         }
     columns = {name: scores[name].tolist() for name in data.judges}  # farm.stats is pure Python: lists iterate fastest
@@ -88,9 +91,14 @@ def summarise(data: ScoreColumns, config: FarmConfig, *, elapsed_s: float | None
         "judges": judges,
         "agreement_pearson": agreement,
         "ensemble_against_label": _label_metrics(reward, label),
+        "cache_read_tokens": sum(j["cache_read_tokens"] for j in judges.values()),
+        "cache_write_tokens": sum(j["cache_write_tokens"] for j in judges.values()),
         "total_cost_usd": None
         if all(j["cost_usd"] is None for j in judges.values())
         else round(sum(j["cost_usd"] or 0 for j in judges.values()), 6),
+        "total_cost_without_prompt_cache_usd": None
+        if all(j["cost_without_prompt_cache_usd"] is None for j in judges.values())
+        else round(sum(j["cost_without_prompt_cache_usd"] or 0 for j in judges.values()), 6),
         "cost_per_row_usd": None
         if n == 0 or all(j["cost_usd"] is None for j in judges.values())
         else round(sum(j["cost_usd"] or 0 for j in judges.values()) / n, 8),
@@ -145,7 +153,7 @@ def _judge_row(name: str, j: dict[str, Any]) -> str:
         cost = "—"
     label = _metrics(j["against_label"])
     cells = [j["model"] or "rule/local", j["scored"], j["mean_score"], _counts(j["status"]), _counts(j["failures_by_reason"])]
-    cells += [j["input_tokens"], j["output_tokens"], cost, label]
+    cells += [j["input_tokens"], j["output_tokens"], f"{j.get('cache_read_tokens', 0)} / {j.get('cache_write_tokens', 0)}", cost, label]
     return f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
 
@@ -166,6 +174,9 @@ def render_html(summary: dict[str, Any], title: str) -> str:
     cost = "no cost estimate (no `prices` configured for these models)" if total is None else f"estimated cost ${total:.4f}"
     if total is not None and per_row is not None:
         cost += f" (${per_row:.6f} per row, at list prices unless `prices` says otherwise)"
+    uncached = summary.get("total_cost_without_prompt_cache_usd")
+    if total is not None and uncached is not None and summary.get("cache_read_tokens"):
+        cost += f"; ${uncached:.4f} without prompt caching ({summary['cache_read_tokens']} prompt tokens read from the cache)"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
@@ -176,7 +187,7 @@ mean reward {summary["mean_reward"]}, disagreement rate {summary["disagreement_r
 {cost}.</p>
 <h2>Ensemble against the label</h2><p>{html.escape(_metrics(ensemble)) if ensemble else "no label column given"}</p>
 <h2>Judges</h2><table><tr><th>judge</th><th>model</th><th>scored</th><th>mean</th><th>status</th><th>failures by reason</th>
-<th>input tokens</th><th>output tokens</th><th>est. cost</th><th>against label</th></tr>{rows}</table>
+<th>input tokens</th><th>output tokens</th><th>prompt cache read / written</th><th>est. cost</th><th>against label</th></tr>{rows}</table>
 <h2>Score distributions</h2>{plots}
 <h2>Judge agreement (Pearson r on rows both scored)</h2><table>{matrix}</table>
 <h2>Flags</h2><ul>{flags}</ul>

@@ -16,7 +16,9 @@ from farm.wire import RewardResult
 __all__ = ["ScoreColumns", "encode_part", "read_columns", "read_part_table", "results_table"]
 
 _encode = msgspec.json.Encoder().encode
-_JUDGE_FIELDS = ("score", "status", "error", "reason", "input_tokens", "output_tokens", "cached")
+_JUDGE_FIELDS = ("score", "status", "error", "reason", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cached")
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+"""Token columns per judge: billed input, output, and prompt tokens read from / written to Bedrock's prompt cache."""
 
 
 def results_table(
@@ -43,6 +45,8 @@ def results_table(
         "reason": pa.string(),
         "input_tokens": pa.int64(),
         "output_tokens": pa.int64(),
+        "cache_read_tokens": pa.int64(),
+        "cache_write_tokens": pa.int64(),
         "cached": pa.bool_(),
     }
     for name in judges:
@@ -124,7 +128,8 @@ class ScoreColumns:
         self.score: dict[str, list[Any]] = {n: [] for n in judges}
         self.judge_status: dict[str, Counter[str]] = {n: Counter() for n in judges}
         self.reasons: dict[str, Counter[str]] = {n: Counter() for n in judges}
-        self.tokens: dict[str, list[int]] = {n: [0, 0] for n in judges}
+        self.tokens: dict[str, list[int]] = {n: [0] * len(_TOKENS) for n in judges}
+        """Per judge, tokens of the calls it made (cached verdicts spent none), in `_TOKENS` order."""
         self.escalated = 0
         """Rows for which the cost cascade called a judge beyond the cheapest tier."""
         self.escalation: dict[str, Counter[str]] = {}
@@ -156,8 +161,8 @@ class ScoreColumns:
                 if r
             )
             fresh = ~part[f"{name}.cached"]
-            self.tokens[name][0] += int(part[f"{name}.input_tokens"][fresh].sum())
-            self.tokens[name][1] += int(part[f"{name}.output_tokens"][fresh].sum())
+            for i, kind in enumerate(_TOKENS):
+                self.tokens[name][i] += int(part[f"{name}.{kind}"][fresh].sum())
 
     def arrays(self) -> tuple[Any, Any, dict[str, Any]]:
         """(reward, label, {judge: score}) as aligned float arrays."""
@@ -213,8 +218,8 @@ def _parquet_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         out[f"{name}.error"] = table.column(f"judge.{name}.error").to_pylist()
         reasons = f"judge.{name}.reason"  # absent from parts written before verdicts carried a reason
         out[f"{name}.reason"] = table.column(reasons).to_pylist() if reasons in table.column_names else [None] * n
-        out[f"{name}.input_tokens"] = np.nan_to_num(numbers(f"judge.{name}.input_tokens", 0)).astype(np.int64)
-        out[f"{name}.output_tokens"] = np.nan_to_num(numbers(f"judge.{name}.output_tokens", 0)).astype(np.int64)
+        for kind in _TOKENS:  # cache columns are absent from parts written before they existed: 0
+            out[f"{name}.{kind}"] = np.nan_to_num(numbers(f"judge.{name}.{kind}", 0)).astype(np.int64)
         out[f"{name}.cached"] = np.nan_to_num(numbers(f"judge.{name}.cached", 0)).astype(bool)
     return out
 
@@ -237,7 +242,7 @@ def _jsonl_part(part: bytes, judges: Sequence[str]) -> dict[str, Any]:
         out[f"{name}.status"] = [v.get("status") for v in verdicts]
         out[f"{name}.error"] = [v.get("error") for v in verdicts]
         out[f"{name}.reason"] = [v.get("reason") for v in verdicts]
-        out[f"{name}.input_tokens"] = np.array([v.get("input_tokens") or 0 for v in verdicts], dtype=np.int64)
-        out[f"{name}.output_tokens"] = np.array([v.get("output_tokens") or 0 for v in verdicts], dtype=np.int64)
+        for kind in _TOKENS:
+            out[f"{name}.{kind}"] = np.array([v.get(kind) or 0 for v in verdicts], dtype=np.int64)
         out[f"{name}.cached"] = np.array([bool(v.get("cached")) for v in verdicts], dtype=bool)
     return out

@@ -94,7 +94,7 @@ def test_the_emulated_judge_ranks_by_quality_with_primacy_among_equals() -> None
         max_chars=1000,
         structured=True,
     )
-    answer = answer_request(prompt.user, "record_ranking", JudgeProfile(noise=0.0), "m")
+    answer = answer_request(prompt.prefix + prompt.user, "record_ranking", JudgeProfile(noise=0.0), "m")
     assert answer.kind == "listwise"
     ranking = parse_ranking(answer.payload or {}, ["1", "2", "3", "R"]).ranking
     assert ranking == ("2", "R", "1", "3")  # right answer above the key; equal wrong ones in the order shown
@@ -112,6 +112,6 @@ def test_without_the_anchor_the_reference_is_shown_but_not_ranked() -> None:
         max_chars=1000,
         structured=True,
     )
-    assert "A: 18" in prompt.user and 'Place "R"' not in prompt.user  # the answer key still informs the judge
-    answer = answer_request(prompt.user, "record_ranking", JudgeProfile(noise=0.0), "m")
+    assert "A: 18" in prompt.prefix and 'Place "R"' not in prompt.user  # the answer key still informs the judge
+    answer = answer_request(prompt.prefix + prompt.user, "record_ranking", JudgeProfile(noise=0.0), "m")
     assert parse_ranking(answer.payload or {}, ["1", "2"]).ranking == ("2", "1")
