@@ -162,7 +162,8 @@ class ScoreColumns:
             )
             fresh = ~part[f"{name}.cached"]
             for i, kind in enumerate(_TOKENS):
-                self.tokens[name][i] += int(part[f"{name}.{kind}"][fresh].sum())
+                spent = part.get(f"{name}.{kind}")  # None: a part read by an older reader, without cache columns
+                self.tokens[name][i] += 0 if spent is None else int(spent[fresh].sum())
 
     def arrays(self) -> tuple[Any, Any, dict[str, Any]]:
         """(reward, label, {judge: score}) as aligned float arrays."""
