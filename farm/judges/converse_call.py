@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.errors import JudgeError, ParseError
 from farm.flags import Flag
@@ -33,15 +35,19 @@ class Answer(Generic[T]):
 class AskError(JudgeError):
     """A judge error that carries the usage spent before it happened."""
 
-    def __init__(self, cause: JudgeError, input_tokens: int, output_tokens: int, latency_ms: float):
+    def __init__(self, cause: JudgeError, input_tokens: int, output_tokens: int, latency_ms: float, cache_tokens: tuple[int, int] = (0, 0)):
         super().__init__(str(cause))
         self.cause = cause
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         self.latency_ms = latency_ms
+        self.cache_tokens = cache_tokens  # caching: (read, write) prompt tokens the failed attempts were billed for
 
     def verdict(self) -> Verdict:
-        return failed_verdict(self.cause, latency_ms=self.latency_ms, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+        verdict = failed_verdict(self.cause, latency_ms=self.latency_ms, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+        if self.cache_tokens == (0, 0):
+            return verdict
+        return msgspec.structs.replace(verdict, cache_read_tokens=self.cache_tokens[0], cache_write_tokens=self.cache_tokens[1])
 
 
 async def ask(
@@ -68,7 +74,7 @@ async def ask(
         try:
             reply = await client.converse(request, deadline=deadline, region=region)
         except JudgeError as exc:
-            raise AskError(exc, answer.input_tokens, answer.output_tokens, _ms(started)) from exc
+            raise AskError(exc, answer.input_tokens, answer.output_tokens, _ms(started), answer.cache_tokens) from exc
         answer.input_tokens += reply.input_tokens
         answer.output_tokens += reply.output_tokens
         answer.cache_tokens = (answer.cache_tokens[0] + reply.cache_read_tokens, answer.cache_tokens[1] + reply.cache_write_tokens)
@@ -89,7 +95,7 @@ async def ask(
             answer.flags.add(Flag.PARSE_REPAIRED)
         return Answer(value, answer.input_tokens, answer.output_tokens, _ms(started), answer.flags, answer.cache_tokens)
     assert last_parse_error is not None
-    raise AskError(last_parse_error, answer.input_tokens, answer.output_tokens, _ms(started))
+    raise AskError(last_parse_error, answer.input_tokens, answer.output_tokens, _ms(started), answer.cache_tokens)
 
 
 def _ms(started: float) -> float:

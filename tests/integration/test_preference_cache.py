@@ -101,3 +101,19 @@ def test_pairwise_calls_sent_together_write_the_question_once(aws_env):
 
 def _opts() -> dict:
     return {"max_chars": 24_000, "structured": True}
+
+
+def test_a_failed_ranking_still_carries_the_cache_tokens_it_was_billed_for(aws_env):
+    """A ranking that never parses is a failed verdict (never 0) that still counts the prompt
+    cache tokens its attempts wrote and read, so the dollars of a bad run are not understated."""
+    from tests.integration.test_judges_emulator import score
+
+    aws_env.update(faults={"malformed": 1.0})
+    rows = [r for r in _rows() if r["group"] == "g0"][:2]
+    results, _ = score(make_config([PREFERENCE], cache={"enabled": False}), rows)
+    verdicts = [r.judges["preference"] for r in results]
+    assert all(v.status == "failed" and v.score is None for v in verdicts)
+    stats = aws_env.stats()[MICRO]
+    assert stats.cache_write_tokens > 1_000 and stats.cache_read_tokens > 0  # 2 orders x (1 + 1 parse retry) calls
+    assert sum(v.cache_write_tokens for v in verdicts) == stats.cache_write_tokens
+    assert sum(v.cache_read_tokens for v in verdicts) == stats.cache_read_tokens
