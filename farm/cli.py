@@ -64,10 +64,24 @@ def main() -> None:
 @click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
 )
-@click.option("--concurrency", default=4, show_default=True, help="Batches scored at once.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batches scored at once (default: enough for the calls the quotas allow in flight, at least 4).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes to spread the file over when one is CPU-bound; each holds 1/N of the quota and whole groups.",
+)
 @click.option("--force", is_flag=True, help="Overwrite --out (and its .summary.json/.errors.jsonl) if it exists.")
 @MAX_DEGRADED
-def score(input_path: str, output_path: str, config_path: str | None, concurrency: int, force: bool, max_degraded: float) -> None:
+def score(
+    input_path: str, output_path: str, config_path: str | None, concurrency: int | None, workers: int, force: bool, max_degraded: float
+) -> None:
     """Score a JSONL file of rollouts in this process and write one result per row.
 
     Exits 0 when every judge answered, 1 on invalid input rows or an error, 3 when the run is
@@ -87,7 +101,21 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     staged = _staging(output_path)  # results land beside --out and replace it only when the run completes
     try:
         quotas = _cluster_quotas(config)
-        summary = asyncio.run(score_file(input_path, staged, config, concurrency=concurrency, progress=progress, quotas=quotas))
+        if workers > 1:
+            if quotas is not None:
+                raise CliError(
+                    "--workers splits this process's own quota, but RAY_ADDRESS shares a cluster's",
+                    "spread it over the cluster with `farm rescore --workers N` (its actors lease from that quota), or unset RAY_ADDRESS",
+                )
+            from farm.errors import ConfigError
+            from farm.scoreworkers import score_file_workers
+
+            try:
+                summary = score_file_workers(input_path, staged, config, workers=workers, concurrency=concurrency, progress=progress)
+            except ConfigError as exc:
+                raise CliError(str(exc), "give fewer --workers or a larger quota") from None
+        else:
+            summary = asyncio.run(score_file(input_path, staged, config, concurrency=concurrency, progress=progress, quotas=quotas))
     except BaseException as exc:
         _discard(staged, *(_companion(staged, c) for c in SCORE_COMPANIONS))
         if isinstance(exc, KeyboardInterrupt):
