@@ -87,12 +87,11 @@ def score(
     Exits 0 when every judge answered, 1 on invalid input rows or an error, 3 when the run is
     degraded: a judge failed on every rollout, or more than --max-degraded of the rollouts are
     partial or failed (the results are still written)."""
-    from farm.offline.reader import count_rows, describe_inputs
     from farm.progress import Progress
     from farm.scorefile import degradation, score_file
 
     _claim_output(output_path, force, inputs=(input_path, config_path))
-    total = count_rows(describe_inputs([input_path])) or 0
+    total = _count_rows(input_path)
     if not total:
         raise CliError(f"{input_path} holds no rollouts", "give a JSONL file with one rollout per line (see Inputs in the README)")
     config, emulator, _ = _load(config_path)
@@ -838,6 +837,16 @@ def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
 def _companion(output_path: str | Path, suffix: str) -> Path:
     path = Path(output_path)
     return path.with_name(path.name + suffix)
+
+
+def _count_rows(path: str) -> int:
+    """Non-blank lines of a local JSONL file (plain or gzip), for progress; without pyarrow, whose
+    import would be a fifth of `farm score`'s start-up."""
+    import gzip
+
+    opener: Any = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _claim_output(path: str, force: bool, *, inputs: tuple[str | None, ...] = ()) -> None:
