@@ -63,13 +63,15 @@ _PROBE_LATENCY_S = 2.0
 BASELINE_PREFERENCE = {"comparison": "pairwise", "anchor": "none", "max_comparisons": 4}
 
 
-def step_rollouts(groups: int, group_size: int) -> list[dict[str, Any]]:
-    """`groups` questions, `group_size` rollouts each: the question's real solutions, repeated
-    with a trailing newline added per copy (new content: no cache hits, same answer)."""
+def step_rollouts(groups: int, group_size: int, offset: int = 0) -> list[dict[str, Any]]:
+    """`groups` questions (from the `offset`-th), `group_size` rollouts each: the question's real
+    solutions, repeated with a trailing newline added per copy (new content: no cache hits, same answer)."""
     rows: list[dict[str, Any]] = []
     with SHARED.open(encoding="utf-8") as handle:
         for index, line in enumerate(handle):
-            if index >= groups:
+            if index < offset:
+                continue
+            if index >= offset + groups:
                 break
             row = json.loads(line)
             for k in range(group_size):
@@ -248,6 +250,59 @@ def measure_chain(url: str, config: Path, rows: list[dict[str, Any]], group_size
     }
 
 
+def measure_warm(url: str, config: Path, warm: list[dict[str, Any]], step: list[dict[str, Any]], emulator_pid: int) -> dict[str, Any]:
+    """The step as a trainer's long-lived process sees it: scored in this process by an ensemble
+    that already scored one step (imports done, client and connections open), batches sent as
+    `farm score` sends them. CPU is this process's (its screening thread included)."""
+    from farm.batching import make_batches
+    from farm.config import load_config
+    from farm.ensemble import Ensemble
+    from farm.scorefile import batches_in_flight
+    from farm.wire import parse_rollout
+
+    os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = url
+    farm_config = load_config(config)
+
+    async def score(ensemble: Ensemble, rows: list[dict[str, Any]]) -> list[Any]:
+        gate = asyncio.Semaphore(batches_in_flight(farm_config))
+        rollouts = [parse_rollout(r, where="step") for r in rows]
+
+        async def run(batch: list[Any]) -> list[Any]:
+            async with gate:
+                return await ensemble.score(batch)
+
+        return [r for batch in await asyncio.gather(*(run(b) for b in make_batches(rollouts, farm_config.batch_size))) for r in batch]
+
+    async def both() -> tuple[float, float, float, list[Any]]:
+        ensemble = Ensemble.from_config(farm_config, patient=True)
+        try:
+            await score(ensemble, warm)
+            admin(url, "reset", "POST")
+            cpu, emulator = time.process_time(), process_cpu_s(emulator_pid)
+            started = time.monotonic()
+            results = await score(ensemble, step)
+            return time.monotonic() - started, time.process_time() - cpu, process_cpu_s(emulator_pid) - emulator, results
+        finally:
+            await ensemble.aclose()
+
+    load_before = os.getloadavg()
+    elapsed, cpu, emulator_cpu, results = asyncio.run(both())
+    calls = sum(s.get("admitted", 0) for s in admin(url, "stats").values() if isinstance(s, dict))
+    cores = os.cpu_count() or 1
+    return {
+        "how": "in-process, after a warm-up step of other questions: no start-up, connections open",
+        "step_s": round(elapsed, 2),
+        "calls": calls,
+        "ok": sum(r.status == "ok" for r in results),
+        "farm_cpu_s": round(cpu, 2),
+        "farm_cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 2),
+        "farm_cpu_ms_per_rollout": round(1000 * cpu / len(step), 2),
+        "emulator_cpu_s": round(emulator_cpu, 2),
+        "cpu_floor_s": round(max(cpu, (cpu + emulator_cpu) / cores), 2),
+        "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in (("AWS_ACCESS_KEY_ID", "benchmark"), ("AWS_SECRET_ACCESS_KEY", "benchmark"), ("AWS_EC2_METADATA_DISABLED", "true")):
         os.environ.setdefault(name, value)
@@ -267,6 +322,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             baseline_config = config_file(directory, args.rpm, args.tpm, baseline=True)
             baseline = run_step(url, source, baseline_config, directory, len(rows), process.pid, startup)
             calls = round(new.get("nova_calls_per_rollout", 0) * len(rows))
+            warm = measure_warm(url, default, step_rollouts(args.groups, args.group_size, offset=args.groups), rows, process.pid)
             chain = measure_chain(url, default, rows, args.group_size, args.latency_ms / 1000.0, calls)
     finally:
         timer.cancel()
@@ -307,11 +363,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             else {}
         ),
         "baseline": {"how": f"same ensemble, preference {BASELINE_PREFERENCE} (the default before)", **baseline},
+        "new_warm": warm,
         "ratio_new_over_baseline": {
             k: ratio(k) for k in ("nova_calls_per_rollout", "input_tokens_per_rollout", "step_s", "emulator_busy_s", "cost_per_rollout_usd")
         },
         "chain": chain,
-        "step_over_chain": {"new": over_chain(new), "new_workers": over_chain(spread), "baseline": over_chain(baseline)},
+        "step_over_chain": {
+            "new": over_chain(new),
+            "new_workers": over_chain(spread),
+            "baseline": over_chain(baseline),
+            "new_warm": {"step": round(warm["step_s"] / chain_s, 2), "cpu_floor": round(warm["cpu_floor_s"] / chain_s, 2)},
+        },
         "workers_speedup_scoring": round(new["scoring_s"] / spread["scoring_s"], 2) if spread and spread.get("scoring_s") else None,
     }
 

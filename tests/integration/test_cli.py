@@ -52,6 +52,7 @@ def test_score_over_worker_processes_matches_one_process(tmp_path: Path):
         out = tmp_path / f"w{workers}.jsonl"
         proc = farm("score", str(source), "--out", str(out), "--workers", workers)
         assert proc.returncode == 0, proc.stderr
+        assert "scoring 28/28 rollouts" in proc.stderr  # the workers' progress reaches the parent's line
         rewards = {r["id"]: r["reward"] for r in map(json.loads, out.read_text().splitlines())}
         summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
         runs[workers] = rewards, {k: summary[k] for k in ("rollouts", "status", "judge_status", "input_tokens", "cost_usd", "reward_mean")}
