@@ -138,8 +138,9 @@ def score_file_workers(
     concurrency: int | None = None,
     progress: Progress | None = None,
 ) -> ScoreSummary:
-    """`score_file` over `workers` processes, each with 1/`workers` of the quota (`split_quota`).
-    Invalid rows are reported as `score_file` reports them, with their line in `input_path`."""
+    """`score_file` over up to `workers` processes (no more than there are groups), each with its
+    share of the quota (`split_quota`). Invalid rows are reported as `score_file` reports them,
+    with their line in `input_path`."""
     started = time.monotonic()
     rollouts: list[Rollout] = []
     errors: list[LineError] = []
@@ -151,7 +152,7 @@ def score_file_workers(
     if errors:
         errors_path.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
     shards = shard_rollouts(rollouts, workers)
-    share = split_quota(config, workers)
+    share = split_quota(config, len(shards))  # fewer units than workers: fewer, larger shares
     # the workers start from the parent's imports (fork): aiobotocore too, which the first call would import
     import aiobotocore.config  # noqa: F401
     import aiobotocore.session  # noqa: F401
