@@ -198,6 +198,9 @@ class ConverseClient:
                     connect_timeout=self.config.connect_timeout_s,
                     read_timeout=self.config.read_timeout_s,
                     retries={"total_max_attempts": 1, "mode": "standard"},
+                    # requests come from `ConverseRequest.to_api` with config-validated values; Bedrock
+                    # validates them again (a 400 ValidationException is a permanent error here too)
+                    parameter_validation=False,
                 )
                 stack = contextlib.AsyncExitStack()
                 kwargs: dict[str, Any] = {"region_name": self.config.region, "config": botocore_config}

@@ -64,21 +64,34 @@ def main() -> None:
 @click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Farm config YAML (default: the packaged ensemble)."
 )
-@click.option("--concurrency", default=4, show_default=True, help="Batches scored at once.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batches scored at once (default: enough for the calls the quotas allow in flight, at least 4).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes to spread the file over when one is CPU-bound; each holds 1/N of the quota and whole groups.",
+)
 @click.option("--force", is_flag=True, help="Overwrite --out (and its .summary.json/.errors.jsonl) if it exists.")
 @MAX_DEGRADED
-def score(input_path: str, output_path: str, config_path: str | None, concurrency: int, force: bool, max_degraded: float) -> None:
+def score(
+    input_path: str, output_path: str, config_path: str | None, concurrency: int | None, workers: int, force: bool, max_degraded: float
+) -> None:
     """Score a JSONL file of rollouts in this process and write one result per row.
 
     Exits 0 when every judge answered, 1 on invalid input rows or an error, 3 when the run is
     degraded: a judge failed on every rollout, or more than --max-degraded of the rollouts are
     partial or failed (the results are still written)."""
-    from farm.offline.reader import count_rows, describe_inputs
     from farm.progress import Progress
     from farm.scorefile import degradation, score_file
 
     _claim_output(output_path, force, inputs=(input_path, config_path))
-    total = count_rows(describe_inputs([input_path])) or 0
+    total = _count_rows(input_path)
     if not total:
         raise CliError(f"{input_path} holds no rollouts", "give a JSONL file with one rollout per line (see Inputs in the README)")
     config, emulator, _ = _load(config_path)
@@ -87,7 +100,21 @@ def score(input_path: str, output_path: str, config_path: str | None, concurrenc
     staged = _staging(output_path)  # results land beside --out and replace it only when the run completes
     try:
         quotas = _cluster_quotas(config)
-        summary = asyncio.run(score_file(input_path, staged, config, concurrency=concurrency, progress=progress, quotas=quotas))
+        if workers > 1:
+            if quotas is not None:
+                raise CliError(
+                    "--workers splits this process's own quota, but RAY_ADDRESS shares a cluster's",
+                    "spread it over the cluster with `farm rescore --workers N` (its actors lease from that quota), or unset RAY_ADDRESS",
+                )
+            from farm.errors import ConfigError
+            from farm.scoreworkers import score_file_workers
+
+            try:
+                summary = score_file_workers(input_path, staged, config, workers=workers, concurrency=concurrency, progress=progress)
+            except ConfigError as exc:
+                raise CliError(str(exc), "give fewer --workers or a larger quota") from None
+        else:
+            summary = asyncio.run(score_file(input_path, staged, config, concurrency=concurrency, progress=progress, quotas=quotas))
     except BaseException as exc:
         _discard(staged, *(_companion(staged, c) for c in SCORE_COMPANIONS))
         if isinstance(exc, KeyboardInterrupt):
@@ -817,6 +844,16 @@ def _load(config_path: str | None) -> tuple[Any, Any, dict[str, str]]:
 def _companion(output_path: str | Path, suffix: str) -> Path:
     path = Path(output_path)
     return path.with_name(path.name + suffix)
+
+
+def _count_rows(path: str) -> int:
+    """Non-blank lines of a local JSONL file (plain or gzip), for progress; without pyarrow, whose
+    import would be a fifth of `farm score`'s start-up."""
+    import gzip
+
+    opener: Any = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _claim_output(path: str, force: bool, *, inputs: tuple[str | None, ...] = ()) -> None:

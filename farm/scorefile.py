@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from farm.progress import Progress
 from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
 
-__all__ = ["ScoreSummary", "add_cost", "degradation", "score_file"]
+__all__ = ["ScoreSummary", "add_cost", "batches_in_flight", "degradation", "score_file"]
 
 
 @dataclass
@@ -81,13 +82,14 @@ async def score_file(
     output_path: str | Path,
     config: FarmConfig,
     *,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     progress: Progress | None = None,
     quotas: QuotaBackend | None = None,
 ) -> ScoreSummary:
     """Score every valid row of `input_path` into `output_path`; invalid rows go to `<output>.errors.jsonl`
     (removed when there are none, so no stale file survives a rerun). `progress` sees every batch
-    of results and the client's 429 count."""
+    of results and the client's 429 count. `concurrency`: batches scored at once (None:
+    `batches_in_flight`)."""
     started = time.monotonic()
     summary = ScoreSummary(output=str(output_path))
     rollouts: list[Rollout] = []
@@ -107,7 +109,7 @@ async def score_file(
     client = ensemble.client
     if progress is not None and client is not None:
         progress.throttled = lambda: client.stats.throttled
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(concurrency if concurrency is not None else batches_in_flight(config))
     rewards: list[float] = []
 
     async def run(batch: list[Rollout]) -> list[RewardResult]:
@@ -141,6 +143,13 @@ async def score_file(
         summary.cache_misses = ensemble.cache.stats.misses
     summary.elapsed_s = round(time.monotonic() - started, 3)
     return summary
+
+
+def batches_in_flight(config: FarmConfig) -> int:
+    """Batches to score at once: enough to fill the calls the Bedrock client may have in flight
+    (`bedrock.concurrency()`, sized from the quotas), and at least 4. A fixed small number sends a
+    step whose quota is plentiful in waves, each waiting on the judges' latency."""
+    return max(4, math.ceil(config.bedrock.concurrency() / config.batch_size))
 
 
 def _append(out: BinaryIO, data: bytes) -> None:

@@ -41,6 +41,24 @@ def test_score_sample_on_embedded_default(tmp_path: Path):
     assert sum(correct) / len(correct) > sum(wrong) / len(wrong)
 
 
+def test_score_over_worker_processes_matches_one_process(tmp_path: Path):
+    """`--workers 3`: shards of whole groups in 3 processes, each with a third of the quota; the
+    joined results and summary are those of one process (a split group would change its
+    preference rewards)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join((REPO / "examples/gsm8k_rollouts.jsonl").read_text().splitlines(keepends=True)[:28]))  # 7 groups of 4
+    runs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}.jsonl"
+        proc = farm("score", str(source), "--out", str(out), "--workers", workers)
+        assert proc.returncode == 0, proc.stderr
+        assert "scoring 28/28 rollouts" in proc.stderr  # the workers' progress reaches the parent's line
+        rewards = {r["id"]: r["reward"] for r in map(json.loads, out.read_text().splitlines())}
+        summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+        runs[workers] = rewards, {k: summary[k] for k in ("rollouts", "status", "judge_status", "input_tokens", "cost_usd", "reward_mean")}
+    assert len(runs["3"][0]) == 28 and runs["3"] == runs["1"]
+
+
 def test_bad_rows_are_reported_by_line_and_the_rest_scored(tmp_path: Path):
     good = {"id": "ok", "prompt": "2+2?", "response": "A: 4", "reference": "A: 4"}
     lines = [

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "farm.analysis": 4,
     "farm.offline": 4,
     "farm.scorefile": 4,
+    "farm.scoreworkers": 4,
     # 5: what a trainer imports: the client, the adapters, and the package's public API
     "farm.client": 5,
     "farm.adapters": 5,
