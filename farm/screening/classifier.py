@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 __all__ = ["WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "sentences"]
@@ -150,6 +150,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
 _CONCEPT_PAIRS = ("GRADER", "GRADING", "VERDICT", "CORRECT", "REFERENCE", "FAULT", "SUSPEND", "PROCESS", "PRAISE", "YOU", "SELF")
 
 
+@lru_cache(maxsize=65536)
 def concepts_of(token: str) -> str | None:
     """The concept of one lower-case token: the lexicon, else its longest known stem."""
     if (concept := CONCEPTS.get(token)) is not None:
@@ -162,11 +163,21 @@ def concepts_of(token: str) -> str | None:
     return None
 
 
+_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
+"""A line of working (a score such as 5/5 is not working): never a note to the grader on its own."""
+
+
 def sentences(text: str) -> list[str]:
-    """The sentences of (normalised) text: each line split at sentence ends."""
+    """The units a note is read in: the sentences of each line outside working lines, and each such
+    line whole when it has more than one sentence (a note split in two still reads as one)."""
     out: list[str] = []
     for line in text.splitlines():
-        out += [s for s in _SENTENCE_END.split(line) if s.strip()]
+        if not line.strip() or _CALCULATION.search(line):
+            continue
+        parts = [s for s in _SENTENCE_END.split(line) if s.strip()]
+        out += parts
+        if len(parts) > 1:
+            out.append(line)
     return out
 
 
@@ -218,7 +229,7 @@ class SentenceClassifier:
         return cls({str(k): float(v) for k, v in weights.items()}, float(threshold))
 
     def to_json(self, extra: Mapping[str, object] | None = None) -> dict[str, object]:
-        rounded = {k: round(v, 4) for k, v in sorted(self.weights.items()) if abs(v) >= 1e-4}
+        rounded = {k: round(v, 3) for k, v in sorted(self.weights.items()) if abs(v) >= 0.005}
         return {**(extra or {}), "threshold": round(self.threshold, 6), "weights": rounded}
 
 
