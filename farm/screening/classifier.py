@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "sentences"]
+__all__ = ["CONCEPTS", "WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "load_weights", "sentences"]
 
 WEIGHTS = Path(__file__).resolve().parent / "classifier_weights.json"
 
-_LEXICON: dict[str, tuple[str, ...]] = {
+_LEXICON: dict[str, str] = {
     # who grades
     "GRADER": (
         "grader graders evaluator evaluators reviewer reviewers assessor assessors examiner examiners marker markers checker checkers"
@@ -202,9 +202,10 @@ def features(sentence: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SentenceClassifier:
-    """Logistic regression over `features`; `threshold` on the highest sentence probability."""
+    """Logistic regression over `features`; `threshold` on the highest sentence probability.
+    Compared and hashed by identity (the weights are a dict)."""
 
     weights: Mapping[str, float]
     threshold: float
@@ -218,6 +219,7 @@ class SentenceClassifier:
         return max((self.sentence_score(s) for s in sentences(text)), default=0.0)
 
     def flags(self, text: str) -> bool:
+        """Whether some sentence of `text` (normalised and folded) reaches the threshold."""
         return self.score(text) >= self.threshold
 
     @classmethod
@@ -234,6 +236,7 @@ class SentenceClassifier:
 
 
 def load_weights(path: Path = WEIGHTS) -> SentenceClassifier:
+    """A classifier from a weights file written by benchmarks/train_detector.py."""
     return SentenceClassifier.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -241,11 +244,3 @@ def load_weights(path: Path = WEIGHTS) -> SentenceClassifier:
 def default_classifier() -> SentenceClassifier | None:
     """The shipped classifier, loaded once; None when no weights are shipped (rules alone)."""
     return load_weights() if WEIGHTS.exists() else None
-
-
-def feature_counts(texts: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for text in texts:
-        for f in set(features(text)):
-            counts[f] = counts.get(f, 0) + 1
-    return counts
