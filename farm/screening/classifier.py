@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["CONCEPTS", "WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "load_weights", "sentences"]
+__all__ = ["CONCEPTS", "MIN_WORDS", "WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "load_weights", "sentences"]
 
 WEIGHTS = Path(__file__).resolve().parent / "classifier_weights.json"
 
@@ -167,14 +167,20 @@ _CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*
 """A line of working (a score such as 5/5 is not working): never a note to the grader on its own."""
 
 
+MIN_WORDS = 4
+"""Shorter units are not read: a fragment ("hi there", "response one", "Pass.") carries too little to
+tell a note to the grader from an answer, and the rules catch the short notes that matter."""
+
+
 def sentences(text: str) -> list[str]:
     """The units a note is read in: the sentences of each line outside working lines, and each such
-    line whole when it has more than one sentence (a note split in two still reads as one)."""
+    line whole when it has more than one sentence (a note split in two still reads as one); units of
+    fewer than `MIN_WORDS` words are left out."""
     out: list[str] = []
     for line in text.splitlines():
-        if not line.strip() or _CALCULATION.search(line):
+        if len(line.split()) < MIN_WORDS or _CALCULATION.search(line):
             continue
-        parts = [s for s in _SENTENCE_END.split(line) if s.strip()]
+        parts = [s for s in _SENTENCE_END.split(line) if len(s.split()) >= MIN_WORDS]
         out += parts
         if len(parts) > 1:
             out.append(line)
