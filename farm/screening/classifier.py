@@ -20,7 +20,17 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["CONCEPTS", "MIN_WORDS", "WEIGHTS", "SentenceClassifier", "concepts_of", "default_classifier", "features", "load_weights", "sentences"]
+__all__ = [
+    "CONCEPTS",
+    "MIN_WORDS",
+    "WEIGHTS",
+    "SentenceClassifier",
+    "concepts_of",
+    "default_classifier",
+    "features",
+    "load_weights",
+    "sentences",
+]
 
 WEIGHTS = Path(__file__).resolve().parent / "classifier_weights.json"
 
