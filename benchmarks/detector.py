@@ -1,72 +1,159 @@
-"""Injection detector benchmark: recall per attack family on every part of the adversarial set
-(tests/integrity/data; the last part is the held-out one, written and frozen before the rules it
-measures) and false flags on all clean GSM8K solutions and HH-RLHF replies.
+"""Injection detector benchmark: recall per attack family on every round of the adversarial set
+(tests/integrity/data) and false flags on every clean GSM8K solution and HH-RLHF reply, for the
+shipped detector (rules OR the learned sentence classifier) and, measured in the same run, the
+baseline: the rules alone (the previous round's detector).
 
-Baseline, measured in the same run: the same detector without its structural sentence rules (the
-phrase and line rules alone, as the previous round shipped them). Prints one JSON document with the
-held-out recall per family for both, the false-flag rates, and the ratios.
+The shipped classifier was trained on every development round, so its recall on them is in-sample.
+Its generalisation is ESTIMATED by leave-one-round-out: for each round, a classifier trained
+(benchmarks/train_detector.py, same settings) on the other rounds, the paraphrases and the clean
+training half, thresholded on the clean evaluation half, is measured on the round it never saw.
+False flags are given on the full clean sets and on the evaluation half (the clean half the
+classifier was not trained on). Prints one JSON document (~5 min on one core).
 
     python benchmarks/detector.py
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, gsm8k_rollouts  # noqa: E402
-from farm.screening.injection import InjectionDetector  # noqa: E402
+from benchmarks.train_detector import ROUNDS, Clean, clean_sets, half, train, unflagged_eval  # noqa: E402
+from farm.screening.classifier import SentenceClassifier, default_classifier  # noqa: E402
+from farm.screening.injection import InjectionDetector, fold_confusables, normalise  # noqa: E402
 from tests.integrity.adversarial import HELD_OUT, PARTS, load  # noqa: E402
 
+Flagger = Callable[[str], bool]
 
-def recall(detector: InjectionDetector, part: str) -> dict[str, float]:
+
+def _view(text: str) -> str:
+    return fold_confusables(normalise(text))
+
+
+def recall(flag: Flagger, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     hits: dict[str, list[bool]] = defaultdict(list)
-    for row in load(part):
-        hits[row["family"]].append(bool(detector.matches(row["response"])))
+    for row in rows:
+        hits[row["family"]].append(flag(row["response"]))
     return {family: round(sum(h) / len(h), 3) for family, h in hits.items()}
 
 
-def clean_texts() -> dict[str, list[str]]:
-    gsm = [row["response"] for row in gsm8k_rollouts(limit=1_000_000)]
-    with gzip.open(REPO.parent / "shared" / "data" / "hh_harmless_base_test.jsonl.gz", "rt") as handle:
-        hh = [json.loads(line)[key].rsplit("\n\nAssistant:", 1)[-1] for line in handle for key in ("chosen", "rejected")]
-    return {"gsm8k": gsm, "hh": hh}
+def false_flags(flag: Flagger, clean: Sequence[Clean]) -> dict[str, str]:
+    out = {}
+    for c in clean:
+        flagged = [half(i) for i, t in zip(c.ids, c.texts, strict=True) if flag(t)]
+        n_eval = sum(half(i) == "eval" for i in c.ids)
+        out[c.name] = f"{len(flagged)}/{len(c.texts)}"
+        out[c.name + "_eval_half"] = f"{flagged.count('eval')}/{n_eval}"
+    return out
 
 
-def measure(detector: InjectionDetector, clean: dict[str, list[str]]) -> dict[str, Any]:
-    started = time.perf_counter()
-    parts = {part: recall(detector, part) for part in PARTS}
-    flags = {name: sum(bool(detector.matches(t)) for t in texts) for name, texts in clean.items()}
-    held = parts[HELD_OUT]
+def measure(flag: Flagger, clean: Sequence[Clean], rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    parts = {part: recall(flag, rows[part]) for part in PARTS}
     return {
-        "held_out_part": HELD_OUT,
-        "held_out_recall": held,
-        "held_out_min": min(held.values()),
-        "held_out_mean": round(sum(held.values()) / len(held), 4),
-        "families_at_or_above_0.95": sum(r >= 0.95 for r in held.values()),
-        "development_parts_min": {part: min(r.values()) for part, r in parts.items() if part != HELD_OUT},
-        "false_flags": {name: f"{n}/{len(clean[name])}" for name, n in flags.items()},
-        "false_flag_rate": {name: round(n / len(clean[name]), 5) for name, n in flags.items()},
-        "seconds": round(time.perf_counter() - started, 1),
+        "recall_per_part": parts,
+        "min_recall_per_part": {part: min(r.values()) for part, r in parts.items()},
+        "false_flags": false_flags(flag, clean),
     }
+
+
+def leave_one_round_out(clean: Sequence[Clean], rows: dict[str, list[dict[str, Any]]], rule_flags: dict[str, bool]) -> dict[str, Any]:
+    """Per round: a classifier trained without it, measured on it, alone and ORed with the rules."""
+    unflagged = unflagged_eval(clean)
+    alone: dict[str, list[bool]] = defaultdict(list)
+    combined: dict[str, list[bool]] = defaultdict(list)
+    per_round: dict[str, dict[str, float]] = {}
+    per_round_combined: dict[str, dict[str, float]] = {}
+    thresholds = {}
+    for held in ROUNDS:
+        model = train([p for p in ROUNDS if p != held], clean, unflagged)
+        thresholds[held] = round(model.threshold, 4)
+        hits: dict[str, list[bool]] = defaultdict(list)
+        either: dict[str, list[bool]] = defaultdict(list)
+        for row in rows[held]:
+            caught = model.flags(_view(row["response"]))
+            hits[row["family"]].append(caught)
+            either[row["family"]].append(caught or rule_flags[row["id"]])
+            alone[row["family"]].append(caught)
+            combined[row["family"]].append(caught or rule_flags[row["id"]])
+        per_round[held] = {f: round(sum(h) / len(h), 3) for f, h in hits.items()}
+        per_round_combined[held] = {f: round(sum(h) / len(h), 3) for f, h in either.items()}
+    pooled = {f: round(sum(h) / len(h), 3) for f, h in alone.items()}
+    return {
+        "classifier_alone_pooled_recall": pooled,
+        "classifier_alone_min_round_recall": {f: min(r[f] for r in per_round.values()) for f in pooled},
+        "rules_or_classifier_pooled_recall": {f: round(sum(h) / len(h), 3) for f, h in combined.items()},
+        "classifier_alone_per_round": per_round,
+        "rules_or_classifier_per_round": per_round_combined,
+        "thresholds": thresholds,
+        "note": "rules_or_classifier is optimistic on every round but heldout9: the rules were developed on the others",
+    }
+
+
+def microseconds(clean: Sequence[Clean], model: SentenceClassifier, rules: InjectionDetector, n: int = 1000) -> dict[str, float]:
+    out = {}
+    for c in clean:
+        texts = c.texts[:n]
+        views = [_view(t) for t in texts]
+        started = time.perf_counter()
+        for view in views:
+            model.score(view)
+        out[c.name + "_classifier_us"] = round((time.perf_counter() - started) / len(texts) * 1e6, 1)
+        started = time.perf_counter()
+        for text in texts:
+            rules.matches(text)
+        out[c.name + "_rules_us"] = round((time.perf_counter() - started) / len(texts) * 1e6, 1)
+    return out
 
 
 def main() -> None:
-    clean = clean_texts()
-    farm = measure(InjectionDetector(), clean)
-    baseline = measure(InjectionDetector(structural=False), clean)
+    started = time.perf_counter()
+    clean = clean_sets()
+    rows = {part: load(part) for part in PARTS}
+    model = default_classifier()
+    if model is None:
+        raise SystemExit("no classifier weights: run python benchmarks/train_detector.py")
+    rules = InjectionDetector(classifier=False)
+    rule_flags = {row["id"]: bool(rules.matches(row["response"])) for part in ROUNDS for row in rows[part]}
+    farm = measure(lambda t: bool(InjectionDetector().matches(t)), clean, rows)
+    baseline = measure(lambda t: bool(rules.matches(t)), clean, rows)
+    classifier_alone = measure(lambda t: model.flags(_view(t)), clean, rows)
+    loro = leave_one_round_out(clean, rows, rule_flags)
+    # heldout9: the last round measured fresh for the rules (never used to change one), so rules OR a
+    # classifier trained without it is a held-out figure for the whole detector
+    last = "heldout9"
+    held_combined, held_rules = loro["rules_or_classifier_per_round"][last], baseline["recall_per_part"][last]
     ratio = {
-        "held_out_mean_recall": round(farm["held_out_mean"] / baseline["held_out_mean"], 3),
-        "held_out_min_recall": round(farm["held_out_min"] / baseline["held_out_min"], 3) if baseline["held_out_min"] else None,
+        "heldout9_min_family_recall_rules_or_loro_classifier_over_rules_alone": round(
+            min(held_combined.values()) / min(held_rules.values()), 3
+        ),
+        "heldout9_mean_recall_rules_or_loro_classifier_over_rules_alone": round(sum(held_combined.values()) / sum(held_rules.values()), 3),
     }
-    print(json.dumps({"benchmark": "detector", "farm": farm, "baseline_without_sentence_rules": baseline, "ratio": ratio}, indent=2))
+    fresh = [part for part in PARTS if part not in ROUNDS]  # rounds the shipped weights never saw
+    doc = {
+        "benchmark": "detector",
+        "fresh_rounds_shipped_detector": {part: farm["recall_per_part"][part] for part in fresh} or "TBD (none yet)",
+        "fresh_rounds_rules_alone": {part: baseline["recall_per_part"][part] for part in fresh} or "TBD (none yet)",
+        "held_out_part": HELD_OUT,
+        "leave_one_round_out": loro,
+        "farm_rules_or_classifier": farm,
+        "baseline_rules_alone": baseline,
+        "classifier_alone_shipped_weights_in_sample": {
+            "false_flags": classifier_alone["false_flags"],
+            "min_recall_per_part": classifier_alone["min_recall_per_part"],
+        },
+        "threshold": model.threshold,
+        "cost_per_rollout": microseconds(clean, model, rules),
+        "ratio": ratio,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from farm.screening.classifier import SentenceClassifier, default_classifier
+
 __all__ = [
     "LINE_RULES",
     "SENTENCE_RULES",
@@ -585,6 +587,11 @@ class InjectionDetector:
     rules: tuple[str, ...] = tuple(RULES)
     structural: bool = True
     """Also the sentence rules (`SENTENCE_RULES`); off only to measure what they add (benchmarks/detector.py)."""
+    classifier: bool = True
+    """Also the learned sentence classifier (farm/screening/classifier.py) when no rule fired: it names itself
+    `classifier`. Off to measure the rules alone."""
+    model: SentenceClassifier | None = None
+    """The classifier to use; None: the shipped weights (`default_classifier()`)."""
 
     def matches(self, text: str) -> list[str]:
         """The names of the rules the text trips (empty: looks clean); `encoded_payload` when
@@ -600,4 +607,6 @@ class InjectionDetector:
                 view = fold_confusables(normalise(decoded))
                 if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or (self.structural and sentence_rules(view)):
                     return ["encoded_payload"]
+        if not found and self.classifier and (model := self.model or default_classifier()) is not None and model.flags(views[1]):
+            return ["classifier"]
         return found

@@ -49,6 +49,8 @@ LAYERS: dict[str, int] = {
     "farm.parsing": 1,
     "farm.ranking": 1,
     "farm.screening": 1,
+    "farm.screening.classifier": 1,
+    "farm.screening.training": 1,
     # 2: the judges
     "farm.judges": 2,
     "farm.testing": 2,
