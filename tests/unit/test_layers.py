@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "farm.prompting": 1,
     "farm.parsing": 1,
     "farm.ranking": 1,
+    "farm.maxtokens": 1,
     "farm.screening": 1,
     # 2: the judges
     "farm.judges": 2,
