@@ -116,3 +116,52 @@ def test_farm_score_summary_reports_output_tokens_per_judge_and_kind(aws_env, tm
     assert set(report["preference"]) == {"listwise/5"}  # 4 responses and the reference, ranked
     assert report["preference"]["listwise/5"]["answers"] == 2 and report["preference"]["listwise/5"]["ceiling"] == 384
     assert set(report["pairs"]) == {"pairwise"} and report["pairs"]["pairwise"]["answers"] == 20  # 6 pairs + 4 with the reference, x2
+
+
+def test_admission_counts_the_calls_a_real_scoring_run_sends(aws_env):
+    """`deploy.admission.calls_needed` against the emulator's count of what the judges sent: listwise
+    (chunks over 10 items, unanchored groups), pairwise with the reference anchor, lone rollouts."""
+    from deploy.admission import calls_needed
+
+    pro = "amazon.nova-pro-v1:0"
+    config = make_config(
+        [
+            RUBRIC,
+            {**PREFERENCE, "name": "listwise"},
+            {**PREFERENCE, "name": "pairwise", "model": pro, "comparison": "pairwise", "max_comparisons": 2},
+        ],
+        cache={"enabled": False},
+    )
+
+    def group(name: str, size: int, reference: str | None) -> list[dict]:
+        return [
+            {
+                "id": f"{name}{i}",
+                "prompt": f"{name}: 9*2?",
+                "response": f"9*2 = 18 ({name} {i})\nA: 18",
+                "group": name,
+                "reference": reference,
+            }
+            for i in range(size)
+        ]
+
+    data = group("a", 8, "A: 18") + group("b", 12, "A: 18") + group("c", 3, None)
+    data += [
+        {"id": "alone", "prompt": "9*2?", "response": "A: 18", "reference": "A: 18"},
+        {"id": "bare", "prompt": "9*2?", "response": "A: 18"},
+    ]
+    rollouts = parse_rollouts(data)
+    planned = {model: calls for (model, _region), calls in calls_needed(config, rollouts).items()}
+
+    async def main():
+        ensemble = Ensemble.from_config(config)
+        try:
+            return await ensemble.score(rollouts)
+        finally:
+            await ensemble.aclose()
+
+    results = asyncio.run(main())
+    assert all(r.judges["listwise"].status in ("ok", "skipped") for r in results)
+    sent = {model: seen.received for model, seen in aws_env.stats().items() if hasattr(seen, "received")}
+    assert planned == sent
+    assert planned["amazon.nova-micro-v1:0"] == 2 * (1 + 2 + 1) + 2  # per order: a, b in 2 chunks, c; and `alone` both orders
