@@ -12,10 +12,13 @@ retry, never a score. A pinned `max_tokens` is sent as it is, and measured all t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from farm.config import MaxTokensAuto
@@ -46,6 +49,12 @@ class _Kind:
     """Sum of the `maxTokens` sent: what the calls reserved for output."""
     limit: int | None = None
     """The sized limit; None until the warm-up is over."""
+    warming: int = 0
+    """Calls sent at the ceiling during the warm-up."""
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """Calls waiting for the warm-up's answers."""
+    patient: bool = True
+    """False once a wait for the warm-up timed out: later calls go at the ceiling at once."""
 
 
 class OutputSizer:
@@ -74,6 +83,30 @@ class OutputSizer:
         state = self._kind(kind)
         return self.ceiling if state.limit is None else state.limit
 
+    async def limit(self, kind: str, deadline: float) -> int:
+        """What to send for a call of `kind` about to go out. During the warm-up the first
+        `warmup_calls` calls go at the ceiling and the rest wait (up to `warmup_wait_s`, within
+        `deadline`) for their answers, so a burst sent at once is not all sent at the ceiling."""
+        state = self._kind(kind)
+        auto = self.auto
+        if auto is None or state.limit is not None:
+            return self.max_tokens(kind)
+        if state.warming < auto.warmup_calls or not state.patient or auto.warmup_wait_s <= 0:
+            state.warming += 1
+            return self.ceiling
+        wait = min(auto.warmup_wait_s, deadline - time.monotonic())
+        if wait > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, wait)
+            except TimeoutError:
+                state.patient = False  # the warm-up's answers are not coming soon: stop holding calls back
+            finally:
+                with contextlib.suppress(ValueError):
+                    state.waiters.remove(waiter)
+        return self.max_tokens(kind)
+
     def observe(self, kind: str, output_tokens: int, *, sent: int, cut_off: bool) -> None:
         """One answer of `kind` arrived, `output_tokens` long, asked with `maxTokens` = `sent`.
         A cut-off answer is counted, not kept."""
@@ -99,6 +132,14 @@ class OutputSizer:
         assert auto is not None
         wanted = math.ceil(quantile(state.seen, auto.quantile) * auto.margin)
         state.limit = max(min(auto.floor, self.ceiling), min(self.ceiling, wanted))
+        for waiter in state.waiters:  # the warm-up is over: the calls held back go now, sized
+            if not waiter.done():
+                waiter.set_result(None)
+        state.waiters.clear()
+
+    def limits(self) -> dict[str, dict[str, int]]:
+        """Per kind of call: the limit sent now and the retries at the ceiling so far (cheap: for metrics per request)."""
+        return {kind: {"max_tokens": self.max_tokens(kind), "retried_at_ceiling": state.retries} for kind, state in self._kinds.items()}
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per kind of call: answers seen, output tokens p50/p99/max over the window, the limit

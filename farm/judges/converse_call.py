@@ -75,7 +75,7 @@ async def ask(
             deadline = max(deadline, time.monotonic() + budget)
         prompt, request = build()
         if sizer is not None:
-            limit = sizer.ceiling if at_ceiling else sizer.max_tokens(kind)
+            limit = sizer.ceiling if at_ceiling else await sizer.limit(kind, deadline)
             if limit != request.max_tokens:  # the quota reservation follows the limit sent (`token_estimate`)
                 request = dataclasses.replace(request, max_tokens=limit)
         if prompt.truncated:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from farm.config import MaxTokensAuto, parse_config
@@ -96,3 +99,33 @@ def test_quantile_is_nearest_rank():
     assert quantile(range(1, 101), 0.99) == 99
     assert quantile(range(1, 101), 1.0) == 100
     assert quantile([7], 0.5) == 7
+
+
+def test_a_burst_beyond_the_warm_up_waits_for_its_answers_then_goes_sized():
+    sizer = OutputSizer(512, auto(warmup_calls=2, warmup_wait_s=5.0))
+
+    async def burst() -> list[int]:
+        deadline = time.monotonic() + 30
+        calls = [asyncio.create_task(sizer.limit("k", deadline)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        assert sum(c.done() for c in calls) == 2  # the warm-up calls went at once; the others wait
+        for _ in range(2):
+            sizer.observe("k", 40, sent=512, cut_off=False)
+        return list(await asyncio.gather(*calls))
+
+    assert sorted(asyncio.run(burst())) == [60, 60, 60, 512, 512]
+
+
+def test_a_warm_up_that_does_not_answer_stops_holding_calls_back():
+    sizer = OutputSizer(512, auto(warmup_calls=1, warmup_wait_s=0.05))
+
+    async def stalled() -> list[int]:
+        deadline = time.monotonic() + 30
+        first = await sizer.limit("k", deadline)  # its answer never comes
+        held = await sizer.limit("k", deadline)  # waits 0.05 s, then goes at the ceiling
+        started = time.monotonic()
+        later = await sizer.limit("k", deadline)
+        assert time.monotonic() - started < 0.04  # no more waiting
+        return [first, held, later]
+
+    assert asyncio.run(stalled()) == [512, 512, 512]
