@@ -5,6 +5,7 @@ packaged default ensemble in its own process, `farm emulator --latency-ms 300` e
 `--tpm` per model), twice against a freshly reset emulator:
 
 - sized: the packaged default, `max_tokens: auto` (warm-up at the ceiling, then p99 x 1.5);
+  with `--warmup-wait-s S` also a third run where calls beyond the warm-up wait up to S for it;
 - baseline: the same ensemble with `maxTokens` pinned at the former fixed defaults
   (rubric 512, preference 384).
 
@@ -17,6 +18,7 @@ terse (tens of tokens); real Nova writes differently, and this figure does not m
     python benchmarks/max_tokens.py --rpm 20000             # 4M tpm: tokens bind
     python benchmarks/max_tokens.py --rpm 2000              # requests bind
     python benchmarks/max_tokens.py --rpm 20000 --verbosity 150
+    python benchmarks/max_tokens.py --rpm 20000 --warmup-wait-s 2
 """
 
 from __future__ import annotations
@@ -49,6 +51,26 @@ def pinned_config(directory: Path, rpm: int, tpm: int) -> Path:
     return out
 
 
+def waiting_config(directory: Path, rpm: int, tpm: int, wait_s: float) -> Path:
+    path = config_file(directory, rpm, tpm, baseline=False)
+    raw = json.loads(path.read_text())
+    raw["judges"] = [{**j, "max_tokens_auto": {"warmup_wait_s": wait_s}} if j.get("kind") in PINNED else j for j in raw["judges"]]
+    out = directory / "waiting.yaml"
+    out.write_text(json.dumps(raw))
+    return out
+
+
+def reserved_output(tokens: dict[str, Any]) -> float | None:
+    """Mean `maxTokens` sent per call over every judge and kind: the output share of each reservation."""
+    calls = sent = 0.0
+    for kinds in tokens.values():
+        for seen in kinds.values():
+            n = seen["answers"] + seen["cut_off"]
+            calls += n
+            sent += seen["mean_max_tokens_sent"] * n
+    return round(sent / calls, 1) if calls else None
+
+
 def summary_tokens(workdir: Path, config: Path) -> dict[str, Any]:
     """The `max_tokens` section of the run's `farm score` summary: output tokens per judge and kind."""
     summary = json.loads((workdir / f"{config.stem}.jsonl.summary.json").read_text())
@@ -78,9 +100,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             source.write_text("".join(json.dumps(r) + "\n" for r in rows))
             sized = config_file(directory, args.rpm, args.tpm, baseline=False)
             pinned = pinned_config(directory, args.rpm, args.tpm)
-            for label, config in (("sized", sized), ("baseline_pinned", pinned)):
+            plan = [("sized", sized), ("baseline_pinned", pinned)]
+            if args.warmup_wait_s:
+                plan.append(("sized_warmup_wait", waiting_config(directory, args.rpm, args.tpm, args.warmup_wait_s)))
+            for label, config in plan:
                 run = run_step(url, source, config, directory, len(rows))
                 run["output_tokens"] = summary_tokens(directory, config) if "error" not in run else {}
+                run["mean_max_tokens_sent_per_call"] = reserved_output(run["output_tokens"])
                 runs[label] = run
     finally:
         timer.cancel()
@@ -99,7 +125,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "differently, so the sized limits here are the emulator's, not Nova's: read a real run's `farm score` summary to pin them",
         "sized": {"how": "packaged default, max_tokens: auto", **new},
         "baseline_pinned": {"how": f"same ensemble, max_tokens pinned {PINNED}", **base},
-        "ratio_sized_over_pinned": {k: ratio(k) for k in ("step_s", "emulator_busy_s", "nova_calls_per_rollout", "throttled_429")},
+        "ratio_sized_over_pinned": {
+            k: ratio(k) for k in ("step_s", "emulator_busy_s", "mean_max_tokens_sent_per_call", "nova_calls_per_rollout", "throttled_429")
+        },
+        **(
+            {"sized_warmup_wait": {"how": f"sized, max_tokens_auto.warmup_wait_s {args.warmup_wait_s}", **runs["sized_warmup_wait"]}}
+            if "sized_warmup_wait" in runs
+            else {}
+        ),
     }
 
 
@@ -112,6 +145,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--verbosity", type=int, default=0, help="Emulator: extra rationale tokens per answer (0.5-1.5 x this).")
+    parser.add_argument("--warmup-wait-s", type=float, default=0.0, help="Also run sized with max_tokens_auto.warmup_wait_s set so.")
     parser.add_argument("--timeout-s", type=float, default=3000.0)
     args = parser.parse_args()
     print_report(lambda: measure(args))

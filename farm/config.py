@@ -180,9 +180,10 @@ class MaxTokensAuto(_Section):
     """The most a call may be given; default the judge kind's former fixed limit (rubric 512, preference 384)."""
     warmup_calls: int = Field(default=20, ge=1, le=100_000)
     """Answers seen (per kind of call) before `maxTokens` is sized down from `ceiling`."""
-    warmup_wait_s: float = Field(default=2.0, ge=0, le=60)
+    warmup_wait_s: float = Field(default=0.0, ge=0, le=60)
     """Calls beyond the first `warmup_calls` wait up to this long (within their deadline) for the
-    warm-up's answers, so a first burst is not all sent at the ceiling; 0 sends them at once."""
+    warm-up's answers, so a first burst is not all sent at the ceiling. 0 (default): sent at once;
+    a wait shorter than the judge's latency only adds it (benchmarks/max_tokens.py measures both)."""
     quantile: float = Field(default=0.99, ge=0.5, le=1.0)
     margin: float = Field(default=1.5, ge=1.0, le=10.0)
     """Multiplier on the quantile: headroom for a longer answer than any seen."""
