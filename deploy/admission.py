@@ -247,7 +247,9 @@ class Admission:
         snapshot = await _snapshot(model, region)
         if snapshot is not None:
             scale = float(snapshot.get("ceiling", 1.0))
-            quota = quota.model_copy(update={"tpm": int(snapshot.get("tpm", quota.tpm))})
+            # the actor holds the newest deployment's quota; its rpm is the effective one, so only where one is set
+            rpm = int(snapshot.get("rpm", quota.rpm or 0)) if quota.rpm is not None else None
+            quota = quota.model_copy(update={"tpm": int(snapshot.get("tpm", quota.tpm)), "rpm": rpm})
         requests = quota.rpm / 60.0 * scale if quota.rpm is not None else None
         rates = (requests, quota.tpm / 60.0 * scale)
         self._rates[key] = (rates, now)

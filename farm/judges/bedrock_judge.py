@@ -93,7 +93,7 @@ class BedrockJudge:
         parse: Callable[[Mapping[str, Any]], T],
         read: Callable[[T], Reading],
         deadline: float,
-        kind: str,
+        kind: str = "call",
     ) -> Verdict:
         """One question to the model: `render` makes a fresh prompt (new fence tag) per attempt;
         a parse failure is retried `parse_retries` times; any judge error becomes a failed verdict.

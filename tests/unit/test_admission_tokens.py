@@ -93,3 +93,15 @@ def test_requests_bind_when_rpm_is_the_tighter_one() -> None:
     with pytest.raises(Refused) as refused:
         asyncio.run(Admission(config).admit(group("g", 9, reference=None)))  # 9 calls at 1/s > 8 s
     assert refused.value.status == 413 and "calls" in str(refused.value) and "requests/min" in str(refused.value)
+
+
+def test_a_token_rate_learned_lower_than_configured_admits_less(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def throttled_actor(model: str, region: str) -> dict[str, Any]:  # the quota actor learned half the quota
+        return {"ceiling": 0.5, "tpm": 60_000, "rpm": 6_000}
+
+    rows = group("g", 5, reference=None)
+    assert asyncio.run(Admission(_tpm_config(rpm=6_000)).admit(rows)).calls[KEY] == 5  # ~4,200 of 8,000 tokens
+    monkeypatch.setattr(admission_module, "_snapshot", throttled_actor)
+    with pytest.raises(Refused) as refused:
+        asyncio.run(Admission(_tpm_config(rpm=6_000)).admit(rows))  # 4,000 tokens in the deadline now
+    assert refused.value.status == 413 and "at 30000 tokens/min" in str(refused.value)  # 60,000 x the learned 0.5
