@@ -15,10 +15,11 @@ learned lower than configured also admits less.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,20 +155,29 @@ def _calls(judge: RubricJudgeConfig | PreferenceJudgeConfig, rollouts: Sequence[
                 yield from (("pairwise", 2, common + texts[i] + texts[j]),) * 2
 
 
-def needed(config: FarmConfig, rollouts: Sequence[Rollout], overheads: _Overheads | None = None) -> dict[_Key, Need]:
+def needed(
+    config: FarmConfig,
+    rollouts: Sequence[Rollout],
+    overheads: _Overheads | None = None,
+    sized: Mapping[str, Mapping[str, int]] | None = None,
+) -> dict[_Key, Need]:
     """Calls and reserved tokens per (model, region) that scoring `rollouts` takes, before any
-    cache hit or retry. A call reserves its input estimate plus the most `maxTokens` it may be
-    sent (a pinned value, or the ceiling of `max_tokens: auto`, which the judge's replica sizes)."""
+    cache hit or retry. A call reserves its input estimate plus the `maxTokens` it will be sent:
+    `sized[judge][kind]` when the judge's replicas said what they send now (`max_tokens: auto`),
+    else the most it may be sent (a pinned value, or the auto ceiling)."""
     overheads = overheads or _Overheads()
     out: dict[_Key, Need] = {}
     for judge in config.judges:
         if not needs_bedrock(judge) or not isinstance(judge, RubricJudgeConfig | PreferenceJudgeConfig):
             continue
         key = (judge.model, judge.region or config.bedrock.region)
+        limits = (sized or {}).get(judge.name, {})
         calls = tokens = 0
         for kind, items, text in _calls(judge, rollouts):
             calls += 1
-            tokens += overheads(judge, kind, items) + text // 4
+            limit = limits.get(f"listwise/{items}" if kind == "listwise" else kind)
+            reserve = judge.max_tokens_ceiling if limit is None else min(limit, judge.max_tokens_ceiling)
+            tokens += overheads(judge, kind, items) - judge.max_tokens_ceiling + reserve + text // 4
         if calls:
             out[key] = out.get(key, Need()) + Need(calls, tokens)
     return out
@@ -179,8 +189,21 @@ def calls_needed(config: FarmConfig, rollouts: Sequence[Rollout]) -> dict[_Key, 
 
 
 class Admission:
-    def __init__(self, config: FarmConfig, *, headroom: float = 0.8, refresh_s: float = 2.0):
+    def __init__(
+        self,
+        config: FarmConfig,
+        *,
+        headroom: float = 0.8,
+        refresh_s: float = 2.0,
+        limits: Callable[[str], Awaitable[Mapping[str, int]]] | None = None,
+    ):
+        """`limits(judge)`: the `maxTokens` a judge's replica sends now per kind of call (its
+        `stats()["max_tokens"]`), read at most every `refresh_s`; without it (or before a replica
+        answers) a call of a `max_tokens: auto` judge is budgeted at its ceiling."""
         self.config = config
+        self._limits = limits
+        self._sized: dict[str, tuple[Mapping[str, int], float]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self.headroom = headroom
         self.refresh_s = refresh_s
         self.in_flight: Counter[_Key] = Counter()
@@ -198,7 +221,9 @@ class Admission:
     async def admit(self, rollouts: Sequence[Rollout]) -> Ticket:
         if not self.config.serve.admission:
             return Ticket({})
-        needs = needed(self.config, rollouts, self._overheads)
+        auto = [j.name for j in self.config.judges if needs_bedrock(j) and getattr(j, "max_tokens", None) == "auto"]
+        sized = {name: await self.sized(name) for name in auto}  # never waits: no await between check and booking
+        needs = needed(self.config, rollouts, self._overheads, sized)
         # Read every rate first: no await may come between the check and booking the calls, or
         # requests arriving together would all be checked against the same backlog.
         rates = {key: await self.rates(*key) for key in needs}
@@ -234,6 +259,29 @@ class Admission:
         self.in_flight.subtract(ticket.calls)
         self.in_flight_tokens.subtract(ticket.tokens)
 
+    async def sized(self, judge: str) -> Mapping[str, int]:
+        """The judge's sized `maxTokens` per kind of call, as its replica last said ({} unknown).
+        Never waits on a replica (one may be busy with the very work being admitted): a stale
+        answer is refreshed in the background, at most every `refresh_s`, and used from then on."""
+        if self._limits is None:
+            return {}
+        cached = self._sized.get(judge)
+        now = time.monotonic()
+        if (cached is None or now - cached[1] >= self.refresh_s) and judge not in self._refreshing:
+            self._sized[judge] = (cached[0] if cached else {}, now)
+            task = asyncio.get_running_loop().create_task(self._refresh(judge))
+            self._refreshing[judge] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(judge, None))
+        return self._sized[judge][0] if judge in self._sized else {}
+
+    async def _refresh(self, judge: str) -> None:
+        assert self._limits is not None
+        try:
+            limits = dict(await asyncio.wait_for(self._limits(judge), 5.0))
+        except Exception:  # noqa: BLE001 - no replica answer: keep what was known (the ceiling before anything was)
+            return
+        self._sized[judge] = (limits, time.monotonic())
+
     async def rates(self, model: str, region: str) -> tuple[float | None, float]:
         """(requests/s or None when the quota sets no rpm, tokens/s) the quota serves: the quota
         actor's learned rates, read at most every `refresh_s`, else the configured quota."""
@@ -257,8 +305,6 @@ class Admission:
 
 
 async def _snapshot(model: str, region: str) -> dict[str, Any] | None:
-    import asyncio
-
     import ray
 
     from actors.quota import NAMESPACE, quota_actor_name

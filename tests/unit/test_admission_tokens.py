@@ -105,3 +105,31 @@ def test_a_token_rate_learned_lower_than_configured_admits_less(monkeypatch: pyt
     with pytest.raises(Refused) as refused:
         asyncio.run(Admission(_tpm_config(rpm=6_000)).admit(rows))  # 4,000 tokens in the deadline now
     assert refused.value.status == 413 and "at 30000 tokens/min" in str(refused.value)  # 60,000 x the learned 0.5
+
+
+def test_what_the_replicas_send_now_is_what_is_budgeted() -> None:
+    """Once a judge's replica has sized its `maxTokens`, admission budgets that, not the ceiling
+    (read in the background: admission never waits on a replica); a replica that does not answer
+    leaves the ceiling in place."""
+    rows = group("g", 5, reference=None)
+
+    async def sized(judge: str) -> dict[str, int]:
+        return {"rubric": 80}
+
+    async def silent(judge: str) -> dict[str, int]:
+        raise RuntimeError("no replica yet")
+
+    async def before_and_after(limits: Any) -> tuple[Any, Any, Any]:
+        gate = Admission(_tpm_config(rpm=6_000), limits=limits)
+        first = await gate.admit(rows)  # nothing known yet: the ceiling; a refresh is on its way
+        gate.release(first)
+        await asyncio.sleep(0.01)
+        second = await gate.admit(rows)
+        third = await asyncio.gather(gate.admit(rows), return_exceptions=True)
+        return first, second, third[0]
+
+    first, second, third = asyncio.run(before_and_after(sized))
+    assert first.tokens[KEY] - second.tokens[KEY] == 5 * (512 - 80)
+    assert not isinstance(third, Refused)  # the 8,000-token budget that held one request at the ceiling holds two
+    first, second, third = asyncio.run(before_and_after(silent))
+    assert first.tokens == second.tokens and isinstance(third, Refused) and third.status == 503
