@@ -131,8 +131,16 @@ class RewardIngress:
         self.reconfigured = 0
         self._apply(RuntimeTuning())
         self.watch = IntegrityWatch(self.config.integrity, self.config.serve.app_name)
-        self.admission = Admission(self.config)
+        self.admission = Admission(self.config, limits=self._sized_max_tokens)  # tokens: budget what replicas send
         self.request_budget_s = max((j.deadline_s for j in self.config.judges), default=60.0)
+
+    async def _sized_max_tokens(self, judge: str) -> dict[str, int]:
+        """The `maxTokens` a Bedrock judge's replica sends now per kind of call (`max_tokens: auto`)."""
+        handle = self.handles.get(judge)
+        if handle is None:
+            return {}
+        stats = await handle.stats.remote()
+        return {kind: int(seen["max_tokens"]) for kind, seen in (stats.get("max_tokens") or {}).items()}
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         try:

@@ -27,6 +27,7 @@ class JudgeDeployment:
         self.name = judge_name
         self.metrics = FarmMetrics(app_name)
         self._throttles_reported = 0
+        self._retries_reported: dict[str, int] = {}
         self.requests = 0
         self.rollouts = 0
 
@@ -48,6 +49,9 @@ class JudgeDeployment:
         if stats is not None and stats.throttled > self._throttles_reported:
             self.metrics.record_throttles(self.name, stats.throttled - self._throttles_reported)
             self._throttles_reported = stats.throttled
+        sizer = getattr(self.host.judge, "output_sizer", None)  # tokens: maxTokens per kind of call
+        if sizer is not None:
+            self._retries_reported = self.metrics.record_max_tokens(self.name, sizer.limits(), self._retries_reported)
         return verdicts
 
     def stats(self) -> dict[str, Any]:
@@ -63,6 +67,7 @@ class JudgeDeployment:
             "throttled": stats.throttled if stats else 0,
             "cache_hits": cache.hits + cache.joined,
             "cache_misses": cache.misses,
+            "max_tokens": sizer.report() if (sizer := getattr(self.host.judge, "output_sizer", None)) is not None else {},
         }
 
     def actor(self) -> Any:

@@ -44,6 +44,14 @@ class FarmMetrics:
         self.escalations = Counter(
             "farm_cascade_total", "The cost cascade's record per judge: ran, not_needed, or why it was called.", tag_keys=(*tags, "reason")
         )
+        self.max_tokens = Gauge(  # tokens: `max_tokens: auto` (farm/maxtokens.py)
+            "farm_judge_max_tokens", "maxTokens sent now per judge and kind of call (sized or pinned).", tag_keys=(*tags, "kind")
+        )
+        self.max_tokens_retries = Counter(
+            "farm_judge_max_tokens_retries_total",
+            "Answers cut off by a sized maxTokens and asked again at the ceiling.",
+            tag_keys=(*tags, "kind"),
+        )
         self.request_latency = Histogram(
             "farm_request_latency_ms", "Ensemble latency per request.", boundaries=_LATENCY_MS, tag_keys=("app",)
         )
@@ -92,6 +100,18 @@ class FarmMetrics:
         model, tier = self._models[judge]
         usage = Usage(verdict.input_tokens, verdict.output_tokens, verdict.cache_read_tokens, verdict.cache_write_tokens)
         return self._prices.usd(model, usage, tier)
+
+    def record_max_tokens(self, judge: str, report: dict[str, dict[str, int]], retried_before: dict[str, int]) -> dict[str, int]:
+        """The limit each kind of call is sent now, and the retries at the ceiling since
+        `retried_before` (kind -> count last reported); returns the counts to pass next time."""
+        counts = {}
+        for kind, seen in report.items():
+            tags = {"app": self._app, "judge": judge, "kind": kind}
+            self.max_tokens.set(seen["max_tokens"], tags=tags)
+            counts[kind] = int(seen["retried_at_ceiling"])
+            if counts[kind] > retried_before.get(kind, 0):  # Ray counters refuse inc(0)
+                self.max_tokens_retries.inc(counts[kind] - retried_before.get(kind, 0), tags=tags)
+        return counts
 
     def record_throttles(self, judge: str, count: int) -> None:
         if count > 0:

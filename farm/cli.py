@@ -997,6 +997,13 @@ def _print_summary(summary: dict[str, Any], summary_path: Path) -> None:
     echo(f"  tokens: {summary['input_tokens']} in, {summary['output_tokens']} out; cache hits {summary['cache_hits']}")
     if summary.get("cache_read_tokens") or summary.get("cache_write_tokens"):
         echo(f"  prompt cache: {summary['cache_read_tokens']} tokens read, {summary['cache_write_tokens']} written")
+    for name, kinds in (summary.get("max_tokens") or {}).items():  # tokens: what each judge writes, to pin max_tokens by
+        for kind, seen in kinds.items():
+            retried = f", {seen['retried_at_ceiling']} asked again at the ceiling" if seen["retried_at_ceiling"] else ""
+            echo(
+                f"  output tokens {name}/{kind}: p50 {seen['p50']}, p99 {seen['p99']}, max {seen['max']} over {seen['answers']} answers; "
+                f"maxTokens {seen['max_tokens']} ({seen['mode']}, ceiling {seen['ceiling']}){retried}"
+            )
     if summary.get("cost_usd") is not None:
         per = summary.get("cost_per_rollout_usd")
         per_text = f" (${per:.8f} per rollout)" if per is not None else ""

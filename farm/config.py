@@ -54,6 +54,7 @@ __all__ = [
     "ScheduledProbesConfig",
     "ScoreMap",
     "LengthCorrection",
+    "MaxTokensAuto",
     "invalid_config",
     "INFERENCE_PROFILE_PREFIXES",
     "base_model_id",
@@ -162,11 +163,44 @@ class _JudgeBase(_Section):
         return self
 
 
+MAX_TOKENS_RANGE = (16, 10_000)
+
+
+class MaxTokensAuto(_Section):
+    """How `max_tokens: auto` sizes a judge's `maxTokens` from what it was seen to write.
+
+    Bedrock reserves input + `maxTokens` against tokens per minute when a call starts, so a
+    limit far above what the judge writes holds quota for nothing. Per kind of call (rubric,
+    pairwise, listwise of n items), the first `warmup_calls` answers are asked with `ceiling`; after
+    that `maxTokens` is the `quantile` of the last `window` answers' output tokens times `margin`,
+    never below `floor` nor above `ceiling`. An answer cut off by a sized limit (stopReason
+    `max_tokens`) is asked once more with `ceiling`, and counted, never scored as it stands."""
+
+    ceiling: int | None = Field(default=None, ge=MAX_TOKENS_RANGE[0], le=MAX_TOKENS_RANGE[1])
+    """The most a call may be given; default the judge kind's former fixed limit (rubric 512, preference 384)."""
+    warmup_calls: int = Field(default=20, ge=1, le=100_000)
+    """Answers seen (per kind of call) before `maxTokens` is sized down from `ceiling`."""
+    warmup_wait_s: float = Field(default=0.0, ge=0, le=60)
+    """Calls beyond the first `warmup_calls` wait up to this long (within their deadline) for the
+    warm-up's answers, so a first burst is not all sent at the ceiling. 0 (default): sent at once;
+    a wait shorter than the judge's latency only adds it (benchmarks/max_tokens.py measures both)."""
+    quantile: float = Field(default=0.99, ge=0.5, le=1.0)
+    margin: float = Field(default=1.5, ge=1.0, le=10.0)
+    """Multiplier on the quantile: headroom for a longer answer than any seen."""
+    floor: int = Field(default=64, ge=MAX_TOKENS_RANGE[0], le=MAX_TOKENS_RANGE[1])
+    window: int = Field(default=2_000, ge=10, le=1_000_000)
+    """Latest answers kept per kind of call (the quantile follows a judge that starts writing more)."""
+
+
 class _BedrockJudgeBase(_JudgeBase):
     _default_cost: ClassVar[str] = "expensive"
+    _default_max_tokens: ClassVar[int] = 512
     model: str = Field(min_length=1)
     region: str | None = None
-    max_tokens: int = Field(default=512, ge=16, le=10_000)
+    max_tokens: int | Literal["auto"] = "auto"
+    """`auto` (default): sized per kind of call from the output tokens the judge really writes
+    (`max_tokens_auto`); a whole number pins `maxTokens` for every call (16 to 10,000)."""
+    max_tokens_auto: MaxTokensAuto = MaxTokensAuto()
     max_response_chars: int = Field(default=24_000, ge=100)
     """Longer responses are cut (head and tail kept) and flagged `truncated`."""
     structured_output: Literal["tool", "text"] = "tool"
@@ -178,6 +212,30 @@ class _BedrockJudgeBase(_JudgeBase):
     prompt_cache: bool = True
     """Put a Converse `cachePoint` after the prompt prefix every call of this judge shares, when
     that prefix reaches `bedrock.cache_min_tokens` (Bedrock ignores or refuses shorter ones)."""
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: object) -> object:
+        low, high = MAX_TOKENS_RANGE
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be `auto` or a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> _BedrockJudgeBase:
+        auto = self.max_tokens_auto
+        if self.max_tokens == "auto" and auto.floor > self.max_tokens_ceiling:
+            raise ValueError(f"max_tokens_auto.floor ({auto.floor}) is above the ceiling ({self.max_tokens_ceiling})")
+        return self
+
+    @property
+    def max_tokens_ceiling(self) -> int:
+        """The most `maxTokens` a call of this judge is sent: the pinned value, or the auto ceiling."""
+        if isinstance(self.max_tokens, int):
+            return self.max_tokens
+        return self.max_tokens_auto.ceiling or self._default_max_tokens
 
 
 class RubricJudgeConfig(_BedrockJudgeBase):
@@ -193,6 +251,7 @@ class RubricJudgeConfig(_BedrockJudgeBase):
 
 
 class PreferenceJudgeConfig(_BedrockJudgeBase):
+    _default_max_tokens: ClassVar[int] = 384
     kind: Literal["preference"]
     mode: Literal["auto", "group", "reference"] = "auto"
     """`group`: compare rollouts of one group pairwise; `reference`: each against its reference;
@@ -216,7 +275,6 @@ class PreferenceJudgeConfig(_BedrockJudgeBase):
     """Pairwise only: opponents per rollout inside a group (each compared in both orders): a group
     of n costs about n × max_comparisons calls instead of n × (n − 1). Groups up to
     max_comparisons + 1 compare every pair."""
-    max_tokens: int = Field(default=384, ge=16, le=10_000)
     criteria: str = "helpfulness, correctness and harmlessness"
 
 

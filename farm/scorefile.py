@@ -22,6 +22,7 @@ from farm.cost import PriceTable, Usage
 from farm.ensemble import Ensemble
 from farm.jsonl import LineError, read_rollouts
 from farm.judges.base import failure_reason
+from farm.maxtokens import output_report
 from farm.progress import Progress
 from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
@@ -60,6 +61,9 @@ class ScoreSummary:
     with and without the prompt cache, as the Serve metrics count them per judge."""
     cache_hits: int = 0
     cache_misses: int = 0
+    max_tokens: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """tokens: per Bedrock judge and kind of call, output tokens seen (p50/p99/max), the `maxTokens`
+    sent now and answers asked again at the ceiling (`farm.maxtokens`): what to pin `max_tokens` to."""
     elapsed_s: float = 0.0
     output: str = ""
     errors_file: str | None = None
@@ -73,6 +77,7 @@ class ScoreSummary:
         out["judge_reasons"] = {name: dict(counts) for name, counts in self.judge_reasons.items()}
         out["escalation"] = {name: dict(counts) for name, counts in self.escalation.items()}
         out["judge_usage"] = {name: dict(usage) for name, usage in self.judge_usage.items()}
+        out["max_tokens"] = self.max_tokens
         out["rollouts_per_s"] = round(self.rollouts / self.elapsed_s, 2) if self.elapsed_s else None
         return out
 
@@ -134,6 +139,7 @@ async def score_file(
     finally:
         await ensemble.aclose()
     summary.reward_mean = round(sum(rewards) / len(rewards), 4) if rewards else None
+    summary.max_tokens = output_report((m.config.name, m.judge) for m in ensemble.members)
     if client is not None:
         prices = PriceTable.from_config(config)
         add_cost(summary, client.stats.usage, prices)

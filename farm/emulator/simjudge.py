@@ -141,6 +141,9 @@ class JudgeProfile(BaseModel):
     leniency: float = Field(default=0.0, ge=-1, le=1)
     sampling_noise: float = Field(default=0.0, ge=0, le=1)
     tie_margin: float = Field(default=0.05, ge=0, le=1)
+    verbosity: int = Field(default=0, ge=0, le=20_000)
+    """Extra rationale tokens per answer, drawn per content between half and 1.5 times this: the
+    simulated judge's own rationales are terse (tens of tokens), real models' are longer."""
     seed: int = 0
 
 
@@ -199,6 +202,24 @@ def _biased(q: float, response: str, profile: JudgeProfile, model: str, salt: st
 
 
 def answer_request(user_text: str, tool_name: str | None, profile: JudgeProfile, model: str) -> SimulatedAnswer:
+    answer = _answer(user_text, tool_name, profile, model)
+    if not profile.verbosity or answer.payload is None or answer.kind == "chat":
+        return answer
+    return _verbose(answer, round(profile.verbosity * (0.5 + _unit("verbosity", profile.seed, user_text))))
+
+
+def _verbose(answer: SimulatedAnswer, tokens: int) -> SimulatedAnswer:
+    """The answer with `tokens` more tokens of rationale (about 4 characters a token)."""
+    payload = json.loads(json.dumps(answer.payload))
+    holder = payload if "rationale" in payload else next((v for v in payload.values() if isinstance(v, dict) and "rationale" in v), None)
+    if holder is None:
+        return answer
+    filler = ("it follows the working step by step and checks the final line; " * (tokens // 15 + 1))[: tokens * 4]
+    holder["rationale"] = f"{holder['rationale']}; {filler}".rstrip()
+    return SimulatedAnswer(answer.kind, payload, json.dumps(payload))
+
+
+def _answer(user_text: str, tool_name: str | None, profile: JudgeProfile, model: str) -> SimulatedAnswer:
     blocks = {label: body for label, _tag, body in _BLOCK.findall(user_text)}
     if "RESPONSE_A" in blocks and "RESPONSE_B" in blocks:
         return _preference(blocks, profile, model)

@@ -17,6 +17,7 @@ from farm.cache import VerdictCache, content_key
 from farm.config import PreferenceJudgeConfig, RubricJudgeConfig
 from farm.judges.base import failed_verdict
 from farm.judges.converse_call import AskError, ask
+from farm.maxtokens import OutputSizer
 from farm.prompting import Prompt
 from farm.wire import Verdict
 
@@ -49,13 +50,15 @@ class BedrockJudge:
     change what the model is asked, so they stay out of the cache fingerprint)."""
 
     PROMPT_VERSION = "bedrock-judge-v1"
-    UNSCORED: frozenset[str] = frozenset({"name", "weight", "deadline_s", "gate"})
+    UNSCORED: frozenset[str] = frozenset({"name", "weight", "deadline_s", "gate", "max_tokens_auto"})
 
     def __init__(self, config: BedrockJudgeConfig, client: ConverseClient, cache: VerdictCache):
         self.name = config.name
         self.config = config
         self._client = client
         self._cache = cache
+        self.output_sizer = OutputSizer.for_judge(config)
+        """`maxTokens` per kind of call, sized from the answers seen (`max_tokens: auto`) or pinned."""
         self.fingerprint = content_key(self.PROMPT_VERSION, config.model_dump(exclude=set(self.UNSCORED)))
 
     async def aclose(self) -> None:
@@ -77,7 +80,7 @@ class BedrockJudge:
             system_text=prompt.system,
             service_tier=config.service_tier,
             prompt_cache=config.prompt_cache,
-            max_tokens=config.max_tokens,
+            max_tokens=config.max_tokens_ceiling,  # `ask` sends the sized limit (`output_sizer`)
             tool_name=tool.name if self.structured else None,
             tool_description=tool.description,
             tool_schema=tool.schema if self.structured else None,
@@ -90,9 +93,11 @@ class BedrockJudge:
         parse: Callable[[Mapping[str, Any]], T],
         read: Callable[[T], Reading],
         deadline: float,
+        kind: str = "call",
     ) -> Verdict:
         """One question to the model: `render` makes a fresh prompt (new fence tag) per attempt;
-        a parse failure is retried `parse_retries` times; any judge error becomes a failed verdict."""
+        a parse failure is retried `parse_retries` times; any judge error becomes a failed verdict.
+        `kind` names the kind of call for `maxTokens` sizing (answers of one kind are alike in length)."""
 
         def build() -> tuple[Prompt, ConverseRequest]:
             prompt = render()
@@ -100,7 +105,14 @@ class BedrockJudge:
 
         try:
             answer = await ask(
-                self._client, build, parse, parse_retries=self.config.parse_retries, deadline=deadline, region=self.config.region
+                self._client,
+                build,
+                parse,
+                parse_retries=self.config.parse_retries,
+                deadline=deadline,
+                region=self.config.region,
+                sizer=self.output_sizer,
+                kind=kind,
             )
         except AskError as exc:
             return exc.verdict()

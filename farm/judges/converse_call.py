@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from farm.bedrock import ConverseClient, ConverseRequest
 from farm.errors import JudgeError, ParseError
 from farm.flags import Flag
 from farm.judges.base import failed_verdict
+from farm.maxtokens import OutputSizer
 from farm.parsing import extract_json
 from farm.prompting import Prompt
 from farm.wire import Verdict
@@ -58,17 +60,30 @@ async def ask(
     parse_retries: int,
     deadline: float,
     region: str | None,
+    sizer: OutputSizer | None = None,
+    kind: str = "",
 ) -> Answer[T]:
-    """`build` makes a fresh prompt (new fence tag) for every attempt; raises `AskError`."""
+    """`build` makes a fresh prompt (new fence tag) for every attempt; raises `AskError`.
+
+    With a `sizer`, each call is sent the `maxTokens` it gives for `kind` and its answer's
+    length is recorded; an answer cut off by a limit below the sizer's ceiling (stopReason
+    `max_tokens`) is asked again once at the ceiling, outside the parse retries, so a limit
+    sized too short costs one call, never a truncated or failed verdict."""
     started = time.monotonic()
     budget = deadline - started
     patient = getattr(client, "patient", False)
     answer: Answer[None] = Answer(value=None)
     last_parse_error: ParseError | None = None
-    for _ in range(parse_retries + 1):
+    at_ceiling = False
+    attempts = 0
+    while attempts <= parse_retries:
         if patient:  # offline, a call may wait for quota past the judge's deadline: a retry gets the budget again
             deadline = max(deadline, time.monotonic() + budget)
         prompt, request = build()
+        if sizer is not None:
+            limit = sizer.ceiling if at_ceiling else await sizer.limit(kind, deadline)
+            if limit != request.max_tokens:  # the quota reservation follows the limit sent (`token_estimate`)
+                request = dataclasses.replace(request, max_tokens=limit)
         if prompt.truncated:
             answer.flags.add(Flag.TRUNCATED)
         try:
@@ -79,6 +94,13 @@ async def ask(
         answer.output_tokens += reply.output_tokens
         answer.cache_tokens = (answer.cache_tokens[0] + reply.cache_read_tokens, answer.cache_tokens[1] + reply.cache_write_tokens)
         cut_off = reply.stop_reason == "max_tokens"
+        if sizer is not None:
+            sizer.observe(kind, reply.output_tokens, sent=request.max_tokens, cut_off=cut_off)
+            if cut_off and not at_ceiling and request.max_tokens < sizer.ceiling:
+                sizer.retried(kind)
+                at_ceiling = True
+                continue  # not a parse attempt: the same question again with room to answer
+        attempts += 1
         try:
             if reply.tool_input is not None:
                 payload, repaired = reply.tool_input, False

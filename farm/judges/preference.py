@@ -319,6 +319,7 @@ class PreferenceJudge(BedrockJudge):
             lambda payload: parse_ranking(payload, labels),
             _ranking_reading,
             deadline,
+            f"listwise/{len(labels)}",  # the answer grows with the items ranked
         )
 
     async def _score_against_reference(self, rollout: Rollout, index: int, deadline: float, out: list[Verdict | None]) -> None:
@@ -424,6 +425,7 @@ class PreferenceJudge(BedrockJudge):
             parse_preference,
             _preference_reading,
             deadline,
+            "pairwise",
         )
 
 

@@ -49,6 +49,7 @@ class RubricJudge(BedrockJudge):
             lambda payload: parse_rubric(payload, config.criteria),
             _reading,
             deadline,
+            "rubric",
         )
 
 

@@ -68,11 +68,15 @@ class BatchSettings:
 
 
 def batch_config(config: FarmConfig) -> FarmConfig:
-    """The config with every Bedrock judge on the text-JSON path (batch jobs refuse toolConfig)."""
+    """The config with every Bedrock judge on the text-JSON path (batch jobs refuse toolConfig),
+    and `maxTokens` pinned at its ceiling (tokens: a replayed answer is found by its request, so the
+    limit must not be sized differently between recording and replay)."""
     data = config.model_dump(mode="json", by_alias=True)
     for judge, raw in zip(config.judges, data["judges"], strict=True):
         if needs_bedrock(judge) and "structured_output" in raw:
             raw["structured_output"] = "text"
+        if needs_bedrock(judge) and "max_tokens" in raw:
+            raw["max_tokens"] = judge.max_tokens_ceiling  # type: ignore[union-attr]
     return parse_config(data, source="batch config")
 
 

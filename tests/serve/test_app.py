@@ -84,6 +84,9 @@ def test_rule_judge_runs_in_the_ingress_and_remote_judges_get_one_call_per_reque
         after = handle.stats.remote().result()
         assert after["requests"] - before[name]["requests"] == 1, name
         assert after["rollouts"] - before[name]["rollouts"] == len(data), name
+    # tokens: each replica measures what its judge writes, per kind of call (max_tokens: auto)
+    assert judges["rubric"].stats.remote().result()["max_tokens"]["rubric"]["answers"] >= len(data)
+    assert judges["preference"].stats.remote().result()["max_tokens"]["listwise/5"]["ceiling"] == 384  # 4 responses + reference
 
 
 def test_http_score_healthz_and_openrlhf(app):

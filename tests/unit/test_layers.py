@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "farm.prompting": 1,
     "farm.parsing": 1,
     "farm.ranking": 1,
+    "farm.maxtokens": 1,
     "farm.screening": 1,
     "farm.screening.classifier": 1,
     "farm.screening.training": 1,
