@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -94,6 +94,11 @@ def merge_summaries(parts: Sequence[ScoreSummary], output: str, rewards: Sequenc
                 merged.setdefault(judge, Counter()).update(counts)
         for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_hits", "cache_misses"):
             setattr(out, name, getattr(out, name) + getattr(part, name))
+        for judge, usage in part.judge_usage.items():
+            _add_numbers(out.judge_usage.setdefault(judge, {}), usage)
+        for judge, kinds in part.max_tokens.items():
+            for kind, report in kinds.items():
+                _join_output_report(out.max_tokens.setdefault(judge, {}).setdefault(kind, {}), report)
     out.reward_mean = round(sum(rewards) / len(rewards), 4) if rewards else None
     if parts and all(c is not None for c in costs):
         out.cost_usd = round(sum(c for c in costs if c is not None), 6)
@@ -101,6 +106,38 @@ def merge_summaries(parts: Sequence[ScoreSummary], output: str, rewards: Sequenc
     if parts and all(c is not None for c in uncached):
         out.cost_without_prompt_cache_usd = round(sum(c for c in uncached if c is not None), 6)
     return out
+
+
+def _add_numbers(into: dict[str, Any], part: Mapping[str, Any]) -> None:
+    """Sum per-judge token and dollar counts; a None (a model with no price) stays None."""
+    for key, value in part.items():
+        if key not in into:
+            into[key] = value
+        elif into[key] is None or value is None:
+            into[key] = None
+        else:
+            into[key] = round(into[key] + value, 6) if isinstance(value, float) else into[key] + value
+
+
+_OUTPUT_SUMS = ("answers", "cut_off", "retried_at_ceiling", "calls_at_ceiling")
+
+
+def _join_output_report(into: dict[str, Any], part: Mapping[str, Any]) -> None:
+    """Counts add up; the quantiles and limits of separate workers cannot be pooled exactly, so the
+    joined report keeps the largest (what to pin `max_tokens` to must cover every worker)."""
+    if not into:
+        into.update(part)
+        return
+    calls = into["answers"] + into["cut_off"] + part["answers"] + part["cut_off"]
+    sent = into["mean_max_tokens_sent"] * (into["answers"] + into["cut_off"]) + part["mean_max_tokens_sent"] * (
+        part["answers"] + part["cut_off"]
+    )
+    for key, value in part.items():
+        if key in _OUTPUT_SUMS:
+            into[key] += value
+        elif isinstance(value, (int, float)) and isinstance(into.get(key), (int, float)):
+            into[key] = max(into[key], value)
+    into["mean_max_tokens_sent"] = round(sent / max(1, calls), 1)
 
 
 class _Relay(Progress):

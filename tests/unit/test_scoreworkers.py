@@ -54,6 +54,38 @@ def test_summaries_merge_counts_tokens_and_cost():
     assert merge_summaries([a, ScoreSummary(rollouts=1)], "o", []).cost_usd is None  # a part without a price: no total
 
 
+def test_summaries_merge_per_judge_usage_and_output_sizes():
+    def sized(answers: int, p99: int, limit: int, retried: int) -> dict:
+        return {
+            "answers": answers,
+            "p50": 40,
+            "p99": p99,
+            "max": p99,
+            "max_tokens": limit,
+            "ceiling": 512,
+            "mode": "auto",
+            "cut_off": 0,
+            "retried_at_ceiling": retried,
+            "calls_at_ceiling": 20,
+            "mean_max_tokens_sent": float(limit),
+        }
+
+    a = ScoreSummary(
+        rollouts=2, judge_usage={"r": {"input_tokens": 10, "cost_usd": 0.5}}, max_tokens={"r": {"rubric": sized(30, 50, 80, 1)}}
+    )
+    b = ScoreSummary(
+        rollouts=2, judge_usage={"r": {"input_tokens": 5, "cost_usd": 0.25}}, max_tokens={"r": {"rubric": sized(10, 70, 110, 0)}}
+    )
+    merged = merge_summaries([a, b], "out.jsonl", [])
+    assert merged.judge_usage == {"r": {"input_tokens": 15, "cost_usd": 0.75}}
+    joined = merged.max_tokens["r"]["rubric"]
+    assert (joined["answers"], joined["retried_at_ceiling"], joined["calls_at_ceiling"]) == (40, 1, 40)
+    assert (joined["p99"], joined["max_tokens"], joined["mode"]) == (70, 110, "auto")  # covers every worker
+    assert joined["mean_max_tokens_sent"] == round((30 * 80 + 10 * 110) / 40, 1)
+    unpriced = merge_summaries([a, ScoreSummary(judge_usage={"r": {"input_tokens": 1, "cost_usd": None}})], "o", [])
+    assert unpriced.judge_usage["r"] == {"input_tokens": 11, "cost_usd": None}
+
+
 def test_batches_in_flight_follow_the_quota():
     assert batches_in_flight(_config(2000, 4_000_000)) == 4
     assert batches_in_flight(_config(20_000, 40_000_000)) == 11  # 20,000 rpm x 1 s x 2 headroom = 667 calls, 64 a batch
