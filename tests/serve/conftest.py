@@ -79,10 +79,11 @@ def deploy_together(ray_serve: dict[str, Any], apps: list[tuple[str, dict[str, A
 
 
 def delete_together(*names: str) -> None:
-    """Delete several apps in one request to the controller: they are torn down side by side."""
+    """Delete several apps in one request to the controller, without waiting: they are torn down
+    side by side while the next module deploys (its declarative config would remove them anyway)."""
     from ray.serve.context import _get_global_client
 
-    _get_global_client().delete_apps(list(names), blocking=True)
+    _get_global_client().delete_apps(list(names), blocking=False)
 
 
 def wait_running(name: str, timeout_s: float = 120.0) -> None:
