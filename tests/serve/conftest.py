@@ -78,7 +78,7 @@ def deploy_together(ray_serve: dict[str, Any], apps: list[tuple[str, dict[str, A
     _apply(ray_serve, [_application(ray_serve, name, args, prefix) for name, args, prefix in apps])
 
 
-def delete_together(*names: str) -> None:
+def delete_apps(*names: str) -> None:
     """Delete several apps in one request to the controller, without waiting: they are torn down
     side by side while the next module deploys (its declarative config would remove them anyway)."""
     from ray.serve.context import _get_global_client

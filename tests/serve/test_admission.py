@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import delete_together, deploy_together, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -95,7 +95,7 @@ def admission_apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, Any]]:
     ]
     deploy_together(ray_serve, specs)
     yield ray_serve
-    delete_together(*(name for name, _, _ in specs))
+    delete_apps(*(name for name, _, _ in specs))
 
 
 @pytest.fixture

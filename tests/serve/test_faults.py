@@ -13,7 +13,7 @@ import pytest
 
 from farm.emulator.settings import FAULT_KINDS
 from tests.conftest import gsm8k_rollouts
-from tests.serve.conftest import delete_together, deploy_together, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -64,7 +64,7 @@ def fault_apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, str]]:
     ]
     deploy_together(ray_serve, apps)
     yield {key: ray_serve["url"] + f"/faults-{key}" for key in ATTEMPTS}
-    delete_together(*(name for name, _, _ in apps))
+    delete_apps(*(name for name, _, _ in apps))
 
 
 @pytest.mark.parametrize("key", list(ATTEMPTS))

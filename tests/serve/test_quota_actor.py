@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import max_in_window
-from tests.serve.conftest import deploy
+from tests.serve.conftest import delete_apps, deploy
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -106,4 +106,4 @@ def test_sigkilled_quota_actor_keeps_the_lowered_quota_and_loses_nothing(ray_ser
     assert [r["rpm"] for r in restarts] == [300, 300, 300]  # the restarted actor kept the newer deployment's quota
     assert [r["incarnation"] for r in restarts] == [restarts[0]["incarnation"] + i for i in range(3)]
     assert peak <= 1.05 * 50, peak
-    serve.delete("qkill-test")
+    delete_apps("qkill-test")

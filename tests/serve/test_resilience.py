@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import gsm8k_rollouts, max_in_window
-from tests.serve.conftest import delete_together, deploy_together
+from tests.serve.conftest import delete_apps, deploy_together
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -77,7 +77,7 @@ def apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, Any]]:
     ]
     deploy_together(ray_serve, specs)
     yield ray_serve
-    delete_together(*(name for name, _, _ in specs))
+    delete_apps(*(name for name, _, _ in specs))
 
 
 def test_four_replicas_share_one_quota(apps, reset_emulator, report):

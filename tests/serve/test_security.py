@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import delete_together, deploy_together, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def secured(ray_serve, tmp_path_factory):
         ],
     )
     yield {**ray_serve, "base": ray_serve["url"] + "/secure", "open_base": ray_serve["url"] + "/open", "token_file": folder / "token"}
-    delete_together(APP, OPEN_APP)
+    delete_apps(APP, OPEN_APP)
 
 
 def rollout(tag: str, **extra: Any) -> dict[str, Any]:

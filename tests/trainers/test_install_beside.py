@@ -58,7 +58,10 @@ except FarmError as exc:
 
 
 def _pip(python: Path, *args: str) -> None:
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True, timeout=900)
+    # --no-compile: resolution and install are as a trainer gets them; only the byte-compiling of Ray's and
+    # transformers' thousands of modules (CPU-bound, tens of seconds here) is left to first import
+    command = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile", *args]
+    subprocess.run(command, check=True, timeout=900)
 
 
 def _versions(python: Path) -> dict[str, str]:
