@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.serve.conftest import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.local]
 
@@ -76,7 +77,7 @@ def test_gpu_judge_load_scales_up_then_back_down(report):
     cluster.start()
     try:
         ray.init(address="auto")
-        serve.start(http_options={"host": "127.0.0.1", "port": 8866}, logging_config={"log_level": "WARNING"})
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config={"log_level": "WARNING"})
         config: dict[str, Any] = {
             "judges": [
                 {

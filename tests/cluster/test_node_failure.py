@@ -11,6 +11,7 @@ import pytest
 
 from tests.cluster.conftest import emulator_env
 from tests.conftest import gsm8k_rollouts
+from tests.serve.conftest import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ def test_removing_the_judge_node_loses_no_request(cluster_emulator, report):
     judge_node = cluster.add_node(num_cpus=2, resources={"judge_host": 4})
     ray.init(address=cluster.address)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": 8865}, logging_config={"log_level": "WARNING"})
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config={"log_level": "WARNING"})
         config: dict[str, Any] = {
             "judges": [
                 {"name": "answer", "kind": "final_answer"},
@@ -34,7 +35,7 @@ def test_removing_the_judge_node_loses_no_request(cluster_emulator, report):
                     "name": "rubric",
                     "kind": "rubric",
                     "model": "amazon.nova-lite-v1:0",
-                    "deadline_s": 8,
+                    "deadline_s": 5,  # the requests queued for the lost replicas wait this long, then say so
                     "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
                     "deployment": {"num_replicas": 2, "resources": {"judge_host": 1}},
                 },

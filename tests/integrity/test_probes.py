@@ -38,7 +38,7 @@ def test_probe_suite_names_each_flawed_judge_and_not_the_clean_one(aws_env, repo
             {"name": "unsteady", "kind": "rubric", "model": NOVA2, "criteria": CRITERIA},
         ]
     )
-    rows = gsm8k_rollouts(limit=15)
+    rows = gsm8k_rollouts(limit=10)  # 40 rollouts (12 correct): enough for the length slope (MIN_SLOPE_POINTS)
     pairs = read_pairs(shared_file("hh_harmless_base_test.jsonl.gz"), limit=30)
     labels = [row["metadata"]["is_correct"] for row in rows]
 

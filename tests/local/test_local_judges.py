@@ -133,7 +133,7 @@ def test_out_of_memory_splits_the_batch_instead_of_failing_it():
 
 
 def test_minilm_similarity_on_gsm8k_tracks_correctness(report):
-    rows = gsm8k_rollouts(limit=100)  # 400 rollouts: MiniLM runs ~100 texts/s on these 2 CPU cores
+    rows = gsm8k_rollouts(limit=50)  # 200 rollouts (AUC 0.63, r 0.17; 0.65 and 0.25 on 400): MiniLM runs ~100 texts/s on 2 cores
     judge = judge_for({"name": "sim", "kind": "similarity"})
     verdicts = asyncio.run(judge.score(parse_rollouts(rows)))
     assert all(v.status == "ok" for v in verdicts)

@@ -29,6 +29,36 @@ def serve_emulator() -> Iterator[EmulatorThread]:
         yield emu
 
 
+def _application(
+    ray_serve: dict[str, Any],
+    name: str,
+    args: dict[str, Any],
+    route_prefix: str,
+    ingress_user_config: dict | None = None,
+    user_configs: dict[str, dict] | None = None,
+) -> dict[str, Any]:
+    if "auth" in ray_serve and "auth" not in args and not args.get("insecure"):
+        args = {**args, "auth": ray_serve["auth"]}
+    app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": "deploy.app:build_app", "args": args}
+    overrides = dict(user_configs or {})
+    if ingress_user_config is not None:
+        overrides["ingress"] = ingress_user_config
+    if overrides:
+        app["deployments"] = [{"name": deployment, "user_config": config} for deployment, config in overrides.items()]
+    return app
+
+
+def _apply(ray_serve: dict[str, Any], applications: list[dict[str, Any]]) -> None:
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    http_options = {"host": "127.0.0.1", "port": ray_serve["port"]}
+    schema = ServeDeploySchema.model_validate({"http_options": http_options, "applications": applications})
+    _get_global_client().deploy_apps(schema, _blocking=True)
+    for app in applications:
+        wait_running(app["name"])
+
+
 def deploy(
     ray_serve: dict[str, Any],
     name: str,
@@ -39,20 +69,21 @@ def deploy(
 ) -> None:
     """Deploy as `serve deploy deploy/serve.yaml` does: declaratively, so that a change of
     `user_config` alone is a lightweight update (reconfigure in place, no restart)."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
+    _apply(ray_serve, [_application(ray_serve, name, args, route_prefix, ingress_user_config, user_configs)])
 
-    if "auth" in ray_serve and "auth" not in args and not args.get("insecure"):
-        args = {**args, "auth": ray_serve["auth"]}
-    app: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": "deploy.app:build_app", "args": args}
-    overrides = dict(user_configs or {})
-    if ingress_user_config is not None:
-        overrides["ingress"] = ingress_user_config
-    if overrides:
-        app["deployments"] = [{"name": deployment, "user_config": config} for deployment, config in overrides.items()]
-    schema = ServeDeploySchema.model_validate({"http_options": {"host": "127.0.0.1", "port": ray_serve["port"]}, "applications": [app]})
-    _get_global_client().deploy_apps(schema, _blocking=True)
-    wait_running(name)
+
+def deploy_together(ray_serve: dict[str, Any], apps: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Several apps (name, args, route prefix) in one declarative config, as one `serve.yaml` with
+    several applications: Serve builds and starts them side by side instead of one after another."""
+    _apply(ray_serve, [_application(ray_serve, name, args, prefix) for name, args, prefix in apps])
+
+
+def delete_apps(*names: str) -> None:
+    """Delete several apps in one request to the controller, without waiting: they are torn down
+    side by side while the next module deploys (its declarative config would remove them anyway)."""
+    from ray.serve.context import _get_global_client
+
+    _get_global_client().delete_apps(list(names), blocking=False)
 
 
 def wait_running(name: str, timeout_s: float = 120.0) -> None:

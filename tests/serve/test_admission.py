@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import deploy, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -46,20 +46,13 @@ def _wait_for_calls(emulator: Any, model: str, count: int, timeout_s: float = 60
     raise AssertionError(f"no call for {model} reached the emulator within {timeout_s}s")
 
 
-def test_time_queued_before_a_judge_replica_counts_against_the_deadline(ray_serve, reset_emulator):
+def test_time_queued_before_a_judge_replica_counts_against_the_deadline(admission_apps, reset_emulator):
     """One judge replica takes one request at a time and each call takes 3 s; with a 5 s
     deadline, the request queued behind another has about 2 s left when it starts, and says so
     at about 5 s, instead of restarting its deadline at the replica and answering after 6 s."""
     from ray import serve
 
     reset_emulator.update(latency_ms=3000)
-    config: dict[str, Any] = {
-        "judges": [{"name": "answer", "kind": "final_answer"}, _rubric(LITE, 5, num_replicas=1, max_ongoing_requests=1)],
-        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
-        "cache": {"enabled": False},
-        "serve": {"app_name": "queue-test"},
-    }
-    deploy(ray_serve, "queue-test", {"config": config, "env": ray_serve["env"]}, "/queue")
     handle = serve.get_app_handle("queue-test")
     handle.score.remote(_rows("warm", 1)).result()  # the replica's client and quota lease are set up
     first = handle.score.remote(_rows("x", 1))
@@ -71,24 +64,44 @@ def test_time_queued_before_a_judge_replica_counts_against_the_deadline(ray_serv
     late = b.judges["rubric"]
     assert late.status in ("timeout", "failed") and late.score is None and "deadline" in late.error
     assert b.status == "partial" and b.reward is not None  # the rule judge still answers
-    serve.delete("queue-test")
 
 
-@pytest.fixture(scope="module")
-def admit_app(ray_serve: dict[str, Any]) -> Iterator[str]:
-    """One app for the two tests of a full quota (a deployment costs more than either test):
-    a rubric judge on Pro at 120 rpm with a 10 s deadline. Its URL."""
-    from ray import serve
+def _queue_config() -> dict[str, Any]:
+    """One judge replica that takes one request at a time, with a 5 s deadline."""
+    return {
+        "judges": [{"name": "answer", "kind": "final_answer"}, _rubric(LITE, 5, num_replicas=1, max_ongoing_requests=1)],
+        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
+        "cache": {"enabled": False},
+        "serve": {"app_name": "queue-test"},
+    }
 
-    config: dict[str, Any] = {
+
+def _admit_config() -> dict[str, Any]:
+    """A rubric judge on Pro at 120 rpm with a 10 s deadline."""
+    return {
         "judges": [_rubric(PRO, 10)],
         "bedrock": {"quotas": {PRO: {"rpm": 120, "tpm": 100_000_000, "burst_s": 1.0}}},
         "cache": {"enabled": False},
         "serve": {"app_name": "admit-test"},
     }
-    deploy(ray_serve, "admit-test", {"config": config, "env": ray_serve["env"]}, "/admit")
-    yield ray_serve["url"] + "/admit"
-    serve.delete("admit-test")
+
+
+@pytest.fixture(scope="module")
+def admission_apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The module's two apps, deployed together (a deployment costs more than any test here)."""
+    specs = [
+        ("queue-test", {"config": _queue_config(), "env": ray_serve["env"]}, "/queue"),
+        ("admit-test", {"config": _admit_config(), "env": ray_serve["env"]}, "/admit"),
+    ]
+    deploy_together(ray_serve, specs)
+    yield ray_serve
+    delete_apps(*(name for name, _, _ in specs))
+
+
+@pytest.fixture
+def admit_app(admission_apps: dict[str, Any]) -> str:
+    """The app of the two tests of a full quota. Its URL."""
+    return admission_apps["url"] + "/admit"
 
 
 def test_work_the_quota_cannot_serve_in_time_is_refused_early_never_answered_partial(admit_app, reset_emulator, report):

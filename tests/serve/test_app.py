@@ -13,7 +13,7 @@ import pytest
 
 from farm.flags import Flag
 from tests.conftest import REPO, gsm8k_rollouts
-from tests.serve.conftest import TOKEN, deploy, http
+from tests.serve.conftest import TOKEN, delete_apps, deploy, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -45,7 +45,7 @@ def app(ray_serve):
     # machine alone can take most of the rubric's 3 s deadline; the tests are about steady state
     serve.get_app_handle(APP).score.remote([{"id": "warm-up", "prompt": "What is 1+1?", "response": "A: 2", "reference": "2"}]).result()
     yield {**ray_serve, "base": ray_serve["url"] + "/farm"}
-    serve.delete(APP)
+    delete_apps(APP)
 
 
 def rows(n_questions: int = 3) -> list[dict]:

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.serve.conftest import TOKEN, deploy, http
+from tests.serve.conftest import TOKEN, delete_apps, deploy, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -22,7 +22,6 @@ LITE = "amazon.nova-lite-v1:0"
 def test_a_disconnecting_client_does_not_break_the_request_sharing_its_key(ray_serve, reset_emulator, report):
     """A starts the rubric call for a rollout and disconnects; B (same content, another id) joined
     that call in the judge replica's cache and still gets its verdict from the one model call."""
-    from ray import serve
 
     reset_emulator.update(latency_ms=2500)
     config: dict[str, Any] = {
@@ -67,4 +66,4 @@ def test_a_disconnecting_client_does_not_break_the_request_sharing_its_key(ray_s
     # the server still answers, and the verdict A started is cached for later requests
     status, _, again = http(base, "/score", {"rollouts": [{"id": "c", **row}]})
     assert status == 200 and again["results"][0]["judges"]["rubric"]["cached"] is True
-    serve.delete("cancel-test")
+    delete_apps("cancel-test")

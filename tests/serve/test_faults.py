@@ -6,13 +6,14 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from farm.emulator.settings import FAULT_KINDS
 from tests.conftest import gsm8k_rollouts
-from tests.serve.conftest import deploy, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.integration]
 
@@ -22,15 +23,8 @@ PER_KIND = 0.022
 """Ten independent draws at 2.2% each: 1 - 0.978**10 = 20% of calls meet some fault."""
 
 
-@pytest.mark.parametrize("attempts", [6, 1], ids=["retries", "no-retries"])
-def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray_serve, reset_emulator, report, attempts):
-    """With retries (the default) most faults are absorbed; with one attempt each fault reaches a
-    verdict or a comparison, so the failure paths are exercised, not just the happy ones."""
-    from ray import serve
-
-    faults: dict[str, float] = {kind: PER_KIND for kind in FAULT_KINDS}
-    reset_emulator.update(latency_ms=20, faults={**faults, "hang_s": 3.0})
-    config: dict[str, Any] = {
+def _config(name: str, attempts: int) -> dict[str, Any]:
+    return {
         "judges": [
             {"name": "answer", "kind": "final_answer"},
             {
@@ -53,10 +47,34 @@ def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray
         ],
         "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}, "read_timeout_s": 1.5, "retry": {"max_attempts": attempts}},
         "cache": {"enabled": False},
-        "serve": {"app_name": "fault-test"},
+        "serve": {"app_name": name},
     }
-    deploy(ray_serve, "fault-test", {"config": config, "env": ray_serve["env"]}, "/faults")
-    base = ray_serve["url"] + "/faults"
+
+
+ATTEMPTS = {"retries": 6, "no-retries": 1}
+
+
+@pytest.fixture(scope="module")
+def fault_apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """One app per retry setting, deployed together (one Serve config, built side by side). Their URLs."""
+
+    apps = [
+        (f"fault-{key}", {"config": _config(f"fault-{key}", attempts), "env": ray_serve["env"]}, f"/faults-{key}")
+        for key, attempts in ATTEMPTS.items()
+    ]
+    deploy_together(ray_serve, apps)
+    yield {key: ray_serve["url"] + f"/faults-{key}" for key in ATTEMPTS}
+    delete_apps(*(name for name, _, _ in apps))
+
+
+@pytest.mark.parametrize("key", list(ATTEMPTS))
+def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(fault_apps, reset_emulator, report, key):
+    """With retries (the default) most faults are absorbed; with one attempt each fault reaches a
+    verdict or a comparison, so the failure paths are exercised, not just the happy ones."""
+    attempts = ATTEMPTS[key]
+    faults: dict[str, float] = {kind: PER_KIND for kind in FAULT_KINDS}
+    reset_emulator.update(latency_ms=20, faults={**faults, "hang_s": 3.0})
+    base = fault_apps[key]
     rows = gsm8k_rollouts(limit=40)  # 160 rollouts in 40 groups of 4, sent as 8 requests of 20 (~800 model calls)
     batches = [rows[i : i + 20] for i in range(0, len(rows), 20)]
     started = time.monotonic()
@@ -113,4 +131,3 @@ def test_faults_of_every_kind_at_20_percent_lose_nothing_and_hide_no_partial(ray
     assert by_status["ok"] >= 1
     if attempts == 1:  # faults reach the results, and both failure paths are taken: failed verdicts and incomplete comparisons
         assert bad_verdicts >= 10 and incomplete >= 10, (bad_verdicts, incomplete)
-    serve.delete("fault-test")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import gsm8k_rollouts
-from tests.serve.conftest import deploy, http
+from tests.serve.conftest import delete_apps, deploy, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,11 +34,10 @@ CONFIG: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def app(ray_serve):
-    from ray import serve
 
     deploy(ray_serve, APP, {"config": CONFIG, "env": ray_serve["env"]}, "/integrity-app")
     yield {**ray_serve, "base": ray_serve["url"] + "/integrity-app"}
-    serve.delete(APP)
+    delete_apps(APP)
 
 
 def _traffic(base: str, rounds: int, tag: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.serve.conftest import deploy
+from tests.serve.conftest import delete_apps, deploy
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.local]
 
@@ -51,4 +51,4 @@ def test_concurrent_requests_are_batched_and_scored(ray_serve):
 
     (result,) = serve.get_app_handle("local-test").score.remote([{**rows[7], "id": "via-ingress"}]).result()
     assert result.judges["sim"].status == "ok" and result.judges["answer"].status == "ok"
-    serve.delete("local-test")
+    delete_apps("local-test")

@@ -4,39 +4,87 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import gsm8k_rollouts, max_in_window
-from tests.serve.conftest import deploy
+from tests.serve.conftest import delete_apps, deploy_together
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 PRO = "amazon.nova-pro-v1:0"
 
 
-def test_four_replicas_share_one_quota(ray_serve, reset_emulator, report):
+QUOTA_CONFIG: dict[str, Any] = {
+    "judges": [
+        {
+            "name": "rubric",
+            "kind": "rubric",
+            "model": PRO,
+            "deadline_s": 60,
+            "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+            "deployment": {"num_replicas": 4},
+        }
+    ],
+    "bedrock": {"quotas": {PRO: {"rpm": 600, "tpm": 100000000, "burst_s": 1.0}}},
+    "cache": {"enabled": False},
+    "serve": {"app_name": "quota-test"},
+}
+
+
+KILL_CONFIG: dict[str, Any] = {
+    "judges": [
+        {"name": "answer", "kind": "final_answer"},
+        {
+            "name": "rubric",
+            "kind": "rubric",
+            "model": "amazon.nova-lite-v1:0",
+            "deadline_s": 30,
+            "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+            "deployment": {"num_replicas": 2},
+        },
+    ],
+    "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
+    "cache": {"enabled": False},
+    "serve": {"app_name": "kill-test"},
+}
+
+
+BUSY_CONFIG: dict[str, Any] = {
+    "judges": [
+        {
+            "name": "rubric",
+            "kind": "rubric",
+            "model": "amazon.nova-lite-v1:0",
+            "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
+        }
+    ],
+    "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
+    "cache": {"enabled": False},
+    "serve": {"app_name": "busy-test", "retry_after_s": 1, "ingress": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def apps(ray_serve: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The module's three apps, deployed together (one Serve config, built side by side)."""
+    specs = [
+        ("quota-test", {"config": QUOTA_CONFIG, "env": ray_serve["env"]}, "/quota"),
+        ("kill-test", {"config": KILL_CONFIG, "env": ray_serve["env"]}, "/kill"),
+        ("busy-test", {"config": BUSY_CONFIG, "env": ray_serve["env"]}, "/busy"),
+    ]
+    deploy_together(ray_serve, specs)
+    yield ray_serve
+    delete_apps(*(name for name, _, _ in specs))
+
+
+def test_four_replicas_share_one_quota(apps, reset_emulator, report):
     """Four judge replicas in four processes, one 600 rpm quota held by the quota actor."""
     from ray import serve
 
     reset_emulator.update(models={PRO: {"rpm": 600}}, burst_s=2.0, latency_ms=20)
-    config: dict[str, Any] = {
-        "judges": [
-            {
-                "name": "rubric",
-                "kind": "rubric",
-                "model": PRO,
-                "deadline_s": 60,
-                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
-                "deployment": {"num_replicas": 4},
-            }
-        ],
-        "bedrock": {"quotas": {PRO: {"rpm": 600, "tpm": 100000000, "burst_s": 1.0}}},
-        "cache": {"enabled": False},
-        "serve": {"app_name": "quota-test"},
-    }
-    deploy(ray_serve, "quota-test", {"config": config, "env": ray_serve["env"]}, "/quota")
     replicas = serve.status().applications["quota-test"].deployments["judge-rubric"].replica_states
     assert replicas.get("RUNNING") == 4
     handle = serve.get_app_handle("quota-test")
@@ -55,31 +103,13 @@ def test_four_replicas_share_one_quota(ray_serve, reset_emulator, report):
     assert stats.throttled == 0
     assert peak <= 10 + 10 + 4  # rate + one second of burst + one lease of slack per replica
     assert elapsed >= (80 - 10) / 10 - 1.0  # the quota, not the replicas, set the pace
-    serve.delete("quota-test")
 
 
-def test_killing_a_judge_replica_under_load_loses_no_request(ray_serve, reset_emulator, report):
+def test_killing_a_judge_replica_under_load_loses_no_request(apps, reset_emulator, report):
     import ray
     from ray import serve
 
     reset_emulator.update(latency_ms=200)
-    config: dict[str, Any] = {
-        "judges": [
-            {"name": "answer", "kind": "final_answer"},
-            {
-                "name": "rubric",
-                "kind": "rubric",
-                "model": "amazon.nova-lite-v1:0",
-                "deadline_s": 30,
-                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
-                "deployment": {"num_replicas": 2},
-            },
-        ],
-        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
-        "cache": {"enabled": False},
-        "serve": {"app_name": "kill-test"},
-    }
-    deploy(ray_serve, "kill-test", {"config": config, "env": ray_serve["env"]}, "/kill")
     handle = serve.get_app_handle("kill-test")
     judge = serve.get_deployment_handle("judge-rubric", app_name="kill-test")
     rows = gsm8k_rollouts(limit=40)  # 160 rollouts
@@ -108,34 +138,17 @@ def test_killing_a_judge_replica_under_load_loses_no_request(ray_serve, reset_em
     time.sleep(1.0)
     after = handle.score.remote([{**rows[0], "id": "after", "response": rows[0]["response"] + " again"}]).result()
     assert after[0].judges["rubric"].status == "ok"
-    serve.delete("kill-test")
 
 
-def test_overload_answers_503_with_retry_after_not_a_hang(ray_serve, reset_emulator):
+def test_overload_answers_503_with_retry_after_not_a_hang(apps, reset_emulator):
     """A full ingress queue is refused at once with Retry-After; the HTTP client backs off and succeeds."""
     import concurrent.futures
-
-    from ray import serve
 
     from farm.client import HttpFarmClient
     from tests.serve.conftest import TOKEN, http
 
     reset_emulator.update(latency_ms=1500)
-    config: dict[str, Any] = {
-        "judges": [
-            {
-                "name": "rubric",
-                "kind": "rubric",
-                "model": "amazon.nova-lite-v1:0",
-                "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
-            }
-        ],
-        "bedrock": {"default_quota": {"rpm": 60000, "tpm": 100000000}},
-        "cache": {"enabled": False},
-        "serve": {"app_name": "busy-test", "retry_after_s": 1, "ingress": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
-    }
-    deploy(ray_serve, "busy-test", {"config": config, "env": ray_serve["env"]}, "/busy")
-    base = ray_serve["url"] + "/busy"
+    base = apps["url"] + "/busy"
     bodies = [{"rollouts": [{"id": f"b{i}", "prompt": "2+2?", "response": f"A: {i}", "reference": "4"}]} for i in range(6)]
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -147,4 +160,3 @@ def test_overload_answers_503_with_retry_after_not_a_hang(ray_serve, reset_emula
     assert time.monotonic() - started < 10  # refused at once, not queued until a timeout
     results = HttpFarmClient(base, token=TOKEN, retries=10).score([b["rollouts"][0] for b in bodies])
     assert [r.id for r in results] == [f"b{i}" for i in range(6)] and all(r.status == "ok" for r in results)
-    serve.delete("busy-test")

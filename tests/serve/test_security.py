@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.serve.conftest import deploy, http
+from tests.serve.conftest import delete_apps, deploy_together, http
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 APP = "secure-test"
+OPEN_APP = "open-on-loopback"
 LITE = "amazon.nova-lite-v1:0"
 # Unique per run, so that finding one in a log file means this run wrote it there.
 OLD, NEW, NEWER = (f"{age}-{secrets.token_hex(16)}" for age in ("old", "new", "newer"))
@@ -44,8 +45,6 @@ CONFIG: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def secured(ray_serve, tmp_path_factory):
-    from ray import serve
-
     folder = tmp_path_factory.mktemp("mounted-secrets")
     files = {"token": f"{OLD}\n{NEW}\n", "a": KEY_A, "b": KEY_B, "c": KEY_C}
     for name, text in files.items():
@@ -61,9 +60,17 @@ def secured(ray_serve, tmp_path_factory):
         ],
         "refresh_s": 1,
     }
-    deploy(ray_serve, APP, {"config": CONFIG, "env": ray_serve["env"], "auth": auth}, "/secure")
-    yield {**ray_serve, "base": ray_serve["url"] + "/secure", "token_file": folder / "token"}
-    serve.delete(APP)
+    # the last test's app, which omits `auth`, is built beside this one: one Serve deployment round, not two
+    open_config = {"judges": [{"name": "answer", "kind": "final_answer"}], "serve": {"app_name": OPEN_APP}}
+    deploy_together(
+        ray_serve,
+        [
+            (APP, {"config": CONFIG, "env": ray_serve["env"], "auth": auth}, "/secure"),
+            (OPEN_APP, {"config": open_config, "env": ray_serve["env"], "auth": None}, "/open"),
+        ],
+    )
+    yield {**ray_serve, "base": ray_serve["url"] + "/secure", "open_base": ray_serve["url"] + "/open", "token_file": folder / "token"}
+    delete_apps(APP, OPEN_APP)
 
 
 def rollout(tag: str, **extra: Any) -> dict[str, Any]:
@@ -291,17 +298,10 @@ def test_a_rotation_takes_effect_without_a_restart(secured):
     assert http(secured["base"], "/info", token=OLD)[0] == 401  # an empty book would let everyone in
 
 
-def test_no_auth_is_needed_behind_a_loopback_proxy(ray_serve):
-    """Deployed with `auth` omitted on the suite's 127.0.0.1 proxy: the ingress asks Serve's controller
-    where its proxy binds (the real `_proxy_host()`), finds loopback and starts without a token."""
-    from ray import serve
-
-    name = "open-on-loopback"
-    config = {"judges": [{"name": "answer", "kind": "final_answer"}], "serve": {"app_name": name}}
-    deploy(ray_serve, name, {"config": config, "env": ray_serve["env"], "auth": None}, "/open")
-    try:
-        status, _, body = http(ray_serve["url"] + "/open", "/score", {"rollouts": [rollout("open")]}, token=None)
-        assert status == 200 and body["results"][0]["status"] == "ok", body
-        assert http(ray_serve["url"] + "/open", "/info", token=None)[0] == 200
-    finally:
-        serve.delete(name)
+def test_no_auth_is_needed_behind_a_loopback_proxy(secured):
+    """Deployed with `auth` omitted on the suite's 127.0.0.1 proxy (beside the secured app, by its
+    fixture): the ingress asks Serve's controller where its proxy binds (the real `_proxy_host()`),
+    finds loopback and starts without a token."""
+    status, _, body = http(secured["open_base"], "/score", {"rollouts": [rollout("open")]}, token=None)
+    assert status == 200 and body["results"][0]["status"] == "ok", body
+    assert http(secured["open_base"], "/info", token=None)[0] == 200

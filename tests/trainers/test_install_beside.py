@@ -8,7 +8,8 @@ Ray, torch or aiobotocore of its own. OpenRLHF, the strictest (Ray 2.55.0 and tr
 pinned versions must not move, a call over HTTP to the `farm serve` started from the project's
 environment must score a rollout, and the Ray handle client must refuse with both Ray versions
 named. Three real venvs took 11 minutes on the shared 2-core machine (Ray's wheel unpacked per
-venv), hence one real venv and dry-run resolutions (of reward-farm's requirements) for the others.
+venv), hence one real venv and dry-run resolutions (of reward-farm's requirements) for the others; the
+dry runs start together, before the real venv, and run beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +58,10 @@ except FarmError as exc:
 
 
 def _pip(python: Path, *args: str) -> None:
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True, timeout=900)
+    # --no-compile: resolution and install are as a trainer gets them; only the byte-compiling of Ray's and
+    # transformers' thousands of modules (CPU-bound, tens of seconds here) is left to first import
+    command = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile", *args]
+    subprocess.run(command, check=True, timeout=900)
 
 
 def _versions(python: Path) -> dict[str, str]:
@@ -64,44 +69,33 @@ def _versions(python: Path) -> dict[str, str]:
     return {row["name"].lower(): row["version"] for row in json.loads(out)}
 
 
-@pytest.mark.parametrize("trainer", sorted(TRAINERS))
-def test_client_resolves_beside_the_trainer_pins(trainer, tmp_path):
-    from packaging.requirements import Requirement
-
-    _, pins = TRAINERS[trainer]
+def _client_requirements() -> list[str]:
     # reward-farm's own requirements (building the package for a dry run costs ~40 s more and adds nothing)
-    client = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    report = tmp_path / "report.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--dry-run",
-            "--ignore-installed",
-            "--report",
-            str(report),
-            *pins,
-            *client,
-        ],
-        check=True,
-        timeout=900,
-    )
-    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
-    for requirement in map(Requirement, client):
-        assert requirement.name.lower() in chosen
-    for pin in pins:
-        requirement = Requirement(pin)
-        assert requirement.specifier.contains(chosen[requirement.name.lower()]), f"{pin} resolved to {chosen[requirement.name.lower()]}"
-    pinned = {Requirement(pin).name.lower() for pin in pins}
-    brought = sorted(name for name in ("ray", "torch", "aiobotocore", "botocore") if name in chosen and name not in pinned)
-    assert brought == [], f"the client install brought {brought} into a {trainer} environment"
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-def test_client_installs_beside_openrlhf_and_scores_over_http(farm_http, tmp_path):
+@pytest.fixture(scope="session")
+def resolutions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.Popen, Path]]]:
+    """Every trainer's dry-run resolution, started at once: pip mostly waits on the index, so the three
+    run beside each other and beside the real venv below instead of one after another."""
+    folder = tmp_path_factory.mktemp("resolve")
+    started: dict[str, tuple[subprocess.Popen, Path]] = {}
+    for trainer, (_, pins) in sorted(TRAINERS.items()):
+        report = folder / f"{trainer}.json"
+        command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--dry-run", "--ignore-installed"]
+        command += ["--report", str(report), *pins, *_client_requirements()]
+        started[trainer] = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), report)
+    try:
+        yield started
+    finally:
+        for proc, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_client_installs_beside_openrlhf_and_scores_over_http(resolutions, farm_http, tmp_path):
+    """Runs first (and asks for `resolutions` first) so that the dry runs overlap its venv and `farm serve`."""
     from packaging.requirements import Requirement
 
     trainer = "openrlhf"
@@ -133,3 +127,23 @@ def test_client_installs_beside_openrlhf_and_scores_over_http(farm_http, tmp_pat
         assert f"needs Ray {SERVER_RAY_VERSION}" in refused.stdout and f"has Ray {after['ray']}" in refused.stdout, (
             refused.stdout + refused.stderr
         )
+
+
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
+def test_client_resolves_beside_the_trainer_pins(resolutions, trainer):
+    from packaging.requirements import Requirement
+
+    _, pins = TRAINERS[trainer]
+    client = _client_requirements()
+    proc, report = resolutions[trainer]
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, f"pip could not resolve {trainer}'s pins with reward-farm:\n{output[-3000:]}"
+    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
+    for requirement in map(Requirement, client):
+        assert requirement.name.lower() in chosen
+    for pin in pins:
+        requirement = Requirement(pin)
+        assert requirement.specifier.contains(chosen[requirement.name.lower()]), f"{pin} resolved to {chosen[requirement.name.lower()]}"
+    pinned = {Requirement(pin).name.lower() for pin in pins}
+    brought = sorted(name for name in ("ray", "torch", "aiobotocore", "botocore") if name in chosen and name not in pinned)
+    assert brought == [], f"the client install brought {brought} into a {trainer} environment"
