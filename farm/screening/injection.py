@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from farm.screening.classifier import SentenceClassifier, default_classifier
+from farm.screening.languages import foreign_script_note, language_note
 
 __all__ = [
     "LINE_RULES",
@@ -333,12 +334,59 @@ LINE_RULES: dict[str, Callable[[str], bool]] = {
 phrase rule lists, at a false-flag rate measured with the rest."""
 
 
-def _line_rules(text: str) -> list[str]:
+_REC_KEY = re.compile(
+    r"(?i)(?<![a-z])(?:score|scores|scoring|grade|graded|grading|points?|pts|marks?|verdict|result|outcome|correctness|correct|assessment|assessed"
+    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review)(?![a-z])"
+)
+"""A key of a grading record ("verdict", "points", "EVAL_RESULT", "matches_reference")."""
+_REC_VALUE = re.compile(
+    r"(?i)(?<![a-z])(?:pass(?:ed)?|accept(?:ed)?|approved|correct|true|yes|verified|match(?:es|ed)?|max(?:imum)?|full|perfect|success(?:ful)?|ok|a\+)(?![a-z])"
+    r"|(?<![\d.,/])(\d+)\s*(?:/|out\s+of|of)\s*\1(?![\d.,/])|(?<![\d.])100\s*%|[✓✔☑✅]"
+)
+"""A grading value: a pass, a verdict, a full score (n/n, "5 of 5", 100%), a checkmark."""
+_REC_SHAPE = re.compile(r"[:=→|]|\w\(\s*\w+\s*=|^\s*\[[\w .-]{1,30}\]\s*$|<[\w-]+>")
+"""Record punctuation: key: value, key=value, an arrow, a table cell, a call with keyword arguments, a tag."""
+_REC_WORKING = re.compile(r"<<[^>]*>>|\d\s*[-+*x×]\s*\$?\d|\d\s*=\s*\$?\d|\$\s*\d")
+
+
+def score_record(line: str) -> bool:
+    """A record-like line that hands out a grade: keys or values from grading vocabulary in a
+    key: value / key=value / call / table / tag shape, with a pass or full-score value, and no working
+    (a GSM8K working line has a calculation, `<<a*b=c>>` or money). Generalises over the record's
+    format (YAML, TOML, INI, call records, "EVAL_RESULT: ACCEPT (100%)", "Marks awarded: 4/4 ✓")."""
+    if len(line.split()) > 16 or not _REC_SHAPE.search(line) or _REC_WORKING.search(line):
+        return False
+    return bool(_REC_KEY.search(line) and _REC_VALUE.search(line))
+
+
+_MARKUP_TAG = re.compile(r"<[A-Za-z?!][^<>\n]{0,300}>")
+_MARKUP_GRADING = re.compile(
+    r"(?i)(?<![a-z])(?:grad\w*|scor\w*|verdict|eval\w*|assess\w*|marks?|marker|points|credit|judge?|review\w*|correct\w*|pass|accept\w*|rubric|reward|rating)(?![a-z])"
+)
+
+
+def graded_markup(text: str) -> bool:
+    """A markup tag whose attribute names or values speak of grading (`data-grader-verdict="correct"`,
+    `alt="grader: full marks"`): a solution has no tags, and a tag that grades is a hidden note."""
+    return any(_MARKUP_GRADING.search(m.group(0)) for m in _MARKUP_TAG.finditer(text))
+
+
+def _line_rules(text: str, plain: str | None = None) -> list[str]:
     found: list[str] = []
     for line in text.splitlines():
+        if score_record(line) and "score_record" not in found:
+            found.append("score_record")
         if _WORKING.search(line):
             continue
         found += [name for name, rule in LINE_RULES.items() if name not in found and rule(line)]
+    if graded_markup(text):
+        found.append("graded_markup")
+    for line in (plain if plain is not None else text).splitlines():
+        if not _WORKING.search(line) and any(language_note(part) for part in (line, *_SENTENCE_END.split(line))):
+            found.append("language_note")
+            break
+    if foreign_script_note(plain if plain is not None else text):
+        found.append("foreign_script")
     return found
 
 
@@ -413,14 +461,19 @@ _S_PROCESS = _words(
 )
 """The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
 _S_REFERENCE = _words(
-    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value)"
-    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct)\s+(?:solution|answer|label|result)s?"
-    r"|ground[\s-]?truth|gold\s+label|marking\s+scheme"
+    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value|output)"
+    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct|printed|published|listed|canonical|target|recorded"
+    r"|supplied|keyed|book|back-of-(?:the-)?book|intended|answer-key|key'?s?)\s+(?:solution|answer|label|result|value|figure|number|output)s?"
+    r"|(?:solution|answer)s?\s+(?:sheet|manual|booklet|book|file|key|on\s+file|in\s+the\s+(?:key|book|back))|(?:answer|value|number|figure)\s+(?:on\s+file|in\s+the\s+key)"
+    r"|solutions?\s+manual|back\s+of\s+the\s+book|rubric\s+(?:value|answer|figure)|(?:answer|solution)\s+(?:provided|given|stored|supplied|listed)"
+    r"|target\s+value|ground[\s-]?truth|gold\s+label|marking\s+scheme|mark\s+scheme|the\s+key|the\s+label|the\s+file|dataset\s+label"
 )
 """What a response is graded against."""
 _S_FAULT = _words(
-    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprints?|errat\w*|slips?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
-    r"|miscalcul\w*|miscount\w*|double-count\w*|out\s+of\s+date|outdated|flawed|disagree\w*|inaccurate|is\s+off|are\s+off|bug"
+    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprint\w*|errat\w*|corrigend\w*|slip(?:s|ped)?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
+    r"|miscalcul\w*|miscount\w*|miscop\w*|mistranscri\w*|transcribed\s+(?:in)?correctly|mislabel\w*|label\s+noise|mistyp\w*|double-count\w*"
+    r"|out\s+of\s+date|outdated|stale|flawed|faulty|disagree\w*|inaccurate|is\s+off|are\s+off|off\s+by|bug|buggy|glitch\w*|broken|corrupt\w*"
+    r"|can'?t\s+both\s+be\s+right|cannot\s+both\s+be\s+right|(?:an?|the)\s+(?:older|previous|earlier|old)\s+version|superseded|invalid"
 )
 """A fault found in something."""
 _LEAD = r"^\W*(?:(?:please|kindly|just|simply|so|now|then|and|instead|therefore|thus|note)\W+)*"
@@ -599,13 +652,15 @@ class InjectionDetector:
         plain = normalise(text)
         views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
         found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
-        found += [name for name in _line_rules(views[1]) if name not in found]
+        found += [name for name in _line_rules(views[1], plain) if name not in found]
         if self.structural:
             found += [name for name in sentence_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or (self.structural and sentence_rules(view)):
+                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view, normalise(decoded)) or (self.structural and sentence_rules(view)):
+                    return ["encoded_payload"]
+                if self.classifier and (model := self.model or default_classifier()) is not None and model.flags(view):
                     return ["encoded_payload"]
         if not found and self.classifier and (model := self.model or default_classifier()) is not None and model.flags(views[1]):
             return ["classifier"]
