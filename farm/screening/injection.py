@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from farm.screening.classifier import SentenceClassifier, default_classifier
-from farm.screening.languages import foreign_script_note, language_note
+from farm.screening.languages import foreign_script_note, language_concepts, language_note
 
 __all__ = [
     "LINE_RULES",
@@ -564,7 +564,7 @@ def _cue(sentence: str) -> bool:
     scoring, the grading process, suspension, self-reference, "you"), a role prefix, a score-shaped
     token, markup, a letter outside ASCII (another language or script, look-alikes), a blob, or a
     ROT13 reading that has one."""
-    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence):
+    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence) or language_concepts(sentence) or score_record(sentence):
         return True
     view = fold_confusables(normalise(sentence))
     readings = [view, codecs.encode(view, "rot13")] if _ROT13_HINT.search(view) else [view]
@@ -572,7 +572,8 @@ def _cue(sentence: str) -> bool:
 
 
 _CUE_GRADING = re.compile(
-    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b)\w*"
+    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b|whoever\b)\w*"
+    r"|\bthe\s+(?:right|correct|true|real|actual)\s+(?:value|answer|number|figure|result)\b"
 )
 """A grading verb or noun in any form ("to be assessed by")."""
 _CUE_SHAPE = re.compile(r"^\s*#{2,}\s*[A-Za-z]|\b[A-Z]+_[A-Z_]+\b|^\W*(?:end|eof|fin)\b", re.I | re.M)
@@ -620,7 +621,7 @@ def suspicious_spans(text: str) -> list[tuple[int, int]]:
         for sentence in _SENTENCE_END.split(body):
             at = body.index(sentence, position)
             position = at + len(sentence)
-            if sentence.strip() and not _WORKING.search(sentence) and _cue(sentence):
+            if sentence.strip() and (score_record(sentence) or (not _WORKING.search(sentence) and _cue(sentence))):
                 spans.append((start + at, start + position))
     return spans
 
