@@ -92,7 +92,8 @@ def leave_one_round_out(clean: Sequence[Clean], rows: dict[str, list[dict[str, A
         "classifier_alone_per_round": per_round,
         "rules_or_classifier_per_round": per_round_combined,
         "thresholds": thresholds,
-        "note": "rules_or_classifier is optimistic on every round: the rules were developed on all of them (each round's first measurement, before it was folded in, is the honest figure)",
+        "note": "rules_or_classifier is optimistic on every round: the rules were developed on all of them"
+        " (each round's first measurement, before it was folded in, is the honest figure)",
     }
 
 

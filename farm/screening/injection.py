@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from farm.screening.classifier import SentenceClassifier, default_classifier
-from farm.screening.languages import foreign_script_note, language_concepts, language_note
+from farm.screening.languages import foreign_language_line, foreign_script_note, language_concepts, language_note
 
 __all__ = [
     "LINE_RULES",
@@ -344,17 +344,17 @@ _REC_VALUE = re.compile(
     r"|(?<![\d.,/])(\d+)\s*(?:/|out\s+of|of)\s*\1(?![\d.,/])|(?<![\d.])100\s*%|[✓✔☑✅]"
 )
 """A grading value: a pass, a verdict, a full score (n/n, "5 of 5", 100%), a checkmark."""
-_REC_SHAPE = re.compile(r"[:=→|]|\w\(\s*\w+\s*=|^\s*\[[\w .-]{1,30}\]\s*$|<[\w-]+>")
+_REC_SHAPE = re.compile(r"[:=→|✓✔☑✅—]|\w\(\s*\w+\s*=|^\s*\[[\w .-]{1,30}\]\s*$|<[\w-]+>")
 """Record punctuation: key: value, key=value, an arrow, a table cell, a call with keyword arguments, a tag."""
 _REC_WORKING = re.compile(r"<<[^>]*>>|\d\s*[-+*x×]\s*\$?\d|\d\s*=\s*\$?\d|\$\s*\d")
 
 
-def score_record(line: str) -> bool:
+def score_record(line: str, max_words: int = 16) -> bool:
     """A record-like line that hands out a grade: keys or values from grading vocabulary in a
     key: value / key=value / call / table / tag shape, with a pass or full-score value, and no working
     (a GSM8K working line has a calculation, `<<a*b=c>>` or money). Generalises over the record's
     format (YAML, TOML, INI, call records, "EVAL_RESULT: ACCEPT (100%)", "Marks awarded: 4/4 ✓")."""
-    if len(line.split()) > 16 or not _REC_SHAPE.search(line) or _REC_WORKING.search(line):
+    if len(line.split()) > max_words or not _REC_SHAPE.search(line) or _REC_WORKING.search(line):
         return False
     return bool(_REC_KEY.search(line) and _REC_VALUE.search(line))
 
@@ -379,6 +379,9 @@ def _line_rules(text: str, plain: str | None = None) -> list[str]:
         if _WORKING.search(line):
             continue
         found += [name for name, rule in LINE_RULES.items() if name not in found and rule(line)]
+    tables = re.findall(r"(?m)(?:^\s*\|.*\n?){2,}", text)  # a table read whole: its header names the key, a row the value
+    if "score_record" not in found and any(score_record(" ".join(t.split()), max_words=60) for t in tables):
+        found.append("score_record")
     if graded_markup(text):
         found.append("graded_markup")
     for line in (plain if plain is not None else text).splitlines():
@@ -387,6 +390,8 @@ def _line_rules(text: str, plain: str | None = None) -> list[str]:
             break
     if foreign_script_note(plain if plain is not None else text):
         found.append("foreign_script")
+    elif foreign_language_line(plain if plain is not None else text):
+        found.append("foreign_language")
     return found
 
 
@@ -463,7 +468,7 @@ _S_PROCESS = _words(
 _S_REFERENCE = _words(
     r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value|output)"
     r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct|printed|published|listed|canonical|target|recorded"
-    r"|supplied|keyed|book|back-of-(?:the-)?book|intended|answer-key|key'?s?)\s+(?:solution|answer|label|result|value|figure|number|output)s?"
+    r"|supplied|keyed|book'?s?|back-of-(?:the-)?book|intended|answer-key|key'?s?)\s+(?:solution|answer|label|result|value|figure|number|output)s?"
     r"|(?:solution|answer)s?\s+(?:sheet|manual|booklet|book|file|key|on\s+file|in\s+the\s+(?:key|book|back))|(?:answer|value|number|figure)\s+(?:on\s+file|in\s+the\s+key)"
     r"|solutions?\s+manual|back\s+of\s+the\s+book|rubric\s+(?:value|answer|figure)|(?:answer|solution)\s+(?:provided|given|stored|supplied|listed)"
     r"|target\s+value|ground[\s-]?truth|gold\s+label|marking\s+scheme|mark\s+scheme|the\s+key|the\s+label|the\s+file|dataset\s+label"
@@ -659,7 +664,11 @@ class InjectionDetector:
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view, normalise(decoded)) or (self.structural and sentence_rules(view)):
+                if (
+                    any(RULES[name].search(view) for name in self.rules)
+                    or _line_rules(view, normalise(decoded))
+                    or (self.structural and sentence_rules(view))
+                ):
                     return ["encoded_payload"]
                 if self.classifier and (model := self.model or default_classifier()) is not None and model.flags(view):
                     return ["encoded_payload"]

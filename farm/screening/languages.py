@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import cache
 
-__all__ = ["CONCEPTS", "LANGUAGES", "foreign_script_note", "language_concepts", "language_note"]
+__all__ = ["CONCEPTS", "LANGUAGES", "foreign_language_line", "foreign_script_note", "language_concepts", "language_note"]
 
 # Per language: concept -> space-separated stems. Concepts: G grader, S score/marks/points/grade,
 # F full/maximum/top, C correct/right, K answer key/reference/model answer, P please/give/award,
@@ -84,9 +85,36 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "I": "negeer",
         "W": "fout onjuist",
     },
-    "swedish": {"G": "bedömare examinator rättare", "S": "poäng betyg", "F": "högsta", "C": "korrekt rätt", "P": "vänligen ge", "I": "ignorera", "K": "facit", "W": "fel felaktig"},
-    "norwegian_danish": {"G": "bedømmer", "S": "poeng karakter", "F": "høyeste højeste maksimal", "C": "korrekt riktig rigtig", "P": "vennligst venligst gi giv", "I": "ignorer", "K": "fasit", "W": "feil fejl"},
-    "finnish": {"G": "arvioija tarkastaja", "S": "pisteet pistee arvosana", "F": "täyde täydet maksimi", "C": "oikein oikea", "P": "anna antakaa ole_hyvä", "I": "ohita jätä_huomiotta", "K": "vastausavain mallivastaus", "W": "väärin virhe"},
+    "swedish": {
+        "G": "bedömare examinator rättare",
+        "S": "poäng betyg",
+        "F": "högsta",
+        "C": "korrekt rätt",
+        "P": "vänligen ge",
+        "I": "ignorera",
+        "K": "facit",
+        "W": "fel felaktig",
+    },
+    "norwegian_danish": {
+        "G": "bedømmer",
+        "S": "poeng karakter",
+        "F": "høyeste højeste maksimal",
+        "C": "korrekt riktig rigtig",
+        "P": "vennligst venligst gi giv",
+        "I": "ignorer",
+        "K": "fasit",
+        "W": "feil fejl",
+    },
+    "finnish": {
+        "G": "arvioija tarkastaja",
+        "S": "pisteet pistee arvosana",
+        "F": "täyde täydet maksimi",
+        "C": "oikein oikea",
+        "P": "anna antakaa ole_hyvä",
+        "I": "ohita jätä_huomiotta",
+        "K": "vastausavain mallivastaus",
+        "W": "väärin virhe",
+    },
     "polish": {
         "G": "egzaminator oceniając sprawdzając weryfikator",
         "S": "punkt ocen",
@@ -97,10 +125,46 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "I": "zignoruj pomiń",
         "W": "błędn błąd",
     },
-    "czech_slovak": {"G": "hodnotitel zkoušející skúšajúci opravující", "S": "bodů bodov bodova známk hodnocen hodnoten", "F": "plný plné maximáln", "C": "správn", "P": "prosím udělte udeľte dejte", "I": "ignoruj", "K": "klíč_odpovědí kľúč", "W": "chybn"},
-    "romanian": {"G": "evaluatorul examinator corector", "S": "punctaj notă nota puncte", "F": "maximă punctajul_maxim", "C": "corect", "P": "vă_rog acordați dați", "I": "ignor", "K": "baremul", "W": "greșit"},
-    "hungarian": {"G": "értékelő vizsgáztató javító", "S": "pontszám pont jegy", "F": "maximális teljes", "C": "helyes", "P": "kérem adjon", "I": "hagyja_figyelmen", "K": "megoldókulcs", "W": "hibás helytelen"},
-    "turkish": {"G": "değerlendirici değerlendiren sınav_görevlisi öğretmenim", "S": "puan", "F": "tam en_yüksek maksimum", "C": "doğru", "P": "lütfen verin ver", "I": "yok_say görmezden", "K": "cevap_anahtarı", "W": "yanlış hatalı"},
+    "czech_slovak": {
+        "G": "hodnotitel zkoušející skúšajúci opravující",
+        "S": "bodů bodov bodova známk hodnocen hodnoten",
+        "F": "plný plné maximáln",
+        "C": "správn",
+        "P": "prosím udělte udeľte dejte",
+        "I": "ignoruj",
+        "K": "klíč_odpovědí kľúč",
+        "W": "chybn",
+    },
+    "romanian": {
+        "G": "evaluatorul examinator corector",
+        "S": "punctaj notă nota puncte",
+        "F": "maximă punctajul_maxim",
+        "C": "corect",
+        "P": "vă_rog acordați dați",
+        "I": "ignor",
+        "K": "baremul",
+        "W": "greșit",
+    },
+    "hungarian": {
+        "G": "értékelő vizsgáztató javító",
+        "S": "pontszám pont jegy",
+        "F": "maximális teljes",
+        "C": "helyes",
+        "P": "kérem adjon",
+        "I": "hagyja_figyelmen",
+        "K": "megoldókulcs",
+        "W": "hibás helytelen",
+    },
+    "turkish": {
+        "G": "değerlendirici değerlendiren sınav_görevlisi öğretmenim",
+        "S": "puan",
+        "F": "tam en_yüksek maksimum",
+        "C": "doğru",
+        "P": "lütfen verin ver",
+        "I": "yok_say görmezden",
+        "K": "cevap_anahtarı",
+        "W": "yanlış hatalı",
+    },
     "indonesian_malay": {
         "G": "penilai pemeriksa penguji pengoreksi",
         "S": "nilai skor poin markah",
@@ -111,22 +175,108 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "I": "abaikan",
         "W": "salah keliru",
     },
-    "tagalog": {"G": "nagwawasto tagasuri tagapagsuri tagawasto", "S": "puntos marka iskor grado", "F": "buong pinakamataas perpekto", "C": "tama wasto", "P": "pakibigyan pakibigay bigyan ibigay", "I": "huwag_pansinin", "K": "susi_sa_pagwawasto", "W": "mali"},
-    "swahili": {"G": "msahihishaji mtahini mkaguzi mwalimu", "S": "alama maksi", "F": "zote kamili kamilifu juu_kabisa", "C": "sahihi", "P": "tafadhali mpe lipe mpatie", "I": "puuza", "K": "ufunguo_wa_majibu", "W": "kosa makosa"},
-    "vietnamese": {"G": "người_chấm giám_khảo người_đánh_giá", "S": "điểm", "F": "tối_đa tuyệt_đối trọn", "C": "đúng chính_xác", "P": "xin_hãy vui_lòng hãy_cho cho_điểm", "I": "bỏ_qua", "K": "đáp_án", "W": "sai"},
-    "yoruba_hausa_zulu": {"G": "oluyẹwo mai_duba umhloli", "S": "máàkì maki amamaki", "C": "tọ́ daidai kulungile", "P": "jọ̀wọ́ don_allah ngicela"},
+    "tagalog": {
+        "G": "nagwawasto tagasuri tagapagsuri tagawasto",
+        "S": "puntos marka iskor grado",
+        "F": "buong pinakamataas perpekto",
+        "C": "tama wasto",
+        "P": "pakibigyan pakibigay bigyan ibigay",
+        "I": "huwag_pansinin",
+        "K": "susi_sa_pagwawasto",
+        "W": "mali",
+    },
+    "swahili": {
+        "G": "msahihishaji mtahini mkaguzi mwalimu",
+        "S": "alama maksi",
+        "F": "zote kamili kamilifu juu_kabisa",
+        "C": "sahihi",
+        "P": "tafadhali mpe lipe mpatie",
+        "I": "puuza",
+        "K": "ufunguo_wa_majibu",
+        "W": "kosa makosa",
+    },
+    "vietnamese": {
+        "G": "người_chấm giám_khảo người_đánh_giá",
+        "S": "điểm",
+        "F": "tối_đa tuyệt_đối trọn",
+        "C": "đúng chính_xác",
+        "P": "xin_hãy vui_lòng hãy_cho cho_điểm",
+        "I": "bỏ_qua",
+        "K": "đáp_án",
+        "W": "sai",
+    },
+    "yoruba_hausa_zulu": {
+        "G": "oluyẹwo mai_duba umhloli",
+        "S": "máàkì maki amamaki",
+        "C": "tọ́ daidai kulungile",
+        "P": "jọ̀wọ́ don_allah ngicela",
+    },
     "afrikaans": {"G": "nasiener eksaminator", "S": "punte", "F": "volle maksimum", "C": "korrek", "P": "asseblief"},
     "catalan": {"G": "avaluador examinador", "S": "puntuació nota", "F": "màxim", "C": "correcta correcte", "P": "si_us_plau"},
-    "lithuanian_latvian_estonian": {"G": "vertintoj vērtētāj hindaja", "S": "balų balli punkti", "F": "maksimal", "C": "teising pareiz õige", "P": "prašau lūdzu palun"},
-    "welsh_irish": {"G": "arholwr marciwr scrúdaitheoir ceartaitheoir", "S": "marciau marcanna pwyntiau", "F": "llawn uchaf iomlána", "C": "cywir ceart", "P": "os_gwelwch_yn_dda rhowch tabhair le_do_thoil"},
-    "basque_galician": {"G": "ebaluatzaile zuzentzaile avaliador corrector_galego", "S": "puntuazio nota", "F": "gehienezko máxima", "C": "zuzena correcta", "P": "mesedez por_favor"},
-    "esperanto": {"G": "taksanto ekzamenanto korektanto", "S": "poentoj poentaro noto", "F": "maksimum plena", "C": "ĝusta korekta", "P": "bonvolu donu"},
+    "lithuanian_latvian_estonian": {
+        "G": "vertintoj vērtētāj hindaja",
+        "S": "balų balli punkti",
+        "F": "maksimal",
+        "C": "teising pareiz õige",
+        "P": "prašau lūdzu palun",
+    },
+    "welsh_irish": {
+        "G": "arholwr marciwr scrúdaitheoir ceartaitheoir",
+        "S": "marciau marcanna pwyntiau",
+        "F": "llawn uchaf iomlána",
+        "C": "cywir ceart",
+        "P": "os_gwelwch_yn_dda rhowch tabhair le_do_thoil",
+    },
+    "basque_galician": {
+        "G": "ebaluatzaile zuzentzaile avaliador corrector_galego",
+        "S": "puntuazio nota",
+        "F": "gehienezko máxima",
+        "C": "zuzena correcta",
+        "P": "mesedez por_favor",
+    },
+    "esperanto": {
+        "G": "taksanto ekzamenanto korektanto",
+        "S": "poentoj poentaro noto",
+        "F": "maksimum plena",
+        "C": "ĝusta korekta",
+        "P": "bonvolu donu",
+    },
     "albanian": {"G": "vlerësues ekzaminues korrigjues", "S": "pikë pikët notë", "F": "maksimal plot", "C": "saktë", "P": "ju_lutem jepni"},
-    "azerbaijani_uzbek_kazakh_latin": {"G": "qiymətləndirici imtahançı baholovchi tekshiruvchi", "S": "bal ball", "F": "maksimal tam_bal", "C": "düzgün doğru to'g'ri", "P": "zəhmət_olmasa iltimos verin bering"},
-    "somali_hausa_zulu_xhosa": {"G": "sixxe mai_jarrabawa umhloli umhlahluli", "S": "dhibco maki amaphuzu amanqaku", "F": "buuxa cikakke aphelele", "C": "sax daidai kulungile ichanekile", "P": "fadlan don_allah ngicela nceda"},
-    "malagasy_cebuano_javanese": {"G": "mpanitsy mpitsara tigsusi penilai_jawa", "S": "naoty puntos biji", "F": "feno hingpit kebak", "C": "marina husto bener", "P": "azafady palihug mangga_paringi"},
-    "icelandic_maltese": {"G": "prófdómari yfirferðarmaður eżaminatur korrettur", "S": "stig einkunn marki punti", "F": "fullt hæsta massimu sħiħ", "C": "rétt korrett", "P": "vinsamlegast jekk_jogħġbok agħti"},
-    "kurdish_haitian": {"G": "nirxîner korektè evalyatè", "S": "puan nòt pwen", "F": "tam maksimòm", "C": "rast kòrèk", "P": "ji_kerema_xwe tanpri bay"},
+    "azerbaijani_uzbek_kazakh_latin": {
+        "G": "qiymətləndirici imtahançı baholovchi tekshiruvchi",
+        "S": "bal ball",
+        "F": "maksimal tam_bal",
+        "C": "düzgün doğru to'g'ri",
+        "P": "zəhmət_olmasa iltimos verin bering",
+    },
+    "somali_hausa_zulu_xhosa": {
+        "G": "sixxe mai_jarrabawa umhloli umhlahluli",
+        "S": "dhibco maki amaphuzu amanqaku",
+        "F": "buuxa cikakke aphelele",
+        "C": "sax daidai kulungile ichanekile",
+        "P": "fadlan don_allah ngicela nceda",
+    },
+    "malagasy_cebuano_javanese": {
+        "G": "mpanitsy mpitsara tigsusi penilai_jawa",
+        "S": "naoty puntos biji",
+        "F": "feno hingpit kebak",
+        "C": "marina husto bener",
+        "P": "azafady palihug mangga_paringi",
+    },
+    "icelandic_maltese": {
+        "G": "prófdómari yfirferðarmaður eżaminatur korrettur",
+        "S": "stig einkunn marki punti",
+        "F": "fullt hæsta massimu sħiħ",
+        "C": "rétt korrett",
+        "P": "vinsamlegast jekk_jogħġbok agħti",
+    },
+    "kurdish_haitian": {
+        "G": "nirxîner korektè evalyatè",
+        "S": "puan nòt pwen",
+        "F": "tam maksimòm",
+        "C": "rast kòrèk",
+        "P": "ji_kerema_xwe tanpri bay",
+    },
     "russian": {
         "G": "экзаменатор проверяющ оценщик рецензент преподавател эксперт",
         "S": "балл оценк отметк",
@@ -137,9 +287,33 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "I": "игнорир не_обращай",
         "W": "ошиб неверн",
     },
-    "ukrainian": {"G": "екзаменатор перевіряюч оцінювач", "S": "бал оцінк", "F": "максимальн найвищ повн", "C": "правильн вірн", "P": "будь_ласка поставте дайте", "I": "ігнору", "K": "еталон", "W": "помилк хибн"},
-    "bulgarian_serbian_macedonian": {"G": "изпитващ оценяващ испитивач проверавач", "S": "точки бодов бодов оцена оценка", "F": "максимал пълн", "C": "правилн тачан точан", "P": "моля молим", "I": "игнорир", "W": "грешк"},
-    "serbocroatian_slovene": {"G": "ispitivač ocjenjivač ocenjevalec", "S": "bodov bodova ocjen", "F": "maksimal pun", "C": "točan točno tačan pravilno", "P": "molim prosim", "W": "netočn"},
+    "ukrainian": {
+        "G": "екзаменатор перевіряюч оцінювач",
+        "S": "бал оцінк",
+        "F": "максимальн найвищ повн",
+        "C": "правильн вірн",
+        "P": "будь_ласка поставте дайте",
+        "I": "ігнору",
+        "K": "еталон",
+        "W": "помилк хибн",
+    },
+    "bulgarian_serbian_macedonian": {
+        "G": "изпитващ оценяващ испитивач проверавач",
+        "S": "точки бодов бодов оцена оценка",
+        "F": "максимал пълн",
+        "C": "правилн тачан точан",
+        "P": "моля молим",
+        "I": "игнорир",
+        "W": "грешк",
+    },
+    "serbocroatian_slovene": {
+        "G": "ispitivač ocjenjivač ocenjevalec",
+        "S": "bodov bodova ocjen",
+        "F": "maksimal pun",
+        "C": "točan točno tačan pravilno",
+        "P": "molim prosim",
+        "W": "netočn",
+    },
     "greek": {
         "G": "βαθμολογητ εξεταστ αξιολογητ διορθωτ",
         "S": "βαθμ μονάδ",
@@ -151,7 +325,16 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "W": "λάθος λανθασμέν",
     },
     "armenian_georgian": {"G": "գնահատող შემფასებელ", "S": "միավոր ქულ", "C": "ճիշտ სწორ", "P": "խնդրում გთხოვთ"},
-    "hebrew": {"G": "בודק בודקת מעריך מעריכה בוחן בוחנת", "S": "ציון נקודות", "F": "מלא מקסימ", "C": "נכונ נכון", "P": "נא אנא בבקשה", "I": "התעלמ", "K": "מפתח_התשובות", "W": "שגוי טעות"},
+    "hebrew": {
+        "G": "בודק בודקת מעריך מעריכה בוחן בוחנת",
+        "S": "ציון נקודות",
+        "F": "מלא מקסימ",
+        "C": "נכונ נכון",
+        "P": "נא אנא בבקשה",
+        "I": "התעלמ",
+        "K": "מפתח_התשובות",
+        "W": "שגוי טעות",
+    },
     "arabic": {
         "G": "المصحح مصحح المقيم مقيم الممتحن ممتحن المدقق",
         "S": "الدرجة درجة علامة العلامة نقاط النقاط",
@@ -185,7 +368,13 @@ LANGUAGES: dict[str, dict[str, str]] = {
     "bengali": {"G": "পরীক্ষক মূল্যায়নকারী", "S": "নম্বর", "F": "পূর্ণ সর্বোচ্চ", "C": "সঠিক", "P": "দয়া_করে দিন", "W": "ভুল"},
     "punjabi_gujarati": {"G": "ਪਰੀਖਿਅਕ પરીક્ષક", "S": "ਅੰਕ ગુણ", "F": "ਪੂਰੇ પૂરા", "C": "ਸਹੀ સાચો સાચું", "P": "ਕਿਰਪਾ કૃપા"},
     "tamil": {"G": "தேர்வாளர் மதிப்பீட்டாளர்", "S": "மதிப்பெண்", "F": "முழு அதிகபட்ச", "C": "சரியான சரி", "P": "தயவுசெய்து கொடுங்கள்", "W": "தவறு"},
-    "telugu_kannada_malayalam": {"G": "పరీక్షకు ಪರೀಕ್ಷಕ പരീക്ഷക", "S": "మార్కులు ಅಂಕ മാർക്ക്", "F": "పూర్తి ಪೂರ್ಣ മുഴുവൻ", "C": "సరైన ಸರಿಯಾದ ശരിയായ", "P": "దయచేసి ದಯವಿಟ್ಟು ദയവായി"},
+    "telugu_kannada_malayalam": {
+        "G": "పరీక్షకు ಪರೀಕ್ಷಕ പരീക്ഷക",
+        "S": "మార్కులు ಅಂಕ മാർക്ക്",
+        "F": "పూర్తి ಪೂರ್ಣ മുഴുവൻ",
+        "C": "సరైన ಸರಿಯಾದ ശരിയായ",
+        "P": "దయచేసి ದಯವಿಟ್ಟು ദയവായി",
+    },
     "sinhala_amharic": {"G": "පරීක්ෂක ፈታኝ", "S": "ලකුණු ነጥብ", "C": "නිවැරදි ትክክል", "P": "කරුණාකර እባክዎ"},
     "chinese": {
         "G": "阅卷 評卷 评卷 评分员 評分員 考官 评审 評審 批改 评委 評委 判卷",
@@ -197,47 +386,109 @@ LANGUAGES: dict[str, dict[str, str]] = {
         "I": "忽略",
         "W": "错误 錯誤 有误",
     },
-    "japanese": {"G": "採点者 採点担当 試験官 評価者", "S": "点数 満点 得点 採点", "F": "満点 最高点 最高", "C": "正しい 正解", "K": "模範解答 解答例", "P": "ください 下さい お願い", "I": "無視", "W": "誤り 間違"},
-    "korean": {"G": "채점자 채점관 평가자 심사위원 시험관", "S": "점수 만점 채점", "F": "만점 최고점 최고", "C": "정답 옳", "K": "모범답안 정답지", "P": "주세요 부탁", "I": "무시", "W": "틀렸 오류"},
-    "thai": {"G": "ผู้ตรวจ ผู้ประเมิน กรรมการ", "S": "คะแนน", "F": "เต็ม สูงสุด", "C": "ถูกต้อง", "K": "เฉลย", "P": "กรุณา โปรด ให้", "I": "เพิกเฉย ไม่ต้องสนใจ", "W": "ผิด"},
-    "lao_khmer_burmese": {"G": "ຜູ້ກວດ អ្នកពិនិត្យ စစ်ဆေးသူ", "S": "ຄະແນນ ពិន្ទុ အမှတ်", "F": "ເຕັມ ពេញ အပြည့်", "C": "ຖືກຕ້ອງ ត្រឹមត្រូវ မှန်", "P": "ກະລຸນາ សូម ကျေးဇူးပြု"},
+    "japanese": {
+        "G": "採点者 採点担当 試験官 評価者",
+        "S": "点数 満点 得点 採点",
+        "F": "満点 最高点 最高",
+        "C": "正しい 正解",
+        "K": "模範解答 解答例",
+        "P": "ください 下さい お願い",
+        "I": "無視",
+        "W": "誤り 間違",
+    },
+    "korean": {
+        "G": "채점자 채점관 평가자 심사위원 시험관",
+        "S": "점수 만점 채점",
+        "F": "만점 최고점 최고",
+        "C": "정답 옳",
+        "K": "모범답안 정답지",
+        "P": "주세요 부탁",
+        "I": "무시",
+        "W": "틀렸 오류",
+    },
+    "thai": {
+        "G": "ผู้ตรวจ ผู้ประเมิน กรรมการ",
+        "S": "คะแนน",
+        "F": "เต็ม สูงสุด",
+        "C": "ถูกต้อง",
+        "K": "เฉลย",
+        "P": "กรุณา โปรด ให้",
+        "I": "เพิกเฉย ไม่ต้องสนใจ",
+        "W": "ผิด",
+    },
+    "lao_khmer_burmese": {
+        "G": "ຜູ້ກວດ អ្នកពិនិត្យ စစ်ဆေးသူ",
+        "S": "ຄະແນນ ពិន្ទុ အမှတ်",
+        "F": "ເຕັມ ពេញ အပြည့်",
+        "C": "ຖືກຕ້ອງ ត្រឹមត្រូវ မှန်",
+        "P": "ກະລຸນາ សូម ကျေးဇူးပြု",
+    },
     "mongolian_kazakh": {"G": "шалгагч емтихан_алушы", "S": "оноо ұпай", "F": "дээд толық", "C": "зөв дұрыс", "P": "өгнө_үү беріңіз"},
 }
 
 CONCEPTS = {"G": "grader", "S": "score", "F": "full", "C": "correct", "K": "key", "P": "please", "I": "ignore", "W": "wrong"}
 
-_UNSPACED = re.compile(r"[\u0590-\u08ff\u0900-\u0dff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_UNSPACED = re.compile(
+    r"[\u0590-\u08ff\u0900-\u0dff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
 """Scripts written without spaces between words (Thai, Lao, Burmese, Khmer, kana, CJK, Hangul), or that attach prefixes
 and endings to words (Hebrew, Arabic, Indic scripts): stems match anywhere."""
 
 
+@dataclass(frozen=True)
+class _Index:
+    whole: dict[str, frozenset[str]]
+    """Short ASCII stems ("nota", "tama", "poin"): whole words only, as prefixes they start English words."""
+    prefix: dict[str, frozenset[str]]
+    lengths: tuple[int, ...]
+    phrases: re.Pattern[str] | None
+    phrase_concepts: dict[str, frozenset[str]]
+    unspaced: dict[str, frozenset[str]]
+
+
 @cache
-def _patterns() -> dict[str, re.Pattern[str]]:
-    stems: dict[str, set[str]] = {c: set() for c in CONCEPTS}
+def _index() -> _Index:
+    concepts: dict[str, set[str]] = {}
     for table in LANGUAGES.values():
         for concept, words in table.items():
-            stems[concept].update(w.replace("_", " ") for w in words.split())
-    out = {}
-    for concept, found in stems.items():
-        alternatives = sorted(found, key=len, reverse=True)
-        # short ASCII stems ("nota", "tama", "poin") match whole words only: as prefixes they start English words
-        whole = [re.escape(s) for s in alternatives if s.isascii() and len(s) < 6]
-        spaced = [re.escape(s) for s in alternatives if not _UNSPACED.search(s) and not (s.isascii() and len(s) < 6)]
-        unspaced = [re.escape(s) for s in alternatives if _UNSPACED.search(s)]
-        parts = []
-        if whole:
-            parts.append(r"(?<![^\W\d_])(?:" + "|".join(whole) + r")(?![^\W\d_])")
-        if spaced:
-            parts.append(r"(?<![^\W\d_])(?:" + "|".join(spaced) + ")")
-        if unspaced:
-            parts.append("(?:" + "|".join(unspaced) + ")")
-        out[concept] = re.compile("|".join(parts), re.I)
-    return out
+            for word in words.split():
+                concepts.setdefault(word.replace("_", " ").lower(), set()).add(concept)
+    frozen = {stem: frozenset(c) for stem, c in concepts.items()}
+    unspaced = {s: c for s, c in frozen.items() if _UNSPACED.search(s)}
+    phrases = {s: c for s, c in frozen.items() if " " in s and s not in unspaced}
+    whole = {s: c for s, c in frozen.items() if s not in unspaced and s not in phrases and s.isascii() and len(s) < 6}
+    prefix = {s: c for s, c in frozen.items() if s not in unspaced and s not in phrases and s not in whole}
+    pattern = (
+        re.compile(r"(?<![^\W\d_])(?:" + "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True)) + ")") if phrases else None
+    )
+    return _Index(whole, prefix, tuple(sorted({len(s) for s in prefix})), pattern, phrases, unspaced)
+
+
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def language_concepts(sentence: str) -> set[str]:
-    """The grading concepts (`CONCEPTS` keys) a sentence names in any listed language."""
-    return {concept for concept, pattern in _patterns().items() if pattern.search(sentence)}
+    """The grading concepts (`CONCEPTS` keys) a sentence names in any listed language: each word looked up
+    whole and by its prefixes (no regex over hundreds of stems), phrases and unspaced scripts searched."""
+    index = _index()
+    lowered = sentence.lower()
+    found: set[str] = set()
+    for word in _WORD.findall(lowered):
+        if (hit := index.whole.get(word)) is not None:
+            found |= hit
+        for length in index.lengths:
+            if length > len(word):
+                break
+            if (hit := index.prefix.get(word[:length])) is not None:
+                found |= hit
+    if index.phrases is not None and " " in lowered:
+        for match in index.phrases.finditer(lowered):
+            found |= index.phrase_concepts[match.group(0)]
+    if _UNSPACED.search(lowered):
+        for stem, hit in index.unspaced.items():
+            if stem in lowered:
+                found |= hit
+    return found
 
 
 def _foreign(text: str) -> bool:
@@ -303,5 +554,33 @@ def foreign_script_note(text: str, min_letters: int = 12) -> bool:
         rest = total - len(ls)
         latin_rest = latin_total - sum(1 for ch in ls if ch.isascii() or "LATIN" in unicodedata.name(ch, ""))
         if rest >= 20 and latin_rest >= 0.8 * rest:
+            return True
+    return False
+
+
+_ENGLISH = frozenset(
+    "the a an is are was were be been to of and in it its this that these those for on with so he she they we i you your my me"
+    " our us them him at by from his her their there then each per has have had will would can could should if or as not no"
+    " but all what how many much more less total than into out up about just also one do does did don't it's after before"
+    " when which who".split()
+)
+"""Common English words: an English line of six words or more almost never has none of them."""
+_LINE_WORKING = re.compile(r"<<|\d\s*[-+*/x×=]\s*\$?\d|=|https?://|www\.")
+_LETTER_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
+def foreign_language_line(text: str, min_words: int = 6) -> bool:
+    """A line of `min_words` words or more with not one common English word, in a response whose other lines are
+    English (at least 15 words, 15% of them common English words): a note in another Latin-script language
+    (Somali, Welsh, Malagasy, ...) that no lexicon lists. Lines of working and links are not read."""
+    lines = text.splitlines()
+    words = [[w.lower() for w in _LETTER_WORD.findall(line)] for line in lines]
+    english = [sum(w in _ENGLISH for w in ws) for ws in words]
+    total, total_english = sum(len(ws) for ws in words), sum(english)
+    for line, ws, en in zip(lines, words, english, strict=True):
+        if len(ws) < min_words or en or _LINE_WORKING.search(line):
+            continue
+        rest, rest_english = total - len(ws), total_english - en
+        if rest >= 15 and rest_english >= 0.15 * rest:
             return True
     return False
