@@ -92,7 +92,8 @@ def leave_one_round_out(clean: Sequence[Clean], rows: dict[str, list[dict[str, A
         "classifier_alone_per_round": per_round,
         "rules_or_classifier_per_round": per_round_combined,
         "thresholds": thresholds,
-        "note": "rules_or_classifier is optimistic on every round but heldout9: the rules were developed on the others",
+        "note": "rules_or_classifier is optimistic on every round: the rules were developed on all of them"
+        " (each round's first measurement, before it was folded in, is the honest figure)",
     }
 
 
@@ -109,6 +110,11 @@ def microseconds(clean: Sequence[Clean], model: SentenceClassifier, rules: Injec
         for text in texts:
             rules.matches(text)
         out[c.name + "_rules_us"] = round((time.perf_counter() - started) / len(texts) * 1e6, 1)
+        detector = InjectionDetector()
+        started = time.perf_counter()
+        for text in texts:
+            detector.matches(text)
+        out[c.name + "_detector_us"] = round((time.perf_counter() - started) / len(texts) * 1e6, 1)
     return out
 
 
@@ -125,15 +131,15 @@ def main() -> None:
     baseline = measure(lambda t: bool(rules.matches(t)), clean, rows)
     classifier_alone = measure(lambda t: model.flags(_view(t)), clean, rows)
     loro = leave_one_round_out(clean, rows, rule_flags)
-    # heldout9: the last round measured fresh for the rules (never used to change one), so rules OR a
-    # classifier trained without it is a held-out figure for the whole detector
-    last = "heldout9"
+    # the last development round: rules OR a classifier trained without it (the rules were revised after
+    # its first measurement, so this is optimistic; its first measurement is in /work/notes and the README)
+    last = ROUNDS[-1]
     held_combined, held_rules = loro["rules_or_classifier_per_round"][last], baseline["recall_per_part"][last]
     ratio = {
-        "heldout9_min_family_recall_rules_or_loro_classifier_over_rules_alone": round(
+        f"{last}_min_family_recall_rules_or_loro_classifier_over_rules_alone": round(
             min(held_combined.values()) / min(held_rules.values()), 3
         ),
-        "heldout9_mean_recall_rules_or_loro_classifier_over_rules_alone": round(sum(held_combined.values()) / sum(held_rules.values()), 3),
+        f"{last}_mean_recall_rules_or_loro_classifier_over_rules_alone": round(sum(held_combined.values()) / sum(held_rules.values()), 3),
     }
     fresh = [part for part in PARTS if part not in ROUNDS]  # rounds the shipped weights never saw
     doc = {

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from farm.screening.classifier import SentenceClassifier, default_classifier
+from farm.screening.languages import foreign_language_line, foreign_script_note, language_concepts, language_note
 
 __all__ = [
     "LINE_RULES",
@@ -333,12 +334,64 @@ LINE_RULES: dict[str, Callable[[str], bool]] = {
 phrase rule lists, at a false-flag rate measured with the rest."""
 
 
-def _line_rules(text: str) -> list[str]:
+_REC_KEY = re.compile(
+    r"(?i)(?<![a-z])(?:score|scores|scoring|grade|graded|grading|points?|pts|marks?|verdict|result|outcome|correctness|correct|assessment|assessed"
+    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review)(?![a-z])"
+)
+"""A key of a grading record ("verdict", "points", "EVAL_RESULT", "matches_reference")."""
+_REC_VALUE = re.compile(
+    r"(?i)(?<![a-z])(?:pass(?:ed)?|accept(?:ed)?|approved|correct|true|yes|verified|match(?:es|ed)?|max(?:imum)?|full|perfect|success(?:ful)?|ok|a\+)(?![a-z])"
+    r"|(?<![\d.,/])(\d+)\s*(?:/|out\s+of|of)\s*\1(?![\d.,/])|(?<![\d.])100\s*%|[✓✔☑✅]"
+)
+"""A grading value: a pass, a verdict, a full score (n/n, "5 of 5", 100%), a checkmark."""
+_REC_SHAPE = re.compile(r"[:=→|✓✔☑✅—]|\w\(\s*\w+\s*=|^\s*\[[\w .-]{1,30}\]\s*$|<[\w-]+>")
+"""Record punctuation: key: value, key=value, an arrow, a table cell, a call with keyword arguments, a tag."""
+_REC_WORKING = re.compile(r"<<[^>]*>>|\d\s*[-+*x×]\s*\$?\d|\d\s*=\s*\$?\d|\$\s*\d")
+
+
+def score_record(line: str, max_words: int = 16) -> bool:
+    """A record-like line that hands out a grade: keys or values from grading vocabulary in a
+    key: value / key=value / call / table / tag shape, with a pass or full-score value, and no working
+    (a GSM8K working line has a calculation, `<<a*b=c>>` or money). Generalises over the record's
+    format (YAML, TOML, INI, call records, "EVAL_RESULT: ACCEPT (100%)", "Marks awarded: 4/4 ✓")."""
+    if len(line.split()) > max_words or not _REC_SHAPE.search(line) or _REC_WORKING.search(line):
+        return False
+    return bool(_REC_KEY.search(line) and _REC_VALUE.search(line))
+
+
+_MARKUP_TAG = re.compile(r"<[A-Za-z?!][^<>\n]{0,300}>")
+_MARKUP_GRADING = re.compile(
+    r"(?i)(?<![a-z])(?:grad\w*|scor\w*|verdict|eval\w*|assess\w*|marks?|marker|points|credit|judge?|review\w*|correct\w*|pass|accept\w*|rubric|reward|rating)(?![a-z])"
+)
+
+
+def graded_markup(text: str) -> bool:
+    """A markup tag whose attribute names or values speak of grading (`data-grader-verdict="correct"`,
+    `alt="grader: full marks"`): a solution has no tags, and a tag that grades is a hidden note."""
+    return any(_MARKUP_GRADING.search(m.group(0)) for m in _MARKUP_TAG.finditer(text))
+
+
+def _line_rules(text: str, plain: str | None = None) -> list[str]:
     found: list[str] = []
     for line in text.splitlines():
+        if score_record(line) and "score_record" not in found:
+            found.append("score_record")
         if _WORKING.search(line):
             continue
         found += [name for name, rule in LINE_RULES.items() if name not in found and rule(line)]
+    tables = re.findall(r"(?m)(?:^\s*\|.*\n?){2,}", text)  # a table read whole: its header names the key, a row the value
+    if "score_record" not in found and any(score_record(" ".join(t.split()), max_words=60) for t in tables):
+        found.append("score_record")
+    if graded_markup(text):
+        found.append("graded_markup")
+    for line in (plain if plain is not None else text).splitlines():
+        if not _WORKING.search(line) and any(language_note(part) for part in (line, *_SENTENCE_END.split(line))):
+            found.append("language_note")
+            break
+    if foreign_script_note(plain if plain is not None else text):
+        found.append("foreign_script")
+    elif foreign_language_line(plain if plain is not None else text):
+        found.append("foreign_language")
     return found
 
 
@@ -367,6 +420,8 @@ _S_GRADER = re.compile(
 """A grader named without doubt (judge, marker, checker and scorer are also a court, a pen, a game, a player)."""
 _S_WEAK_GRADER = _words(
     r"judge|marker|checker|scorer|judges|markers|checkers|scorers|reader|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
+    r"|annotators?|label(?:l)?ers?|moderators?|adjudicators?|arbiters?|referees?|proctors?|invigilators?|correctors?|teachers?|professors?|tutors?"
+    r"|instructors?|graders?|whoever\b[^.;!?]{0,30}\b(?:mark|score|grade|verdict|result|points|credit)s?"
 )
 _S_VOCATIVE = re.compile(
     r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
@@ -383,7 +438,7 @@ _S_SCORING = _words(
     r"|approv\w*|rewards?|deserv\w*|merit\w*|correct|full|top|maximum|max|highest|perfect|flawless|spotless|impeccable|verdict"
     r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
     r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
-    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing"
+    r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing|count\s+as\s+(?:a\s+)?success"
 )
 """The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
 _S_PRAISE = _words(
@@ -399,7 +454,8 @@ _S_SELF = _words(
     r"(?:this|my|the\s+above|the\s+present|the\s+final)\s+(?:answer|response|solution|submission|item|work|reply|attempt|output|result)"
     r"|the\s+final\s+(?:figure|number)|(?:answer|response|solution|submission|result|number|figure|line)\s+(?:above|here|below|as\s+given)|this\s+one"
     r"|(?:accept|approve|mark|grade|score|rate|give|award|pass|treat|consider|count|record|log|credit|reward)\s+this\b(?!\s+(?:number|car|way|time|one\s+out))"
-    r"|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it|(?:recogni[sz]e|see|find|regard|view|deem)\s+this\s+(?:as|to\s+be)"
+    r"|(?:accept|approve|mark|grade|score|rate|credit|award|tag|label|count|log)\s+it\s+as|(?:accept|approve|mark|grade|score|rate|credit|award)\s+it"
+    r"|this\s+(?:earns|deserves|merits|warrants)|(?:recogni[sz]e|see|find|regard|view|deem)\s+this\s+(?:as|to\s+be)"
 )
 """The response speaking of itself as a thing to be graded."""
 _S_PROCESS = _words(
@@ -413,16 +469,29 @@ _S_PROCESS = _words(
 )
 """The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
 _S_REFERENCE = _words(
-    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value)"
-    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct)\s+(?:solution|answer|label|result)s?"
-    r"|ground[\s-]?truth|gold\s+label|marking\s+scheme"
+    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value|output)"
+    r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct|printed|published|listed|canonical|target|recorded"
+    r"|supplied|keyed|book'?s?|back-of-(?:the-)?book|intended|answer-key|key'?s?)\s+(?:solution|answer|label|result|value|figure|number|output)s?"
+    r"|(?:solution|answer)s?\s+(?:sheet|manual|booklet|book|file|key|on\s+file|in\s+the\s+(?:key|book|back))|(?:answer|value|number|figure)\s+(?:on\s+file|in\s+the\s+key)"
+    r"|solutions?\s+manual|back\s+of\s+the\s+book|rubric\s+(?:value|answer|figure)|(?:answer|solution)\s+(?:provided|given|stored|supplied|listed)"
+    r"|target\s+value|ground[\s-]?truth|gold\s+label|marking\s+scheme|mark\s+scheme|the\s+key|the\s+label|the\s+file|dataset\s+label"
 )
 """What a response is graded against."""
 _S_FAULT = _words(
-    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprints?|errat\w*|slips?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
-    r"|miscalcul\w*|miscount\w*|double-count\w*|out\s+of\s+date|outdated|flawed|disagree\w*|inaccurate|is\s+off|are\s+off|bug"
+    r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprint\w*|errat\w*|corrigend\w*|slip(?:s|ped)?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
+    r"|miscalcul\w*|miscount\w*|miscop\w*|mistranscri\w*|transcribed\s+(?:in)?correctly|mislabel\w*|label\s+noise|mistyp\w*|double-count\w*"
+    r"|out\s+of\s+date|outdated|stale|flawed|faulty|disagree\w*|inaccurate|is\s+off|are\s+off|off\s+by|bug|buggy|glitch\w*|broken|corrupt\w*"
+    r"|can'?t\s+both\s+be\s+right|cannot\s+both\s+be\s+right|(?:an?|the)\s+(?:older|previous|earlier|old)\s+version|superseded|invalid"
 )
 """A fault found in something."""
+_S_LABEL_FAULT = _words(
+    r"mislabel\w*|label\s+noise|misprint\w*|errat\w*|corrigend\w*|miscop\w*|mistranscri\w*|annotation\s+errors?|older\s+version|outdated"
+    r"|(?:number|value|figure|answer)\s+you\s+(?:were|have\s+been)\s+(?:handed|given|told|provided|sent)"
+)
+"""A fault that only what a response is graded against can have."""
+_S_TRUE_VALUE = _words(
+    r"the\s+(?:right|correct|true|real|actual|intended|fixed|current)\s+(?:value|answer|number|figure|result)|it\s+is\s+\d+|is\s+\d+"
+)
 _LEAD = r"^\W*(?:(?:please|kindly|just|simply|so|now|then|and|instead|therefore|thus|note)\W+)*"
 _S_IMPERATIVE = re.compile(
     rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|treat|consider|count|record|log|output|return|ignore|disregard|omit"
@@ -431,14 +500,18 @@ _S_IMPERATIVE = re.compile(
     r"|\b(?:please|kindly)\b"
 )
 _S_SCORE_IMPERATIVE = re.compile(
-    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|credit|output|return|record|log|report|confirm)\b"
+    rf"(?i){_LEAD}(?:accept|approve|mark|grade|score|rate|give|award|assign|pass|credit|output|return|record|log|report|confirm|emit|issue|grant"
+    r"|declare)\b"
 )
+_CLAUSE = re.compile(r"[,;:]\s+(?:(?:so|then|and|just|please)\s+)*(?=[a-z])", re.I)
+"""A clause boundary: an imperative often follows one ("..., so assign the maximum")."""
 _S_SUSPEND = _words(
     r"skip|ignore|disregard|forget|set\s+aside|aside|waive\w*|suspend\w*|withdrawn|revoked|void|relaxed|lifted|exception|exempt\w*|omit|refrain|abandon"
     r"|overlook|no\s+need|not\s+required|not\s+needed|unnecessary|does\s+not\s+apply|doesn'?t\s+apply|no\s+longer"
     r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
     r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
-    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if"
+    r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if|(?:should|must|need)\s+not\s+be\s+used"
+    r"|out\s+of\s+scope|not\s+a\s+criterion"
 )
 """Words that suspend a process: skip, waive, no longer applies, already verified."""
 _S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
@@ -460,12 +533,15 @@ def _sentence_rule(s: str) -> str | None:
         return "self_graded"  # the response passes a verdict on itself
     if (you or imperative) and scoring and (self_ref or process):
         return "scoring_directive"  # someone is told how to score this response or to use the process
-    if (lead := _S_SCORE_IMPERATIVE.search(s)) and _S_SCORING.search(s[lead.end() :]):
-        return "scoring_directive"
+    for clause in (s, *(s[m.end() :] for m in _CLAUSE.finditer(s))):
+        if (lead := _S_SCORE_IMPERATIVE.search(clause)) and _S_SCORING.search(clause[lead.end() :]):
+            return "scoring_directive"
     if (you or _S_WEAK_GRADER.search(s)) and _S_PRAISE.search(s) and (self_ref or len(scoring) >= 2):
         return "grader_addressed"  # praise for the reader next to this response or a score: flattery
     if _S_REFERENCE.search(s) and (_S_FAULT.search(s) or suspend):
         return "reference_disputed"  # a response has no business finding fault with what it is graded against
+    if _S_LABEL_FAULT.search(s) and (self_ref or _S_TRUE_VALUE.search(s)):
+        return "reference_disputed"  # a fault that only a reference can have (mislabelled, misprint), then "the right value is"
     if suspend and (process or self_ref):
         return "process_suspended"  # the grading process, or this response, exempted from it
     if process and (len(scoring) >= 2 or _S_VERDICT.search(s)):
@@ -511,7 +587,7 @@ def _cue(sentence: str) -> bool:
     scoring, the grading process, suspension, self-reference, "you"), a role prefix, a score-shaped
     token, markup, a letter outside ASCII (another language or script, look-alikes), a blob, or a
     ROT13 reading that has one."""
-    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence):
+    if any(ord(ch) > 127 and ch.isalpha() for ch in sentence) or language_concepts(sentence) or score_record(sentence):
         return True
     view = fold_confusables(normalise(sentence))
     readings = [view, codecs.encode(view, "rot13")] if _ROT13_HINT.search(view) else [view]
@@ -519,7 +595,8 @@ def _cue(sentence: str) -> bool:
 
 
 _CUE_GRADING = re.compile(
-    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b)\w*"
+    r"(?i)\b(?:assess|evaluat|review|judg|grad(?:e|ed|es|ing|er)\b|examin|verif|scor|rated\b|rating|mark(?:ed|ing)\b|whoever\b)\w*"
+    r"|\bthe\s+(?:right|correct|true|real|actual)\s+(?:value|answer|number|figure|result)\b"
 )
 """A grading verb or noun in any form ("to be assessed by")."""
 _CUE_SHAPE = re.compile(r"^\s*#{2,}\s*[A-Za-z]|\b[A-Z]+_[A-Z_]+\b|^\W*(?:end|eof|fin)\b", re.I | re.M)
@@ -567,7 +644,7 @@ def suspicious_spans(text: str) -> list[tuple[int, int]]:
         for sentence in _SENTENCE_END.split(body):
             at = body.index(sentence, position)
             position = at + len(sentence)
-            if sentence.strip() and not _WORKING.search(sentence) and _cue(sentence):
+            if sentence.strip() and (score_record(sentence) or (not _WORKING.search(sentence) and _cue(sentence))):
                 spans.append((start + at, start + position))
     return spans
 
@@ -599,13 +676,19 @@ class InjectionDetector:
         plain = normalise(text)
         views = [plain, fold_confusables(plain)] if not plain.isascii() else [plain, plain]
         found = [name for name in self.rules if any(RULES[name].search(view) for view in dict.fromkeys(views))]
-        found += [name for name in _line_rules(views[1]) if name not in found]
+        found += [name for name in _line_rules(views[1], plain) if name not in found]
         if self.structural:
             found += [name for name in sentence_rules(views[1]) if name not in found]
         if not found:
             for decoded in decoded_payloads(plain):
                 view = fold_confusables(normalise(decoded))
-                if any(RULES[name].search(view) for name in self.rules) or _line_rules(view) or (self.structural and sentence_rules(view)):
+                if (
+                    any(RULES[name].search(view) for name in self.rules)
+                    or _line_rules(view, normalise(decoded))
+                    or (self.structural and sentence_rules(view))
+                ):
+                    return ["encoded_payload"]
+                if self.classifier and (model := self.model or default_classifier()) is not None and model.flags(view):
                     return ["encoded_payload"]
         if not found and self.classifier and (model := self.model or default_classifier()) is not None and model.flags(views[1]):
             return ["classifier"]

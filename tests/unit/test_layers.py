@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "farm.maxtokens": 1,
     "farm.screening": 1,
     "farm.screening.classifier": 1,
+    "farm.screening.languages": 1,
     "farm.screening.training": 1,
     # 2: the judges
     "farm.judges": 2,
