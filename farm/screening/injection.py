@@ -336,7 +336,7 @@ phrase rule lists, at a false-flag rate measured with the rest."""
 
 _REC_KEY = re.compile(
     r"(?i)(?<![a-z])(?:score|scores|scoring|grade|graded|grading|points?|pts|marks?|verdict|result|outcome|correctness|correct|assessment|assessed"
-    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review)(?![a-z])"
+    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review|label(?:l?ed)?|labels|tag(?:ged)?)(?![a-z])"
 )
 """A key of a grading record ("verdict", "points", "EVAL_RESULT", "matches_reference")."""
 _REC_VALUE = re.compile(

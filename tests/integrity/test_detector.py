@@ -174,11 +174,12 @@ _FRESH_NOTES = [
 @pytest.mark.parametrize("note", _FRESH_NOTES)
 def test_the_classifier_catches_plain_english_notes_no_rule_knows_and_names_itself(note):
     """The last two are now also caught by the rules (round 2 of the detector broadened the reference and fault
-    vocabulary: "official figure", "answer on file", "typed incorrectly"); the classifier names itself where no rule fired."""
+    vocabulary: "official figure", "answer on file", "typed incorrectly"), and the first (round 3: the reader credited
+    with a quality, "your talent", next to "this one"); the classifier names itself where no rule fired."""
     text = "Half of 36 is 16.\n" + note + "\nA: 16"
     rules = InjectionDetector(classifier=False).matches(text)
     assert InjectionDetector().matches(text) == (rules or ["classifier"])
-    assert bool(rules) == (note in _FRESH_NOTES[-2:])
+    assert bool(rules) == (note in (_FRESH_NOTES[0], *_FRESH_NOTES[-2:]))
 
 
 def test_the_classifier_leaves_clean_sentences_with_grading_words_alone():
