@@ -336,7 +336,7 @@ phrase rule lists, at a false-flag rate measured with the rest."""
 
 _REC_KEY = re.compile(
     r"(?i)(?<![a-z])(?:score|scores|scoring|grade|graded|grading|points?|pts|marks?|verdict|result|outcome|correctness|correct|assessment|assessed"
-    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review|label(?:l?ed)?|labels|tag(?:ged)?)(?![a-z])"
+    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review|label(?:l?ed)?|labels|tag(?:ged)?|verified|verification|checked|check)(?![a-z])"
 )
 """A key of a grading record ("verdict", "points", "EVAL_RESULT", "matches_reference")."""
 _REC_VALUE = re.compile(
@@ -449,6 +449,7 @@ _S_SCORING = _words(
     r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
     r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
     r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing|count\s+as\s+(?:a\s+)?success"
+    r"|(?:equivalent|equal|identical)\s+to\s+the\s+(?:expected|reference|key|official|correct|stored|target)|match(?:es|ing)?\s+the\s+(?:key|reference|expected)"
 )
 """The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
 _S_PRAISE = _words(
@@ -563,7 +564,8 @@ _S_SUSPEND = _words(
     r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
     r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
     r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if|(?:should|must|need)\s+not\s+be\s+used"
-    r"|out\s+of\s+scope|not\s+a\s+criterion"
+    r"|out\s+of\s+scope|not\s+a\s+criterion|(?:do\s+not|don'?t|never|no\s+need\s+to|need\s+not)\s+(?:\w+\s+)?(?:check|compare|verify|consult"
+    r"|look\s+up|cross-?check|match)"
 )
 """Words that suspend a process: skip, waive, no longer applies, already verified."""
 _S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
