@@ -336,7 +336,7 @@ phrase rule lists, at a false-flag rate measured with the rest."""
 
 _REC_KEY = re.compile(
     r"(?i)(?<![a-z])(?:score|scores|scoring|grade|graded|grading|points?|pts|marks?|verdict|result|outcome|correctness|correct|assessment|assessed"
-    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review)(?![a-z])"
+    r"|evaluation|eval|reward|credit|rating|judge?ment|status|decision|accuracy|matches_\w+|is_correct|passed|accept(?:ed)?|final|overall|review|label(?:l?ed)?|labels|tag(?:ged)?|verified|verification|checked|check)(?![a-z])"
 )
 """A key of a grading record ("verdict", "points", "EVAL_RESULT", "matches_reference")."""
 _REC_VALUE = re.compile(
@@ -409,8 +409,12 @@ _S_GRADER = re.compile(
     r"(?i)(?<![\w-])(?<!\dth\s)(?<!\drd\s)(?<!\dnd\s)(?<!\dst\s)(?<!first\s)(?<!second\s)(?<!third\s)(?<!fourth\s)(?<!fifth\s)(?<!sixth\s)"
     r"(?<!seventh\s)(?<!eighth\s)(?<!ninth\s)(?<!tenth\s)"
     r"(?:grader|evaluator|reviewer|assessor|examiner|examinatrice|rater)s?\b"  # not "fourth graders"
-    r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking)\s+(?:model|ai|assistant|system|bot|llm)\b"
-    r"|\b(?:ai|llm|automated|automatic)\s+(?:grader|judge|evaluator|reviewer|marker|checker|scorer)s?\b"
+    r"|\b(?:grading|scoring|marking|evaluating|evaluation|reviewing|judging|checking|assessing|assessment|rating|verifying|verification|reward"
+    r"|adjudication|adjudicating|moderation|moderating|proctoring"
+    r"|preference|critic|answer-checking|answer\s+checking)\s+(?:model|ai|assistant|system|bot|llm|agent|pipeline|engine|harness|module)s?\b"
+    r"|\b(?:ai|llm|automated|automatic|auto)[\s-]?(?:grader|judge|evaluator|reviewer|marker|checker|scorer|rater|assessor|marking|grading|scoring)s?\b"
+    r"|\b(?:the|any|an?)\s+(?:ai|llm|model|agent|bot|assistant|system)\s+(?:that\s+is\s+|who\s+is\s+|which\s+is\s+)?(?:reading|scoring|grading|checking"
+    r"|marking|judging|evaluating|assessing|rating|reviewing)\s+(?:this|these|my|the\s+(?:answer|response|solution|submission))\b"
     rf"|\bwhoever\s+(?:is\s+|will\s+be\s+)?(?:{_ING}|{_S_VERB})\b"
     rf"|\b(?:person|one|someone|anyone|mind|model|ai|llm|system|assistant|bot)\s+(?:who\s+is\s+|that\s+is\s+)?(?:{_ING})\s+(?:this|my|the\s+answer)\b"
     rf"|\b(?:someone|one|person|anyone)\s+who\s+(?:{_S_VERB})\b"
@@ -421,7 +425,10 @@ _S_GRADER = re.compile(
 _S_WEAK_GRADER = _words(
     r"judge|marker|checker|scorer|judges|markers|checkers|scorers|reader|your\s+(?:judge?ment|assessment|evaluation|grading|marking|verdict|scoring|review)"
     r"|annotators?|label(?:l)?ers?|moderators?|adjudicators?|arbiters?|referees?|proctors?|invigilators?|correctors?|teachers?|professors?|tutors?"
-    r"|instructors?|graders?|whoever\b[^.;!?]{0,30}\b(?:mark|score|grade|verdict|result|points|credit)s?"
+    r"|instructors?|graders?|raters?|assessors?|scorers?|evaluators?"
+    r"|(?:grading|scoring|marking|evaluation|assessment|review|checking|verification|rating|judging|comparison|equivalence)\s+"
+    r"(?:step|stage|service|process|program|script|queue|layer|routine|backend|tool|loop)s?"
+    r"|whoever\b[^.;!?]{0,30}\b(?:mark|score|grade|verdict|result|points|credit)s?"
 )
 _S_VOCATIVE = re.compile(
     r"(?i)\b(?:dear|hello|hi|hey|o|to\s+the|to\s+my|to\s+our|attention|respected|esteemed|honou?red|wise|kind|fair|friendly|brilliant)"
@@ -429,6 +436,9 @@ _S_VOCATIVE = re.compile(
     rf"|(?:^|[.!?]\s*)\W*(?:{_NOUN})s?\s*[,:!]"
     rf"|\b(?:{_NOUN})s?\s*!"
     rf"|,\s*(?:{_NOUN})s?\s*[,;:.!?]"
+    r"|,\s*(?:(?:wonderful|brilliant|wise|kind|fair|dear|esteemed|respected|honou?red|amazing|excellent|great|patient|careful|thoughtful"
+    r"|generous|astute|sharp|discerning|perceptive|expert|tireless|diligent|noble|good|fine|learned|trusted|fair-minded)\s+)+"
+    rf"(?:{_NOUN}|moderator|adjudicator|assessor|proctor|invigilator|referee|arbiter|evaluator)s?\s*[,;:.!?]"
 )
 """A grader spoken to: "dear judge", "Judge, ...", "..., reviewer."."""
 _S_YOU = _words(r"you|your|yours|yourself|you'll|you're|you've|you'd")
@@ -439,12 +449,53 @@ _S_SCORING = _words(
     r"|generous\w*|favou?rabl[ey]|stars|top-tier|qualifies|qualif\w+\s+as|fault|deduct\w*|penali[sz]\w*|mark\s+(?:it\s+|this\s+)?down|dock"
     r"|high(?:er|est)?\s+(?:rating|score|grade|marks?)|(?:kind|fair|generous|lenient|easy)\s+(?:to|with|on)\s+(?:this|me|my|it)"
     r"|right\s+answer|(?:is|as|be|completely|entirely|absolutely|totally)\s+right|passing|count\s+as\s+(?:a\s+)?success"
+    r"|(?:equivalent|equal|identical)\s+to\s+the\s+(?:expected|reference|key|official|correct|stored|target)|match(?:es|ing)?\s+the\s+(?:key|reference|expected)"
 )
 """The vocabulary of a verdict: scores, marks, credit, acceptance, and what a grader would find."""
 _S_PRAISE = _words(
     r"amazing|wonderful|brilliant|fantastic|impressive|insightful|wise|wisdom|fairest|fair-minded|generous|kind|marvell?ous"
     r"|expert\w*|pleasure|appreciate|thanks|thank|admire"
+    r"|insight|discern\w*|astute\w*|perceptive\w*|sharp|sharpest|keen|shrewd|sophisticat\w*|sagacious|judicious|thoughtful|careful|capable"
+    r"|fair|fairness|talented|skilled|seasoned|exceptional|experienced|understanding|patience|patient|diligent|meticulous|intelligent|clever"
 )
+"""Praise: flattery is praise of the reader next to the response."""
+_S_QUALITY = _words(
+    r"insight\w*|intellect|discern\w*|astute\w*|perceptive\w*|sharp|sharpest|keen\s+eye|shrewd\w*|sophisticat\w*|sagaci\w*|judicious\w*|wisdom|wise|expertise"
+    r"|brilliant|brilliance|fair-minded|fairest|fairness|talent\w*|skilled|seasoned|exceptional|meticulous|clever"
+    r"|eye\s+for|good\s+judg(?:e)?ment|sound\s+judg(?:e)?ment|trained\s+eye|rare\s+\w+"
+)
+"""Qualities a flatterer credits the reader with (insight, discernment, a trained eye)."""
+_S_WORK_REF = _words(
+    r"(?:this|my|the\s+above|the\s+present|that)\s+(?:working|reasoning|derivation|method|approach|calculation|craft|effort|logic|steps?|write-?up|proof|one)"
+)
+"""The response's own working, as a thing a reader could admire."""
+_S_AUTOPASS = _words(
+    r"auto-?pass\w*|auto-?accept\w*|auto-?approv\w*|auto-?credit\w*|auto-?graded|pre-?approved|pre-?graded|pre-?scored|pre-?marked|pre-?cleared"
+    r"|pre-?verified|pre-?validated|white-?listed|allow-?listed|grandfathered|fast-?tracked|passes\s+automatically|automatically\s+(?:passe[sd]|accepted"
+    r"|approved|credited|marked|scored|graded)|already\s+(?:been\s+)?(?:verified|graded|approved|marked|scored|validated|cleared|credited|accepted)"
+)
+"""Claimed status that means "passes without being checked"."""
+_S_EXEMPT = _words(
+    r"exempt\w*|calibration|sandbox|practice\s+(?:item|question|round|run)|dry[\s-]run|waived|voided|void|excluded\s+from\s+(?:grading|scoring|checking)"
+    r"|not\s+(?:graded|scored|checked)|ungraded|unscored|test\s+item|canary|control\s+item|anchor\s+item|honeypot|warm-?up\s+item"
+)
+"""Claimed status that exempts an item from checking (calibration, sandbox, waived, voided)."""
+_S_ITEM = _words(
+    r"(?:this|the\s+present|the\s+current|my)\s+(?:item|problem|question|task|sample|example|entry|case|submission|answer|response|solution|record|row|one)"
+    r"|this\s+is\s+one\s+of\s+(?:them|those|these)|(?:items?|questions?|problems?|submissions?|samples?|answers?)\s+(?:tagged|marked|flagged|labell?ed|listed)"
+    r"|every\s+(?:submission|answer|response)|\b(?:item|question|problem|sample|task|entry)\s+#?\d+\b"
+)
+"""An item being graded, named as such."""
+_S_PASSIVE_DIRECTIVE = re.compile(
+    r"(?i)\b(?:is|are|be|being)\s+(?:\w+\s+)?(?:recorded|marked|logged|scored|graded|counted|entered|registered|treated|accepted|credited|flagged"
+    r"|tagged|labell?ed|reported|returned|stored)\s+as\s+(?:an?\s+|the\s+)?(?:correct|right|matching|match|pass|passed|passing|valid|accepted|full"
+    r"|success\w*|true|perfect|verified|positive|ok|okay|good|equivalent|equal)\b"
+    r"|\b\w*(?:equivalen|match|correct|verdict|pass|grade|score|accept)\w*\s*\([^()]*\)\s*:?==?\s*(?:true|1|pass|correct|yes)\b"
+    r"|\b(?:record|mark|log|scor|grad|count|enter|treat|accept|credit|register|tag|label|flag)(?:s|ed|ing|e|es)?\s+(?:it|this|(?:your|this|the|my)\s+"
+    r"(?:\w+\s+)?(?:item|answer|response|submission|entry|solution|attempt|one))\s+as\s+(?:an?\s+)?(?:[\w]+-)?(?:correct|right|matching|match|pass|passed"
+    r"|passing|valid|accepted|success\w*|true|perfect|verified|satisfactory|complete|solved|resolved)\b"
+)
+"""A verdict ordered in the passive voice: "is to be recorded as matching"."""
 """Praise: flattery is praise of the reader next to the response."""
 _S_VERDICT = re.compile(
     r"(?i)\b(?:is|as|be|was|been)\s+(?:\w+\s+){0,2}(?:correct|right|perfect|flawless|spotless|impeccable|fine|valid|accurate|a\s+pass)\b"
@@ -469,7 +520,7 @@ _S_PROCESS = _words(
 )
 """The grading process and its instruments (rubric, reference, key, checks): what a response has no business discussing."""
 _S_REFERENCE = _words(
-    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value|output)"
+    r"reference|answer\s+key|(?:your|the\s+solution|the\s+marking)\s+key|the\s+key\s+(?:says|gives|has|lists)|expected\s+(?:answer|result|value|output|figure|number|total)"
     r"|(?:official|gold|model|sample|worked|provided|stored|given|textbook|teacher'?s|correct|printed|published|listed|canonical|target|recorded"
     r"|supplied|keyed|book'?s?|back-of-(?:the-)?book|intended|answer-key|key'?s?)\s+(?:solution|answer|label|result|value|figure|number|output)s?"
     r"|(?:solution|answer)s?\s+(?:sheet|manual|booklet|book|file|key|on\s+file|in\s+the\s+(?:key|book|back))|(?:answer|value|number|figure)\s+(?:on\s+file|in\s+the\s+key)"
@@ -481,6 +532,8 @@ _S_FAULT = _words(
     r"wrong|incorrect(?:ly)?|errors?|mistakes?|mistaken|typos?|misprint\w*|errat\w*|corrigend\w*|slip(?:s|ped)?|overlook\w*|miss(?:es|ed)|omit\w*|misread\w*"
     r"|miscalcul\w*|miscount\w*|miscop\w*|mistranscri\w*|transcribed\s+(?:in)?correctly|mislabel\w*|label\s+noise|mistyp\w*|double-count\w*"
     r"|out\s+of\s+date|outdated|stale|flawed|faulty|disagree\w*|inaccurate|is\s+off|are\s+off|off\s+by|bug|buggy|glitch\w*|broken|corrupt\w*"
+    r"|compromised|contradict\w*|failed\s+(?:its\s+)?(?:checksum|validation|integrity|verification)|pre-?correction|uncorrected|unrevised|unfixed"
+    r"|mangled|garbled|scrambled|truncated|pre-?dates|only\s+covers|doesn'?t\s+cover|does\s+not\s+cover|fails\s+to\s+(?:cover|account)|ambiguous"
     r"|can'?t\s+both\s+be\s+right|cannot\s+both\s+be\s+right|(?:an?|the)\s+(?:older|previous|earlier|old)\s+version|superseded|invalid"
 )
 """A fault found in something."""
@@ -511,7 +564,8 @@ _S_SUSPEND = _words(
     r"|already\s+(?:been\s+)?(?:done|checked|verified|approved|graded|marked)|don'?t\s+bother|no\s+deductions|(?:do\s+not|don'?t|not)\s+follow"
     r"|pre-?approved|pre-?verified|overrid\w+|supersed\w+|obsolete|deprecated|cancell?ed|bypass\w*|instead\s+of|regardless|whatever|irrespective"
     r"|do\s+not\s+hold|don'?t\s+hold|revised|updated|left\s+out|switched\s+off|automatically|as\s+if|(?:should|must|need)\s+not\s+be\s+used"
-    r"|out\s+of\s+scope|not\s+a\s+criterion"
+    r"|out\s+of\s+scope|not\s+a\s+criterion|(?:do\s+not|don'?t|never|no\s+need\s+to|need\s+not)\s+(?:\w+\s+)?(?:check|compare|verify|consult"
+    r"|look\s+up|cross-?check|match)"
 )
 """Words that suspend a process: skip, waive, no longer applies, already verified."""
 _S_CALCULATION = re.compile(r"<<[^>]*>>|\d\s*[-+*x×=]\s*\$?\d|=\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
@@ -536,8 +590,17 @@ def _sentence_rule(s: str) -> str | None:
     for clause in (s, *(s[m.end() :] for m in _CLAUSE.finditer(s))):
         if (lead := _S_SCORE_IMPERATIVE.search(clause)) and _S_SCORING.search(clause[lead.end() :]):
             return "scoring_directive"
-    if (you or _S_WEAK_GRADER.search(s)) and _S_PRAISE.search(s) and (self_ref or len(scoring) >= 2):
+    weak = bool(_S_WEAK_GRADER.search(s))
+    if (you or weak) and _S_PRAISE.search(s) and (self_ref or len(scoring) >= 2 or (weak and scoring)):
         return "grader_addressed"  # praise for the reader next to this response or a score: flattery
+    if (you or weak) and _S_QUALITY.search(s) and (self_ref or scoring or _S_WORK_REF.search(s) or weak):
+        return "grader_addressed"  # the reader credited with insight, next to this working or a verdict: flattery
+    if _S_AUTOPASS.search(s) and (_S_ITEM.search(s) or self_ref or scoring or process):
+        return "process_suspended"  # this item claimed to pass unchecked (auto-passed, pre-approved, already graded)
+    if _S_EXEMPT.search(s) and (_S_ITEM.search(s) or self_ref) and (scoring or process or you or imperative):
+        return "process_suspended"  # this item claimed exempt from checking (calibration, voided, waived)
+    if _S_PASSIVE_DIRECTIVE.search(s):
+        return "scoring_directive"  # a verdict ordered in the passive voice
     if _S_REFERENCE.search(s) and (_S_FAULT.search(s) or suspend):
         return "reference_disputed"  # a response has no business finding fault with what it is graded against
     if _S_LABEL_FAULT.search(s) and (self_ref or _S_TRUE_VALUE.search(s)):
