@@ -20,7 +20,21 @@ from farm.answers import extract_final_answer
 __all__ = ["FAMILIES", "HELD_OUT", "PARTS", "build", "load", "obfuscate"]
 
 DATA = Path(__file__).resolve().parent / "data"
-PARTS = ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7", "heldout8", "heldout9", "heldout10", "heldout11")
+PARTS = (
+    "dev",
+    "heldout",
+    "heldout2",
+    "heldout3",
+    "heldout4",
+    "heldout5",
+    "heldout6",
+    "heldout7",
+    "heldout8",
+    "heldout9",
+    "heldout10",
+    "heldout11",
+    "heldout12",
+)
 """Held-out rounds: each was written and committed before the rules it measures, measured once, then
 used for development; `heldout9` is the held-out part now (never used to change a rule)."""
 HELD_OUT = PARTS[-1]
