@@ -630,8 +630,9 @@ def sentence_rules(text: str) -> list[str]:
     return found
 
 
-_CUE_MARKUP = re.compile(r"<[!/a-zA-Z|]|[{}]|\[/?[A-Za-z_ ]{2,20}\]|<\|")
-"""Markup, JSON, chat-template or bracketed tags: structure a plain solution does not carry."""
+_CUE_MARKUP = re.compile(r"<[!/a-zA-Z|]|[{}]|\[/?[A-Za-z_ ]{2,20}\]|<\||\[\s*[\[\"']")
+"""Markup, JSON (objects, or arrays of strings and arrays), chat-template or bracketed tags: structure a
+plain solution does not carry."""
 _WORKING = re.compile(r"<<[^<>]*\d[^<>]*=[^<>]*>>|\d\s*[-+*x×=]\s*\$?\d|\d\s*/\s*(?!(?:5|10|100)\b)\d")
 """A sentence of working: a calculation (a score such as 5/5 or "correctness=5" is not one)."""
 _CUE_BLOB = re.compile(r"[A-Za-z0-9+/=]{16,}")
@@ -709,7 +710,28 @@ def suspicious_spans(text: str) -> list[tuple[int, int]]:
             position = at + len(sentence)
             if sentence.strip() and (score_record(sentence) or (not _WORKING.search(sentence) and _cue(sentence))):
                 spans.append((start + at, start + position))
-    return spans
+    return spans + _rest_of_blocks(text, spans, tail)
+
+
+def _rest_of_blocks(text: str, spans: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
+    """A note is usually a block of lines: once one of its lines is suspicious, its other lines that
+    are neither working nor the final answer go too (a "Default verdict" line can sit under a
+    header that alone carries the cue). Blocks are runs of non-blank lines."""
+    if not spans:
+        return []
+    extra: list[tuple[int, int]] = []
+    block: list[tuple[int, int, str]] = []
+    offset = 0
+    for line in [*text[:tail].splitlines(keepends=True), ""]:
+        start, body = offset, line.rstrip("\r\n")
+        offset += len(line)
+        if body.strip():
+            block.append((start, start + len(body), body))
+            continue
+        if block and any(a < b_end and b_start < b for a, b in spans for b_start, b_end, _ in block):
+            extra += [(a, b) for a, b, body_ in block if not _WORKING.search(body_) and not _CUE_FINAL.match(body_)]
+        block = []
+    return extra
 
 
 def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
