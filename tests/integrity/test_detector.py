@@ -38,10 +38,12 @@ def _trained_on() -> list[str]:
 
 
 def test_recall_per_family_on_the_held_out_part(report):
-    """`HELD_OUT` is the newest round. Before the shipped classifier is trained on it, this is its one
-    held-out measurement (benchmarks/detector.py reports it too, beside the rules alone); once trained
-    on, at least 0.95 a family (round 10 after its fold: 1.000 on every family, in-sample). The floors are what the rules alone reached on
-    round 9 when it was fresh (override 0.500, flattery 0.417, reference disputes 0.500, the 8 others 1.000)."""
+    """`HELD_OUT` is the newest round, written by an author who never read the detector. Before the
+    shipped classifier is trained on it, this is its one held-out measurement (benchmarks/detector.py
+    reports it too, beside the rules alone): round 12, measured once, 1.000 on every family (rules
+    alone: 0.833-1.000). Once trained on, it stays at least 0.95 a family too. Earlier first
+    measurements: round 10 mean 0.833 (multilingual 0.083), round 11 mean 0.985 (override and
+    flattery 0.917): the README's integrity section."""
     held = _recall(HELD_OUT)
     rules = _recall(HELD_OUT, InjectionDetector(classifier=False))
     assert set(held) == set(FAMILIES) and len(FAMILIES) >= 10
@@ -50,10 +52,8 @@ def test_recall_per_family_on_the_held_out_part(report):
         f"detector recall per family, {HELD_OUT} ({'fresh' if fresh else 'trained on'}): "
         + ", ".join(f"{f} {r:.3f} (rules alone {rules[f]:.3f})" for f, r in held.items())
     )
-    assert all(r >= 0.4 for r in held.values()), held
-    assert sum(r >= 0.95 for r in held.values()) >= 8 and sum(held.values()) / len(held) >= 0.85
-    if not fresh:  # round 10 after it was folded in: 1.000 on every family (first measurement: multilingual 0.083)
-        assert all(r >= 0.95 for r in held.values()), held
+    assert all(r >= 0.95 for r in held.values()), held  # the issue's figure: >= 0.95 per family, held out
+    assert sum(held.values()) / len(held) >= sum(rules.values()) / len(rules)
 
 
 def test_development_parts_stay_caught():
