@@ -77,7 +77,13 @@ def test_gpu_judge_load_scales_up_then_back_down(report):
     cluster.start()
     try:
         ray.init(address="auto")
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config={"log_level": "WARNING"})
+        # Requests go through a handle, so one proxy on the head is enough. With a proxy on every node, Serve keeps
+        # a GPU node's proxy draining for 30 s after its replica has gone, and that proxy keeps the node from idling.
+        serve.start(
+            proxy_location="HeadOnly",
+            http_options={"host": "127.0.0.1", "port": free_port()},
+            logging_config={"log_level": "WARNING"},
+        )
         config: dict[str, Any] = {
             "judges": [
                 {
