@@ -99,7 +99,7 @@ def test_gpu_judge_load_scales_up_then_back_down(report):
                             "max_replicas": 2,
                             "target_ongoing_requests": 2,
                             "upscale_delay_s": 0,
-                            "downscale_delay_s": 3,
+                            "downscale_delay_s": 1,
                             "metrics_interval_s": 0.5,
                             "look_back_period_s": 2,
                         },
