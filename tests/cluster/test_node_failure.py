@@ -39,7 +39,7 @@ def test_removing_the_judge_node_loses_no_request(cluster_emulator, report):
                     "name": "rubric",
                     "kind": "rubric",
                     "model": "amazon.nova-lite-v1:0",
-                    "deadline_s": 5,  # the requests queued for the lost replicas wait this long, then say so
+                    "deadline_s": 3,  # the requests queued for the lost replicas wait this long, then say so
                     "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
                     "deployment": {"num_replicas": 2, "resources": {"judge_host": 1}},
                 },
