@@ -77,7 +77,13 @@ def test_gpu_judge_load_scales_up_then_back_down(report):
     cluster.start()
     try:
         ray.init(address="auto")
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config={"log_level": "WARNING"})
+        # Requests go through a handle, so one proxy on the head is enough. With a proxy on every node, Serve keeps
+        # a GPU node's proxy draining for 30 s after its replica has gone, and that proxy keeps the node from idling.
+        serve.start(
+            proxy_location="HeadOnly",
+            http_options={"host": "127.0.0.1", "port": free_port()},
+            logging_config={"log_level": "WARNING"},
+        )
         config: dict[str, Any] = {
             "judges": [
                 {
@@ -93,7 +99,7 @@ def test_gpu_judge_load_scales_up_then_back_down(report):
                             "max_replicas": 2,
                             "target_ongoing_requests": 2,
                             "upscale_delay_s": 0,
-                            "downscale_delay_s": 3,
+                            "downscale_delay_s": 1,
                             "metrics_interval_s": 0.5,
                             "look_back_period_s": 2,
                         },

@@ -27,7 +27,11 @@ def test_removing_the_judge_node_loses_no_request(cluster_emulator, report):
     judge_node = cluster.add_node(num_cpus=2, resources={"judge_host": 4})
     ray.init(address=cluster.address)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config={"log_level": "WARNING"})
+        serve.start(  # requests go through a handle: one proxy on the head, none to start on each node
+            proxy_location="HeadOnly",
+            http_options={"host": "127.0.0.1", "port": free_port()},
+            logging_config={"log_level": "WARNING"},
+        )
         config: dict[str, Any] = {
             "judges": [
                 {"name": "answer", "kind": "final_answer"},
@@ -35,7 +39,7 @@ def test_removing_the_judge_node_loses_no_request(cluster_emulator, report):
                     "name": "rubric",
                     "kind": "rubric",
                     "model": "amazon.nova-lite-v1:0",
-                    "deadline_s": 5,  # the requests queued for the lost replicas wait this long, then say so
+                    "deadline_s": 3,  # the requests queued for the lost replicas wait this long, then say so
                     "criteria": [{"name": "correctness", "description": "The final answer is correct."}],
                     "deployment": {"num_replicas": 2, "resources": {"judge_host": 1}},
                 },
