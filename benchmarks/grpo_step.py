@@ -378,16 +378,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rpm", type=int, default=2000, help="Requests per minute per model (configured and enforced).")
+def step_arguments(doc: str | None, rpm: int) -> argparse.ArgumentParser:
+    """The arguments every GRPO-step benchmark takes (quota, emulator latency, step shape)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rpm", type=int, default=rpm, help="Requests per minute per model (configured and enforced).")
     parser.add_argument("--tpm", type=int, default=4_000_000, help="Tokens per minute per model (configured and enforced).")
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--burst-s", type=float, default=2.0, help="Emulator: seconds of quota admitted at once (its default).")
     parser.add_argument("--groups", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="Also run the default with `farm score --workers N` (1: skip).")
     parser.add_argument("--timeout-s", type=float, default=3000.0)
+    return parser
+
+
+def main() -> None:
+    parser = step_arguments(__doc__, rpm=2000)
+    parser.add_argument("--workers", type=int, default=2, help="Also run the default with `farm score --workers N` (1: skip).")
     args = parser.parse_args()
     print_report(lambda: measure(args))
 

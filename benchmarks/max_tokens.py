@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_report  # noqa: E402
-from benchmarks.grpo_step import config_file, run_step, step_rollouts  # noqa: E402
+from benchmarks.grpo_step import config_file, run_step, step_arguments, step_rollouts  # noqa: E402
 from benchmarks.quota import start_emulator, watchdog  # noqa: E402
 
 PINNED = {"rubric": 512, "preference": 384}
@@ -137,16 +137,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rpm", type=int, default=20_000, help="Requests per minute per model (configured and enforced).")
-    parser.add_argument("--tpm", type=int, default=4_000_000, help="Tokens per minute per model (configured and enforced).")
-    parser.add_argument("--latency-ms", type=float, default=300.0)
-    parser.add_argument("--burst-s", type=float, default=2.0, help="Emulator: seconds of quota admitted at once (its default).")
-    parser.add_argument("--groups", type=int, default=64)
-    parser.add_argument("--group-size", type=int, default=8)
+    parser = step_arguments(__doc__, rpm=20_000)
     parser.add_argument("--verbosity", type=int, default=0, help="Emulator: extra rationale tokens per answer (0.5-1.5 x this).")
     parser.add_argument("--warmup-wait-s", type=float, default=0.0, help="Also run sized with max_tokens_auto.warmup_wait_s set so.")
-    parser.add_argument("--timeout-s", type=float, default=3000.0)
     args = parser.parse_args()
     print_report(lambda: measure(args))
 

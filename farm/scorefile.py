@@ -27,7 +27,7 @@ from farm.progress import Progress
 from farm.ratelimit import QuotaBackend
 from farm.wire import RewardResult, Rollout, encode_result
 
-__all__ = ["ScoreSummary", "add_cost", "batches_in_flight", "degradation", "score_file"]
+__all__ = ["ScoreSummary", "add_cost", "batches_in_flight", "degradation", "errors_file", "read_input", "score_file"]
 
 
 @dataclass
@@ -82,6 +82,25 @@ class ScoreSummary:
         return out
 
 
+def errors_file(output_path: Path) -> Path:
+    """Where the invalid rows of a run writing `output_path` go."""
+    return output_path.with_name(output_path.name + ".errors.jsonl")
+
+
+def read_input(input_path: str | Path, output_path: Path) -> tuple[list[Rollout], list[LineError]]:
+    """The valid rows of `input_path`, and its invalid ones, which are written to `errors_file`
+    (removed when there are none: a previous run's errors never sit beside this run's results)."""
+    rollouts: list[Rollout] = []
+    errors: list[LineError] = []
+    for item in read_rollouts(input_path):
+        (errors if isinstance(item, LineError) else rollouts).append(item)  # type: ignore[arg-type]
+    path = errors_file(output_path)
+    path.unlink(missing_ok=True)
+    if errors:
+        path.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
+    return rollouts, errors
+
+
 async def score_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -97,19 +116,11 @@ async def score_file(
     `batches_in_flight`)."""
     started = time.monotonic()
     summary = ScoreSummary(output=str(output_path))
-    rollouts: list[Rollout] = []
-    errors: list[LineError] = []
-    for item in read_rollouts(input_path):
-        (errors if isinstance(item, LineError) else rollouts).append(item)  # type: ignore[arg-type]
     output_path = Path(output_path)
-    errors_path = output_path.with_name(output_path.name + ".errors.jsonl")
-    errors_path.unlink(missing_ok=True)  # never leave a previous run's errors beside this run's results
+    rollouts, errors = read_input(input_path, output_path)
     if errors:
-        with errors_path.open("w", encoding="utf-8") as handle:
-            for error in errors:
-                handle.write(json.dumps(asdict(error), ensure_ascii=False) + "\n")
         summary.invalid_rows = len(errors)
-        summary.errors_file = str(errors_path)
+        summary.errors_file = str(errors_file(output_path))
     ensemble = Ensemble.from_config(config, quotas=quotas, patient=True)  # offline: never fail on quota alone
     client = ensemble.client
     if progress is not None and client is not None:

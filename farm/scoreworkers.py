@@ -15,7 +15,6 @@ admit more than the configured quota. A cluster's shared quota (RAY_ADDRESS) is 
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import queue
 import tempfile
@@ -24,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,8 @@ import msgspec
 from farm.batching import make_batches
 from farm.config import FarmConfig, QuotaConfig
 from farm.errors import ConfigError
-from farm.jsonl import LineError, read_rollouts
 from farm.progress import Progress
-from farm.scorefile import ScoreSummary, score_file
+from farm.scorefile import ScoreSummary, errors_file, read_input, score_file
 from farm.wire import Rollout
 
 __all__ = ["merge_summaries", "score_file_workers", "shard_rollouts", "split_quota"]
@@ -179,15 +176,8 @@ def score_file_workers(
     share of the quota (`split_quota`). Invalid rows are reported as `score_file` reports them,
     with their line in `input_path`."""
     started = time.monotonic()
-    rollouts: list[Rollout] = []
-    errors: list[LineError] = []
-    for item in read_rollouts(input_path):
-        (errors if isinstance(item, LineError) else rollouts).append(item)  # type: ignore[arg-type]
     output_path = Path(output_path)
-    errors_path = output_path.with_name(output_path.name + ".errors.jsonl")
-    errors_path.unlink(missing_ok=True)
-    if errors:
-        errors_path.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
+    rollouts, errors = read_input(input_path, output_path)
     shards = shard_rollouts(rollouts, workers)
     share = split_quota(config, len(shards))  # fewer units than workers: fewer, larger shares
     # the workers start from the parent's imports (fork): aiobotocore too, which the first call would import
@@ -223,7 +213,7 @@ def score_file_workers(
                 rewards += [r for line in data.splitlines() if line and (r := _REWARD.decode(line).get("reward")) is not None]
     summary = merge_summaries(parts, str(output_path), rewards)
     summary.invalid_rows = len(errors)
-    summary.errors_file = str(errors_path) if errors else None
+    summary.errors_file = str(errors_file(output_path)) if errors else None
     summary.elapsed_s = round(time.monotonic() - started, 3)
     return summary
 
