@@ -26,7 +26,7 @@ from typing import Any
 from farm.bedrock import ConverseRequest
 from farm.config import FarmConfig, PreferenceJudgeConfig, RubricJudgeConfig
 from farm.judges import needs_bedrock
-from farm.judges.preference import opponent_pairs
+from farm.judges.preference import list_orders, opponent_pairs, shared_reference
 from farm.prompting import listwise_prompt, listwise_schema, preference_prompt, preference_schema, rubric_prompt, rubric_schema
 from farm.wire import Rollout, prompt_text
 
@@ -135,17 +135,14 @@ def _calls(judge: RubricJudgeConfig | PreferenceJudgeConfig, rollouts: Sequence[
         size = len(members)
         if size < 2:
             continue
-        first = members[0].reference
-        shared = first if first is not None and all(m.reference == first for m in members) else None
+        shared = shared_reference([m.reference for m in members])
         anchored = shared is not None and judge.anchor == "reference"
         common = chars(prompt_text(members[0].prompt)) + chars(shared)
         responses = [chars(m.response) for m in members]
-        if judge.comparison == "listwise":
-            chunks = -(-size // judge.max_list_items)
-            for _ in range(judge.listwise_orders):
-                for c in range(chunks):
-                    part = responses[c * size // chunks : (c + 1) * size // chunks]
-                    yield "listwise", len(part) + anchored, common + sum(part)
+        if judge.comparison == "listwise":  # the judge's own plan; chunk sizes do not depend on the order's seed
+            for order in list_orders(size, judge.listwise_orders, judge.max_list_items, seed=""):
+                for chunk in order:
+                    yield "listwise", len(chunk) + anchored, common + sum(responses[i] for i in chunk)
         else:
             pairs = opponent_pairs(size, judge.max_comparisons)
             texts = responses + ([chars(shared)] if anchored else [])

@@ -65,9 +65,17 @@ def _log_first(error: BaseException) -> None:
     )
 
 
-def failed_verdict(error: BaseException, *, latency_ms: float = 0.0, input_tokens: int = 0, output_tokens: int = 0) -> Verdict:
-    """The verdict for a judge error, with the reason its type names; parse errors keep the
-    judge's raw answer in the human text."""
+def failed_verdict(
+    error: BaseException,
+    *,
+    latency_ms: float = 0.0,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_tokens: tuple[int, int] = (0, 0),
+) -> Verdict:
+    """The verdict for a judge error, with the reason its type names and the usage its attempts
+    were billed for (`cache_tokens`: read, write); parse errors keep the judge's raw answer in the
+    human text."""
     reason = reason_of(error)
     status: JudgeStatus = "timeout" if isinstance(error, JudgeTimeoutError | TimeoutError) else "failed"
     message = f"{type(error).__name__}: {error}"
@@ -84,6 +92,8 @@ def failed_verdict(error: BaseException, *, latency_ms: float = 0.0, input_token
         latency_ms=latency_ms,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        cache_read_tokens=cache_tokens[0],
+        cache_write_tokens=cache_tokens[1],
     )
 
 

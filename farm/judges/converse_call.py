@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
 from farm.bedrock import ConverseClient, ConverseRequest
 from farm.errors import JudgeError, ParseError
 from farm.flags import Flag
@@ -46,10 +44,13 @@ class AskError(JudgeError):
         self.cache_tokens = cache_tokens  # caching: (read, write) prompt tokens the failed attempts were billed for
 
     def verdict(self) -> Verdict:
-        verdict = failed_verdict(self.cause, latency_ms=self.latency_ms, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
-        if self.cache_tokens == (0, 0):
-            return verdict
-        return msgspec.structs.replace(verdict, cache_read_tokens=self.cache_tokens[0], cache_write_tokens=self.cache_tokens[1])
+        return failed_verdict(
+            self.cause,
+            latency_ms=self.latency_ms,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_tokens=self.cache_tokens,
+        )
 
 
 async def ask(

@@ -44,7 +44,7 @@ from farm.prompting import (
 from farm.ranking import anchored_rewards, bradley_terry, merge_outcomes, ranking_outcomes, win_rates
 from farm.wire import Rollout, Verdict, prompt_text, wants_fresh
 
-__all__ = ["PreferenceJudge", "combine_orders", "list_orders", "opponent_pairs"]
+__all__ = ["PreferenceJudge", "combine_orders", "list_orders", "opponent_pairs", "shared_reference"]
 
 _OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
@@ -73,6 +73,15 @@ def opponent_pairs(size: int, max_opponents: int) -> list[tuple[int, int]]:
         offsets.append(size // 2)
     pairs = {tuple(sorted((i, (i + d) % size))) for i in range(size) for d in offsets}
     return sorted((a, b) for a, b in pairs)
+
+
+def shared_reference(references: Sequence[str | None]) -> str | None:
+    """A group's shared reference, the one a group judge may show and anchor on (None when a
+    member has none or the members disagree on it)."""
+    first = references[0] if references else None
+    if first is None or any(reference != first for reference in references):
+        return None
+    return first
 
 
 def list_orders(size: int, orders: int, max_items: int, seed: str) -> list[list[list[int]]]:
@@ -167,11 +176,7 @@ class PreferenceJudge(BedrockJudge):
         return [v for v in verdicts if v is not None]
 
     def _anchor(self, rollouts: Sequence[Rollout], members: list[int]) -> str | None:
-        """The group's shared reference when anchoring is on (None when members disagree on it)."""
-        first = rollouts[members[0]].reference
-        if first is None or any(rollouts[m].reference != first for m in members):
-            return None
-        return first
+        return shared_reference([rollouts[m].reference for m in members])
 
     async def _score_group(self, rollouts: Sequence[Rollout], members: list[int], deadline: float, out: list[Verdict | None]) -> None:
         size = len(members)
